@@ -1,0 +1,203 @@
+//! Condition types and reasons of the MAOS resources, and the one way to update a condition list.
+//!
+//! Reasons are CamelCase and double as the labels of error metrics; messages are short and
+//! fixed in form, never a prompt, a model answer or a secret.
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+
+/// Condition types of a Task.
+pub mod task {
+    /// The spec is valid and the Task is registered with its pool.
+    pub const ACCEPTED: &str = "Accepted";
+    /// A valid DAG of subtasks exists (planned or manual).
+    pub const PLANNED: &str = "Planned";
+    /// Dispatch is paused by `spec.suspend`.
+    pub const SUSPENDED: &str = "Suspended";
+    /// The Task finished with a result (True) or without one (False); Unknown while it runs.
+    pub const SUCCEEDED: &str = "Succeeded";
+}
+
+/// Condition types of an AgentPool.
+pub mod pool {
+    /// At least `replicas.min` agents beat and the pool can take work.
+    pub const READY: &str = "Ready";
+    /// The agent count is moving towards a new target.
+    pub const SCALING: &str = "Scaling";
+    /// Agents are being replaced or cannot be started.
+    pub const DEGRADED: &str = "Degraded";
+}
+
+/// Condition types of a Checkpoint.
+pub mod checkpoint {
+    /// The snapshot is stored and verified (True) or could not be (False).
+    pub const SUCCEEDED: &str = "Succeeded";
+}
+
+/// Reasons used in MAOS conditions.
+pub mod reason {
+    /// Not yet known: set on the first reconcile.
+    pub const RECONCILING: &str = "Reconciling";
+    /// The spec breaks a rule the schema could not check.
+    pub const INVALID_SPEC: &str = "InvalidSpec";
+    /// The Task's AgentPool does not exist.
+    pub const POOL_NOT_FOUND: &str = "PoolNotFound";
+    /// The planner's DAG was rejected twice.
+    pub const PLAN_REJECTED: &str = "PlanRejected";
+    /// A subtask failed after its last retry.
+    pub const SUBTASK_FAILED: &str = "SubtaskFailed";
+    /// `activeDeadlineSeconds` passed.
+    pub const DEADLINE_EXCEEDED: &str = "DeadlineExceeded";
+    /// The token or cost budget is spent.
+    pub const BUDGET_EXCEEDED: &str = "BudgetExceeded";
+    /// `spec.shutdown` stopped the Task.
+    pub const CANCELLED: &str = "Cancelled";
+    /// The Task's state in Redis vanished and no checkpoint could restore it.
+    pub const STATE_LOST: &str = "StateLost";
+    /// The Task finished with a result.
+    pub const COMPLETED: &str = "Completed";
+    /// The API-key Secret of a pool is missing.
+    pub const SECRET_NOT_FOUND: &str = "SecretNotFound";
+}
+
+/// Sets one condition in a list, keyed by type, as Kubernetes' `meta.SetStatusCondition` does:
+/// `lastTransitionTime` changes only when the status changes. Returns whether anything changed.
+pub fn set_condition(conditions: &mut Vec<Condition>, new: Condition) -> bool {
+    match conditions.iter_mut().find(|c| c.type_ == new.type_) {
+        None => {
+            conditions.push(new);
+            true
+        }
+        Some(existing) => {
+            let transition_time = if existing.status == new.status {
+                existing.last_transition_time.clone()
+            } else {
+                new.last_transition_time.clone()
+            };
+            let updated = Condition {
+                last_transition_time: transition_time,
+                ..new
+            };
+            if *existing == updated {
+                false
+            } else {
+                *existing = updated;
+                true
+            }
+        }
+    }
+}
+
+/// Finds a condition by type.
+pub fn find_condition<'a>(conditions: &'a [Condition], type_: &str) -> Option<&'a Condition> {
+    conditions.iter().find(|c| c.type_ == type_)
+}
+
+/// Builds a condition; `status` is "True", "False" or "Unknown".
+pub fn condition(
+    type_: &str,
+    status: &str,
+    reason: &str,
+    message: impl Into<String>,
+    observed_generation: Option<i64>,
+    now: Time,
+) -> Condition {
+    Condition {
+        type_: type_.to_owned(),
+        status: status.to_owned(),
+        reason: reason.to_owned(),
+        message: message.into(),
+        observed_generation,
+        last_transition_time: now,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use k8s_openapi::jiff::Timestamp;
+
+    fn at(seconds: i64) -> Time {
+        Time(Timestamp::from_second(seconds).expect("valid timestamp"))
+    }
+
+    #[test]
+    fn new_condition_is_appended() {
+        let mut list = Vec::new();
+        let changed = set_condition(
+            &mut list,
+            condition(task::ACCEPTED, "True", "Valid", "ok", Some(1), at(10)),
+        );
+        assert!(changed);
+        assert_eq!(list.len(), 1);
+    }
+
+    #[test]
+    fn same_status_keeps_transition_time_but_updates_message() {
+        let mut list = vec![condition(
+            task::SUCCEEDED,
+            "Unknown",
+            reason::RECONCILING,
+            "a",
+            Some(1),
+            at(10),
+        )];
+        let changed = set_condition(
+            &mut list,
+            condition(
+                task::SUCCEEDED,
+                "Unknown",
+                reason::RECONCILING,
+                "b",
+                Some(2),
+                at(20),
+            ),
+        );
+        assert!(changed);
+        assert_eq!(list[0].last_transition_time, at(10));
+        assert_eq!(list[0].message, "b");
+        assert_eq!(list[0].observed_generation, Some(2));
+    }
+
+    #[test]
+    fn status_change_moves_transition_time() {
+        let mut list = vec![condition(
+            task::SUCCEEDED,
+            "Unknown",
+            reason::RECONCILING,
+            "a",
+            Some(1),
+            at(10),
+        )];
+        set_condition(
+            &mut list,
+            condition(
+                task::SUCCEEDED,
+                "False",
+                reason::SUBTASK_FAILED,
+                "x",
+                Some(1),
+                at(20),
+            ),
+        );
+        assert_eq!(list[0].last_transition_time, at(20));
+        assert_eq!(list[0].status, "False");
+    }
+
+    #[test]
+    fn identical_condition_reports_no_change() {
+        let mut list = vec![condition(
+            pool::READY,
+            "True",
+            "AgentsReady",
+            "1/1",
+            Some(3),
+            at(10),
+        )];
+        let changed = set_condition(
+            &mut list,
+            condition(pool::READY, "True", "AgentsReady", "1/1", Some(3), at(99)),
+        );
+        assert!(!changed);
+        assert_eq!(list[0].last_transition_time, at(10));
+    }
+}

@@ -1,0 +1,16 @@
+//! `maos.dev/v1alpha1`: the Task, AgentPool and Checkpoint custom resources.
+//!
+//! The doc comments on these types become the descriptions `kubectl explain` shows, and the
+//! `schemars`/`x_kube` attributes become the bounds and CEL rules the API server enforces at
+//! apply time. What a schema cannot express is checked by [`crate::validate`].
+
+mod checkpoint;
+pub mod conditions;
+pub mod limits;
+mod pool;
+mod schema;
+mod task;
+
+pub use checkpoint::*;
+pub use pool::*;
+pub use task::*;
