@@ -5,6 +5,7 @@
 //! Kubernetes or network I/O of its own.
 
 pub mod api;
+pub mod coord;
 pub mod dag;
 pub mod meta;
 pub mod validate;

@@ -1,0 +1,412 @@
+//! Connecting to Redis, standalone or Cluster, behind one handle, and retrying transient failures.
+//!
+//! [`Conn`] is an enum over the two redis-rs connection types rather than a trait object: both
+//! are cheap to clone and multiplexed, redis-rs's `Script`, `Cmd` and `Pipeline` take any
+//! `aio::ConnectionLike`, so an enum implementing that trait gives every coordination call one
+//! code path with static dispatch, and no generic parameter leaks into the public types.
+
+use std::fmt;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use backon::{ExponentialBuilder, Retryable};
+use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
+use redis::cluster::ClusterClientBuilder;
+use redis::cluster_async::ClusterConnection;
+use redis::{Cmd, IntoConnectionInfo, Pipeline, RedisFuture, RedisResult, Value};
+
+use super::error::{CoordError, CoordResult, is_transient};
+
+/// Reconnect attempts the standalone connection manager makes per failed request.
+const CLIENT_RETRIES: usize = 1;
+/// Retries the cluster client makes inside one request (redirections, slot-map refresh).
+const CLUSTER_CLIENT_RETRIES: u32 = 3;
+
+/// A password that never shows in `Debug` output or logs.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    /// Wraps a password.
+    pub fn new(value: impl Into<String>) -> Self {
+        Self(value.into())
+    }
+
+    /// The password itself, for the one place that must send it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(<redacted>)")
+    }
+}
+
+/// Whether the nodes form one standalone server or a Redis Cluster.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Topology {
+    /// One server (possibly behind a failover proxy); the first node URL is used.
+    Standalone,
+    /// A Redis Cluster; the node URLs are seeds for slot discovery.
+    Cluster,
+}
+
+/// How transient failures (lost connections, failover, redirections) are retried.
+#[derive(Clone, Copy, Debug)]
+pub struct RetryPolicy {
+    /// Retries after the first attempt.
+    pub max_retries: usize,
+    /// Delay before the first retry; doubles each time.
+    pub min_delay: Duration,
+    /// Longest delay between two tries.
+    pub max_delay: Duration,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        // About 20 s of retrying in all: enough to ride out a cluster failover (node timeout
+        // plus election, a few seconds) or a restart, short enough that a Redis that stays
+        // down is reported rather than waited on.
+        Self {
+            max_retries: 20,
+            min_delay: Duration::from_millis(20),
+            max_delay: Duration::from_secs(1),
+        }
+    }
+}
+
+/// Where and as whom to connect.
+#[derive(Clone, Debug)]
+pub struct RedisConfig {
+    /// `redis://host:port` URLs: the server, or seed nodes of a cluster.
+    pub nodes: Vec<String>,
+    /// Standalone or cluster.
+    pub topology: Topology,
+    /// ACL user name (`None`: the default user).
+    pub username: Option<String>,
+    /// ACL password.
+    pub password: Option<Secret>,
+    /// How long one request may wait for its reply.
+    pub response_timeout: Duration,
+    /// How long connecting to one node may take.
+    pub connection_timeout: Duration,
+    /// Retries of transient failures inside the layer.
+    pub retry: RetryPolicy,
+}
+
+impl RedisConfig {
+    /// A config for `nodes` with the default user and default timeouts.
+    pub fn new(topology: Topology, nodes: impl IntoIterator<Item = impl Into<String>>) -> Self {
+        Self {
+            nodes: nodes.into_iter().map(Into::into).collect(),
+            topology,
+            username: None,
+            password: None,
+            response_timeout: Duration::from_secs(5),
+            connection_timeout: Duration::from_secs(2),
+            retry: RetryPolicy::default(),
+        }
+    }
+
+    /// The same config, authenticating as `username` with `password`.
+    pub fn with_user(mut self, username: impl Into<String>, password: Secret) -> Self {
+        self.username = Some(username.into());
+        self.password = Some(password);
+        self
+    }
+}
+
+/// One multiplexed connection to a standalone Redis or a Redis Cluster.
+#[derive(Clone)]
+pub enum Conn {
+    /// A standalone server, reconnecting on loss.
+    Standalone(ConnectionManager),
+    /// A Redis Cluster, following MOVED/ASK and topology changes.
+    Cluster(ClusterConnection),
+}
+
+impl ConnectionLike for Conn {
+    fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
+        match self {
+            Self::Standalone(c) => c.req_packed_command(cmd),
+            Self::Cluster(c) => c.req_packed_command(cmd),
+        }
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        pipeline: &'a Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> RedisFuture<'a, Vec<Value>> {
+        match self {
+            Self::Standalone(c) => c.req_packed_commands(pipeline, offset, count),
+            Self::Cluster(c) => c.req_packed_commands(pipeline, offset, count),
+        }
+    }
+
+    fn get_db(&self) -> i64 {
+        match self {
+            Self::Standalone(c) => c.get_db(),
+            Self::Cluster(c) => c.get_db(),
+        }
+    }
+}
+
+/// A handle to Redis: one shared multiplexed connection plus the config to open more.
+///
+/// Cloning is cheap and shares the connection. Blocking reads (a claim that waits for work)
+/// would stall every other request on a multiplexed connection, so give them their own handle
+/// from [`Redis::dedicated`].
+#[derive(Clone)]
+pub struct Redis {
+    conn: Conn,
+    config: Arc<RedisConfig>,
+}
+
+impl fmt::Debug for Redis {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Redis")
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Redis {
+    /// Connects as `config` says; fails with a typed error if no node answers.
+    pub async fn connect(config: RedisConfig) -> CoordResult<Self> {
+        let conn = open(&config, config.response_timeout).await?;
+        Ok(Self {
+            conn,
+            config: Arc::new(config),
+        })
+    }
+
+    /// A handle with a connection of its own, for blocking reads of up to `max_block`.
+    pub async fn dedicated(&self, max_block: Duration) -> CoordResult<Self> {
+        let conn = open(&self.config, self.config.response_timeout + max_block).await?;
+        Ok(Self {
+            conn,
+            config: Arc::clone(&self.config),
+        })
+    }
+
+    /// Whether this handle talks to a Redis Cluster.
+    pub fn topology(&self) -> Topology {
+        self.config.topology
+    }
+
+    /// The connection, for callers that need a raw command this layer does not wrap.
+    pub fn connection(&self) -> Conn {
+        self.conn.clone()
+    }
+
+    /// Runs `attempt` on the connection, retrying transient failures with exponential backoff
+    /// and jitter, and sorts the final error into a [`CoordError`].
+    ///
+    /// `attempt` may run more than once: a retried write whose first reply was lost may have
+    /// been applied, so every caller's effect is either idempotent or at-least-once by design.
+    pub(crate) async fn run<T, F, Fut>(&self, op: &'static str, mut attempt: F) -> CoordResult<T>
+    where
+        F: FnMut(Conn) -> Fut,
+        Fut: Future<Output = RedisResult<T>>,
+    {
+        let conn = &self.conn;
+        retry_transient(&self.config.retry, op, || attempt(conn.clone())).await
+    }
+
+    /// Sends `cmd` to every node: the server, or every master and replica of a cluster that is
+    /// not marked failed (a cluster client only talks to masters, so routing alone would miss
+    /// the replicas). Returns how many nodes ran it.
+    pub(crate) async fn on_every_node(&self, op: &'static str, cmd: &Cmd) -> CoordResult<usize> {
+        if self.config.topology == Topology::Standalone {
+            self.run(
+                op,
+                |mut c| async move { cmd.query_async::<Value>(&mut c).await },
+            )
+            .await?;
+            return Ok(1);
+        }
+        let nodes: String = self
+            .run(op, |mut c| async move {
+                redis::cmd("CLUSTER").arg("NODES").query_async(&mut c).await
+            })
+            .await?;
+        let scheme = match self.config.nodes.first() {
+            Some(url) if url.starts_with("rediss://") => "rediss",
+            _ => "redis",
+        };
+        let mut ran = 0;
+        for line in nodes.lines() {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            let (Some(addr), Some(flags)) = (fields.get(1), fields.get(2)) else {
+                continue;
+            };
+            let flags: Vec<&str> = flags.split(',').collect();
+            if flags
+                .iter()
+                .any(|f| matches!(*f, "fail" | "noaddr" | "handshake"))
+            {
+                continue;
+            }
+            // `host:port@bus-port[,hostname]`
+            let Some(host_port) = addr.split(['@', ',']).next() else {
+                continue;
+            };
+            let url = format!("{scheme}://{host_port}/");
+            let client = standalone_client(&self.config, &url)?;
+            let connection_config = redis::AsyncConnectionConfig::new()
+                .set_connection_timeout(Some(self.config.connection_timeout))
+                .set_response_timeout(Some(self.config.response_timeout));
+            retry_transient(&self.config.retry, op, || {
+                let (client, connection_config) = (&client, &connection_config);
+                async move {
+                    let mut con = client
+                        .get_multiplexed_async_connection_with_config(connection_config)
+                        .await?;
+                    cmd.query_async::<Value>(&mut con).await
+                }
+            })
+            .await?;
+            ran += 1;
+        }
+        Ok(ran)
+    }
+}
+
+/// Runs `attempt`, retrying transient failures with exponential backoff and jitter, and sorts
+/// the final error into a [`CoordError`].
+async fn retry_transient<T, F, Fut>(
+    policy: &RetryPolicy,
+    op: &'static str,
+    attempt: F,
+) -> CoordResult<T>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = RedisResult<T>>,
+{
+    let backoff = ExponentialBuilder::default()
+        .with_min_delay(policy.min_delay)
+        .with_max_delay(policy.max_delay)
+        .with_max_times(policy.max_retries)
+        .with_jitter();
+    attempt
+        .retry(backoff)
+        .when(is_transient)
+        .await
+        .map_err(|e| CoordError::from_redis(op, e))
+}
+
+/// The cluster client reports any failed initial connection as an I/O error, wrong credentials
+/// included; ask one seed node directly so a credential problem surfaces as such.
+async fn classify_cluster_connect_error(
+    config: &RedisConfig,
+    err: redis::RedisError,
+) -> CoordError {
+    const OP: &str = "connect";
+    if let Some(url) = config.nodes.first()
+        && let Ok(client) = standalone_client(config, url)
+        && let Err(probe) = client.get_multiplexed_async_connection().await
+        && matches!(
+            CoordError::from_redis(OP, probe),
+            CoordError::AuthenticationFailed
+        )
+    {
+        return CoordError::AuthenticationFailed;
+    }
+    CoordError::from_redis(OP, err)
+}
+
+/// A client for the single node at `url`, authenticating as `config` says.
+fn standalone_client(config: &RedisConfig, url: &str) -> CoordResult<redis::Client> {
+    const OP: &str = "connect";
+    let mut info = url
+        .into_connection_info()
+        .map_err(|e| CoordError::from_redis(OP, e))?;
+    let mut settings = info.redis_settings().clone();
+    if let Some(user) = &config.username {
+        settings = settings.set_username(user);
+    }
+    if let Some(password) = &config.password {
+        settings = settings.set_password(password.expose());
+    }
+    info = info.set_redis_settings(settings);
+    redis::Client::open(info).map_err(|e| CoordError::from_redis(OP, e))
+}
+
+async fn open(config: &RedisConfig, response_timeout: Duration) -> CoordResult<Conn> {
+    const OP: &str = "connect";
+    match config.topology {
+        Topology::Standalone => {
+            let Some(url) = config.nodes.first() else {
+                return Err(CoordError::InvalidName {
+                    what: "Redis node list",
+                    reason: "must name at least one node".to_owned(),
+                });
+            };
+            let client = standalone_client(config, url)?;
+            // The connection manager retries every failed connect, wrong credentials included;
+            // one plain attempt first turns a permanent refusal into an error at once.
+            let probe = redis::AsyncConnectionConfig::new()
+                .set_connection_timeout(Some(config.connection_timeout))
+                .set_response_timeout(Some(response_timeout));
+            if let Err(e) = client
+                .get_multiplexed_async_connection_with_config(&probe)
+                .await
+                && !is_transient(&e)
+            {
+                return Err(CoordError::from_redis(OP, e));
+            }
+            let manager_config = ConnectionManagerConfig::new()
+                .set_response_timeout(Some(response_timeout))
+                .set_connection_timeout(Some(config.connection_timeout))
+                // One reconnect attempt per request: `Redis::run` owns the retry policy, and
+                // retries nested inside retries multiply (20 × 20 took minutes on a dead server).
+                .set_number_of_retries(CLIENT_RETRIES)
+                .set_max_delay(config.retry.max_delay);
+            let manager = ConnectionManager::new_with_config(client, manager_config)
+                .await
+                .map_err(|e| CoordError::from_redis(OP, e))?;
+            Ok(Conn::Standalone(manager))
+        }
+        Topology::Cluster => {
+            let mut builder = ClusterClientBuilder::new(config.nodes.iter().map(String::as_str))
+                .response_timeout(response_timeout)
+                .connection_timeout(config.connection_timeout)
+                // A few quick internal retries let the client follow MOVED/ASK and refresh its
+                // slot map; longer outages are `Redis::run`'s to retry, so the two never multiply
+                // into minutes.
+                .retries(CLUSTER_CLIENT_RETRIES)
+                .min_retry_wait(10)
+                .max_retry_wait(200);
+            if let Some(user) = &config.username {
+                builder = builder.username(user);
+            }
+            if let Some(password) = &config.password {
+                builder = builder.password(password.expose());
+            }
+            let client = builder.build().map_err(|e| CoordError::from_redis(OP, e))?;
+            match client.get_async_connection().await {
+                Ok(conn) => Ok(Conn::Cluster(conn)),
+                Err(e) => Err(classify_cluster_connect_error(config, e).await),
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn config_debug_never_shows_the_password() {
+        let config = RedisConfig::new(Topology::Standalone, ["redis://127.0.0.1:1/"])
+            .with_user("maos-pool-a", Secret::new("hunter2-very-secret"));
+        let shown = format!("{config:?}");
+        assert!(!shown.contains("hunter2"), "{shown}");
+        assert!(shown.contains("redacted"), "{shown}");
+    }
+}

@@ -1,0 +1,289 @@
+//! A task's event log: agents publish typed events, the operator (group `operator`) and the audit
+//! writer (group `audit`) each consume all of them, at least once.
+//!
+//! Every event carries a unique id chosen by its publisher, so a consumer that sees an event
+//! twice (a redelivery after a crash, a retried publish) can drop the duplicate.
+
+use serde::{Deserialize, Serialize};
+
+use redis::streams::StreamReadReply;
+
+use super::conn::{Conn, Redis};
+use super::entry;
+use super::error::{CoordError, CoordResult};
+use super::keys::{AgentName, TaskKeys, field};
+use super::queue::EntryId;
+
+/// What happened, as told by an agent.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "PascalCase")]
+pub enum EventKind {
+    /// The agent started (or resumed) the subtask.
+    SubtaskStarted,
+    /// A progress note for status.
+    Progress {
+        /// Short, fixed-form message.
+        message: String,
+    },
+    /// Tokens one model call used.
+    TokensUsed {
+        /// The model.
+        model: String,
+        /// Input tokens.
+        input: u64,
+        /// Output tokens.
+        output: u64,
+        /// Input tokens read from the prompt cache.
+        #[serde(default)]
+        cache_read: u64,
+        /// Input tokens written to the prompt cache.
+        #[serde(default)]
+        cache_creation: u64,
+    },
+    /// The subtask finished and its result is recorded.
+    SubtaskSucceeded,
+    /// The subtask failed.
+    SubtaskFailed {
+        /// Why, in a short fixed form.
+        reason: String,
+    },
+    /// The planner submitted a plan.
+    PlanSubmitted {
+        /// The plan as the planner gave it (validated by the operator).
+        plan: serde_json::Value,
+    },
+    /// The agent sent a message on the task's bus.
+    MessageSent {
+        /// The receiving agent, `None` for a broadcast.
+        to: Option<String>,
+    },
+}
+
+/// One event about a subtask.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Event {
+    /// Unique id chosen by the publisher; consumers deduplicate on it.
+    pub id: String,
+    /// The publishing agent.
+    pub agent: String,
+    /// The subtask.
+    pub subtask: String,
+    /// The attempt.
+    pub attempt: u32,
+    /// What happened.
+    #[serde(flatten)]
+    pub kind: EventKind,
+}
+
+impl Event {
+    /// A new event with a fresh unique id.
+    pub fn new(agent: &AgentName, subtask: &str, attempt: u32, kind: EventKind) -> Self {
+        Self {
+            id: uuid::Uuid::new_v4().to_string(),
+            agent: agent.as_str().to_owned(),
+            subtask: subtask.to_owned(),
+            attempt,
+            kind,
+        }
+    }
+}
+
+/// An event delivered to a consumer, with the stream id to ack it by.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Delivered {
+    /// The stream entry id; pass it to [`EventConsumer::ack`].
+    pub entry: EntryId,
+    /// The event.
+    pub event: Event,
+}
+
+/// A task's event stream.
+#[derive(Clone, Debug)]
+pub struct EventLog {
+    redis: Redis,
+    keys: TaskKeys,
+}
+
+impl EventLog {
+    /// The event log of the task with `keys`.
+    pub fn new(redis: Redis, keys: TaskKeys) -> Self {
+        Self { redis, keys }
+    }
+
+    /// Publishes `event`.
+    pub async fn publish(&self, event: &Event) -> CoordResult<EntryId> {
+        let ids = self.publish_many(std::slice::from_ref(event)).await?;
+        ids.into_iter()
+            .next()
+            .ok_or_else(|| CoordError::protocol("publish event", "XADD returned no id"))
+    }
+
+    /// Publishes `events` in one pipelined round trip.
+    pub async fn publish_many(&self, events: &[Event]) -> CoordResult<Vec<EntryId>> {
+        const OP: &str = "publish event";
+        if events.is_empty() {
+            return Ok(Vec::new());
+        }
+        let key = self.keys.events();
+        let mut pipe = redis::pipe();
+        for event in events {
+            let json = serde_json::to_string(event)
+                .map_err(|e| CoordError::protocol(OP, e.to_string()))?;
+            pipe.cmd("XADD")
+                .arg(&key)
+                .arg("*")
+                .arg(field::EVENT)
+                .arg(json);
+        }
+        let ids: Vec<String> = self
+            .redis
+            .run(OP, |mut c| {
+                let pipe = &pipe;
+                async move { pipe.query_async(&mut c).await }
+            })
+            .await?;
+        Ok(ids.into_iter().map(EntryId::from_raw).collect())
+    }
+
+    /// A consumer `consumer` in `group` (one of [`super::keys::EVENT_GROUPS`]).
+    pub fn consumer(&self, group: &'static str, consumer: &str) -> EventConsumer {
+        EventConsumer {
+            log: self.clone(),
+            group,
+            consumer: consumer.to_owned(),
+            backlog_done: false,
+        }
+    }
+}
+
+/// A named consumer of one group: it first re-reads what it was given before and never acked
+/// (after a crash), then new events.
+#[derive(Clone, Debug)]
+pub struct EventConsumer {
+    log: EventLog,
+    group: &'static str,
+    consumer: String,
+    backlog_done: bool,
+}
+
+impl EventConsumer {
+    /// Up to `count` events, waiting up to `block` for new ones (`None`: do not wait).
+    ///
+    /// An entry that is not a valid event (not written by this layer) is acked and dropped.
+    pub async fn next(
+        &mut self,
+        count: usize,
+        block: Option<std::time::Duration>,
+    ) -> CoordResult<Vec<Delivered>> {
+        if !self.backlog_done {
+            let backlog = self.read("0", count, None).await?;
+            if !backlog.is_empty() {
+                return Ok(backlog);
+            }
+            self.backlog_done = true;
+        }
+        self.read(">", count, block).await
+    }
+
+    async fn read(
+        &self,
+        from: &str,
+        count: usize,
+        block: Option<std::time::Duration>,
+    ) -> CoordResult<Vec<Delivered>> {
+        const OP: &str = "consume events";
+        let key = self.log.keys.events();
+        let reply: Option<StreamReadReply> = self
+            .log
+            .redis
+            .run(OP, |mut c: Conn| {
+                let key = &key;
+                async move {
+                    let mut cmd = redis::cmd("XREADGROUP");
+                    cmd.arg("GROUP")
+                        .arg(self.group)
+                        .arg(&self.consumer)
+                        .arg("COUNT")
+                        .arg(count.max(1));
+                    if let Some(block) = block {
+                        cmd.arg("BLOCK").arg(block.as_millis().max(1) as u64);
+                    }
+                    cmd.arg("STREAMS").arg(key).arg(from);
+                    cmd.query_async(&mut c).await
+                }
+            })
+            .await?;
+        let mut delivered = Vec::new();
+        let mut malformed = Vec::new();
+        for stream in reply.map(|r| r.keys).unwrap_or_default() {
+            for e in stream.ids {
+                let event = entry::bytes(OP, &e.map, field::EVENT)
+                    .ok()
+                    .and_then(|raw| serde_json::from_slice::<Event>(&raw).ok());
+                match event {
+                    Some(event) => delivered.push(Delivered {
+                        entry: EntryId::from_raw(e.id),
+                        event,
+                    }),
+                    None => malformed.push(EntryId::from_raw(e.id)),
+                }
+            }
+        }
+        if !malformed.is_empty() {
+            self.ack(&malformed).await?;
+        }
+        Ok(delivered)
+    }
+
+    /// Acks handled events in one round trip.
+    pub async fn ack(&self, entries: &[EntryId]) -> CoordResult<()> {
+        if entries.is_empty() {
+            return Ok(());
+        }
+        let key = self.log.keys.events();
+        let mut cmd = redis::cmd("XACK");
+        cmd.arg(&key).arg(self.group);
+        for e in entries {
+            cmd.arg(e.as_str());
+        }
+        self.log
+            .redis
+            .run("ack events", |mut c| {
+                let cmd = &cmd;
+                async move { cmd.query_async::<()>(&mut c).await }
+            })
+            .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn event_encodes_with_a_type_tag_and_round_trips() {
+        let agent = AgentName::new("a1").expect("name");
+        let event = Event::new(
+            &agent,
+            "s1",
+            2,
+            EventKind::Progress {
+                message: "halfway".to_owned(),
+            },
+        );
+        let json = serde_json::to_value(&event).expect("encode");
+        assert_eq!(json["type"], "Progress");
+        assert_eq!(json["message"], "halfway");
+        assert_eq!(json["attempt"], 2);
+        let back: Event = serde_json::from_value(json).expect("decode");
+        assert_eq!(back, event);
+    }
+
+    #[test]
+    fn every_event_gets_its_own_id() {
+        let agent = AgentName::new("a1").expect("name");
+        let a = Event::new(&agent, "s1", 1, EventKind::SubtaskStarted);
+        let b = Event::new(&agent, "s1", 1, EventKind::SubtaskStarted);
+        assert_ne!(a.id, b.id);
+    }
+}

@@ -1,0 +1,173 @@
+//! A subtask's conversation journal: one stream entry per model response and per tool result,
+//! so an agent that takes over a reclaimed subtask replays the conversation and continues it.
+//!
+//! Tool results carry their tool-use id; a replaying agent asks [`Conversation::tool_result`]
+//! before running a tool, so a tool call already applied is not applied twice.
+
+use redis::streams::StreamRangeReply;
+
+use super::conn::Redis;
+use super::entry;
+use super::error::{CoordError, CoordResult};
+use super::keys::{TaskKeys, field};
+use super::queue::EntryId;
+use crate::dag::SubtaskName;
+
+/// Entries read per XRANGE page when replaying.
+const PAGE: usize = 500;
+
+/// What one journal entry holds.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum EntryKind {
+    /// A model response (the assistant message, as JSON).
+    ModelResponse,
+    /// A tool's result, answering the tool use with this id.
+    ToolResult {
+        /// The tool-use id from the model's request.
+        tool_use_id: String,
+    },
+}
+
+impl EntryKind {
+    fn tag(&self) -> &'static str {
+        match self {
+            Self::ModelResponse => "model_response",
+            Self::ToolResult { .. } => "tool_result",
+        }
+    }
+}
+
+/// One journal entry.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct JournalEntry {
+    /// Its position in the journal.
+    pub id: EntryId,
+    /// Model response or tool result.
+    pub kind: EntryKind,
+    /// The attempt that wrote it.
+    pub attempt: u32,
+    /// The payload (JSON as the Messages API has it).
+    pub body: String,
+}
+
+/// A subtask's conversation as read back, in order.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Conversation {
+    /// Every entry, oldest first.
+    pub entries: Vec<JournalEntry>,
+}
+
+impl Conversation {
+    /// The recorded result of tool use `tool_use_id`, if that tool call was already applied.
+    pub fn tool_result(&self, tool_use_id: &str) -> Option<&JournalEntry> {
+        self.entries.iter().find(
+            |e| matches!(&e.kind, EntryKind::ToolResult { tool_use_id: id } if id == tool_use_id),
+        )
+    }
+}
+
+/// One subtask's journal.
+#[derive(Clone, Debug)]
+pub struct Journal {
+    redis: Redis,
+    keys: TaskKeys,
+    subtask: SubtaskName,
+}
+
+impl Journal {
+    /// The journal of `subtask` in the task with `keys`.
+    pub fn new(redis: Redis, keys: TaskKeys, subtask: SubtaskName) -> Self {
+        Self {
+            redis,
+            keys,
+            subtask,
+        }
+    }
+
+    /// Appends an entry written by `attempt`.
+    pub async fn append(&self, attempt: u32, kind: &EntryKind, body: &str) -> CoordResult<EntryId> {
+        let (stream, index) = (self.keys.journal(&self.subtask), self.keys.journal_index());
+        let mut pipe = redis::pipe();
+        // The index first: if the append is cut short, cleanup still knows the journal.
+        pipe.cmd("SADD")
+            .arg(&index)
+            .arg(self.subtask.as_str())
+            .ignore();
+        pipe.cmd("XADD")
+            .arg(&stream)
+            .arg("*")
+            .arg(field::ENTRY_KIND)
+            .arg(kind.tag())
+            .arg(field::ATTEMPT)
+            .arg(attempt)
+            .arg(field::TOOL_USE_ID)
+            .arg(match kind {
+                EntryKind::ToolResult { tool_use_id } => tool_use_id.as_str(),
+                EntryKind::ModelResponse => "",
+            })
+            .arg(field::BODY)
+            .arg(body);
+        let (id,): (String,) = self
+            .redis
+            .run("append journal", |mut c| {
+                let pipe = &pipe;
+                async move { pipe.query_async(&mut c).await }
+            })
+            .await?;
+        Ok(EntryId::from_raw(id))
+    }
+
+    /// The whole conversation, in the order it was appended.
+    pub async fn read_all(&self) -> CoordResult<Conversation> {
+        const OP: &str = "read journal";
+        let stream = self.keys.journal(&self.subtask);
+        let mut entries = Vec::new();
+        let mut start = "-".to_owned();
+        loop {
+            let page: StreamRangeReply = self
+                .redis
+                .run(OP, |mut c| {
+                    let (stream, start) = (&stream, &start);
+                    async move {
+                        redis::cmd("XRANGE")
+                            .arg(stream)
+                            .arg(start)
+                            .arg("+")
+                            .arg("COUNT")
+                            .arg(PAGE)
+                            .query_async(&mut c)
+                            .await
+                    }
+                })
+                .await?;
+            let full = page.ids.len() >= PAGE;
+            for e in page.ids {
+                start = format!("({}", e.id);
+                let tag = entry::text(OP, &e.map, field::ENTRY_KIND)?;
+                let attempt = u32::try_from(entry::number(OP, &e.map, field::ATTEMPT)?)
+                    .map_err(|_| CoordError::protocol(OP, "attempt out of range"))?;
+                let kind = match tag.as_str() {
+                    "model_response" => EntryKind::ModelResponse,
+                    "tool_result" => EntryKind::ToolResult {
+                        tool_use_id: entry::text(OP, &e.map, field::TOOL_USE_ID)?,
+                    },
+                    other => {
+                        return Err(CoordError::protocol(
+                            OP,
+                            format!("unknown journal entry kind {other:?}"),
+                        ));
+                    }
+                };
+                entries.push(JournalEntry {
+                    id: EntryId::from_raw(e.id),
+                    kind,
+                    attempt,
+                    body: entry::text(OP, &e.map, field::BODY)?,
+                });
+            }
+            if !full {
+                return Ok(Conversation { entries });
+            }
+        }
+    }
+}

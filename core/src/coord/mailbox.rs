@@ -1,0 +1,146 @@
+//! A task's message bus between agents: broadcasts and direct messages on one stream, read by
+//! each agent from its own cursor.
+
+use redis::streams::StreamRangeReply;
+
+use super::conn::Redis;
+use super::entry;
+use super::error::CoordResult;
+use super::keys::{AgentName, TaskKeys, field};
+use super::queue::EntryId;
+
+/// Where an agent has read the bus up to; start from [`Cursor::start`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Cursor(String);
+
+impl Cursor {
+    /// Before the first message.
+    pub fn start() -> Self {
+        Self("0-0".to_owned())
+    }
+
+    /// The last entry id read.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// One message on the bus.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Message {
+    /// The stream entry id (its position on the bus).
+    pub id: EntryId,
+    /// The sending agent.
+    pub from: String,
+    /// The receiving agent, `None` for a broadcast.
+    pub to: Option<String>,
+    /// The message.
+    pub body: String,
+}
+
+/// What one read returned.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Inbox {
+    /// Messages for the reader, oldest first: broadcasts from others and messages to it.
+    pub messages: Vec<Message>,
+    /// Pass this to the next read.
+    pub cursor: Cursor,
+}
+
+/// A task's message bus.
+#[derive(Clone, Debug)]
+pub struct Mailbox {
+    redis: Redis,
+    keys: TaskKeys,
+}
+
+impl Mailbox {
+    /// The bus of the task with `keys`.
+    pub fn new(redis: Redis, keys: TaskKeys) -> Self {
+        Self { redis, keys }
+    }
+
+    /// Sends `body` from `from` to `to`, or to every agent of the task when `to` is `None`.
+    pub async fn send(
+        &self,
+        from: &AgentName,
+        to: Option<&AgentName>,
+        body: &str,
+    ) -> CoordResult<EntryId> {
+        let key = self.keys.bus();
+        let id: String = self
+            .redis
+            .run("send message", |mut c| {
+                let key = &key;
+                async move {
+                    redis::cmd("XADD")
+                        .arg(key)
+                        .arg("*")
+                        .arg(field::FROM)
+                        .arg(from.as_str())
+                        .arg(field::TO)
+                        .arg(to.map(AgentName::as_str).unwrap_or(""))
+                        .arg(field::BODY)
+                        .arg(body)
+                        .query_async(&mut c)
+                        .await
+                }
+            })
+            .await?;
+        Ok(EntryId::from_raw(id))
+    }
+
+    /// Up to `count` bus entries after `cursor`, keeping those meant for `agent` (broadcasts
+    /// from other agents and direct messages to it). The returned cursor moves past every entry
+    /// read, kept or not.
+    pub async fn read_since(
+        &self,
+        agent: &AgentName,
+        cursor: &Cursor,
+        count: usize,
+    ) -> CoordResult<Inbox> {
+        const OP: &str = "read messages";
+        let key = self.keys.bus();
+        let reply: StreamRangeReply = self
+            .redis
+            .run(OP, |mut c| {
+                let key = &key;
+                async move {
+                    redis::cmd("XRANGE")
+                        .arg(key)
+                        .arg(format!("({}", cursor.as_str()))
+                        .arg("+")
+                        .arg("COUNT")
+                        .arg(count.max(1))
+                        .query_async(&mut c)
+                        .await
+                }
+            })
+            .await?;
+        let mut next = cursor.clone();
+        let mut messages = Vec::new();
+        for e in reply.ids {
+            next = Cursor(e.id.clone());
+            let from = entry::text(OP, &e.map, field::FROM)?;
+            let to = entry::text(OP, &e.map, field::TO)?;
+            let body = entry::text(OP, &e.map, field::BODY)?;
+            let for_me = if to.is_empty() {
+                from != agent.as_str()
+            } else {
+                to == agent.as_str()
+            };
+            if for_me {
+                messages.push(Message {
+                    id: EntryId::from_raw(e.id),
+                    from,
+                    to: (!to.is_empty()).then_some(to),
+                    body,
+                });
+            }
+        }
+        Ok(Inbox {
+            messages,
+            cursor: next,
+        })
+    }
+}

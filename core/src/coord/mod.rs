@@ -1,0 +1,30 @@
+//! The Redis coordination protocol (DESIGN.md §4), used by the operator and the agents alike.
+//!
+//! One [`Redis`] handle talks to a standalone server or a Redis Cluster through the same code.
+//! A [`Pool`] handle addresses a pool's work queue, heartbeats and rate limits; a [`Task`] handle
+//! addresses exactly one task's keys (shared state, events, messages, journals, results, budget),
+//! so code holding a task handle cannot reach another task. Every multi-key atomic step is a Lua
+//! script whose keys share one hash tag, so it runs on a cluster too.
+
+pub mod acl;
+pub mod budget;
+pub mod conn;
+mod entry;
+pub mod error;
+pub mod events;
+pub mod journal;
+pub mod keys;
+pub mod mailbox;
+pub mod plan;
+pub mod pool;
+pub mod queue;
+pub mod ratelimit;
+pub mod results;
+pub mod state;
+pub mod task;
+
+pub use conn::{Redis, RedisConfig, RetryPolicy, Secret, Topology};
+pub use error::{CoordError, CoordResult};
+pub use keys::{AgentName, PoolKeys, PoolUid, TaskKeys, TaskUid};
+pub use pool::Pool;
+pub use task::Task;

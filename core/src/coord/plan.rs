@@ -1,0 +1,158 @@
+//! What an agent must know to work a subtask: the task's goal and its plan (each subtask's
+//! prompt and dependencies), written by the operator into the task's `meta` hash.
+//!
+//! The operator writes the goal when it registers the task and the subtasks when a plan is
+//! accepted (manual or from the planner); an agent reads the one subtask it claimed. Status
+//! stays small (summaries only) because the full plan lives here, with the task's other keys,
+//! so cleanup and checkpoints cover it too.
+
+use std::collections::HashMap;
+
+use redis::Value;
+
+use super::conn::Redis;
+use super::error::{CoordError, CoordResult};
+use super::keys::TaskKeys;
+use crate::api::v1alpha1::SubtaskSpec;
+
+/// Meta field: the task's goal (its prompt).
+const FIELD_GOAL: &str = "goal";
+/// Meta field: the planner's bound on the number of subtasks.
+const FIELD_MAX_SUBTASKS: &str = "maxSubtasks";
+/// Meta field prefix: `subtask:<name>` holds the subtask's spec as JSON.
+const SUBTASK_PREFIX: &str = "subtask:";
+
+/// The goal of a task as the operator registered it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Goal {
+    /// The task's prompt.
+    pub prompt: String,
+    /// The planner's bound on the number of subtasks.
+    pub max_subtasks: u32,
+}
+
+/// A task's goal and plan.
+#[derive(Clone, Debug)]
+pub struct TaskPlan {
+    redis: Redis,
+    keys: TaskKeys,
+}
+
+impl TaskPlan {
+    /// The plan of the task with `keys`.
+    pub fn new(redis: Redis, keys: TaskKeys) -> Self {
+        Self { redis, keys }
+    }
+
+    /// Records the goal (the operator, at registration). Safe to repeat.
+    pub async fn set_goal(&self, goal: &Goal) -> CoordResult<()> {
+        let meta = self.keys.meta();
+        self.redis
+            .run("set goal", |mut c| {
+                let meta = &meta;
+                async move {
+                    redis::cmd("HSET")
+                        .arg(meta)
+                        .arg(FIELD_GOAL)
+                        .arg(&goal.prompt)
+                        .arg(FIELD_MAX_SUBTASKS)
+                        .arg(goal.max_subtasks)
+                        .query_async::<()>(&mut c)
+                        .await
+                }
+            })
+            .await
+    }
+
+    /// The goal, if the task has one registered.
+    pub async fn goal(&self) -> CoordResult<Option<Goal>> {
+        let meta = self.keys.meta();
+        let (prompt, max): (Option<String>, Option<u32>) = self
+            .redis
+            .run("read goal", |mut c| {
+                let meta = &meta;
+                async move {
+                    redis::cmd("HMGET")
+                        .arg(meta)
+                        .arg(FIELD_GOAL)
+                        .arg(FIELD_MAX_SUBTASKS)
+                        .query_async(&mut c)
+                        .await
+                }
+            })
+            .await?;
+        Ok(prompt.map(|prompt| Goal {
+            prompt,
+            max_subtasks: max.unwrap_or(crate::api::v1alpha1::limits::MAX_SUBTASKS),
+        }))
+    }
+
+    /// Records the subtasks of an accepted plan, in one write.
+    pub async fn set_subtasks(&self, subtasks: &[SubtaskSpec]) -> CoordResult<()> {
+        if subtasks.is_empty() {
+            return Ok(());
+        }
+        let mut cmd = redis::cmd("HSET");
+        cmd.arg(self.keys.meta());
+        for subtask in subtasks {
+            let json = serde_json::to_string(subtask)
+                .map_err(|e| CoordError::protocol("set plan", e.to_string()))?;
+            cmd.arg(format!("{SUBTASK_PREFIX}{}", subtask.name))
+                .arg(json);
+        }
+        self.redis
+            .run("set plan", |mut c| {
+                let cmd = &cmd;
+                async move { cmd.query_async::<()>(&mut c).await }
+            })
+            .await
+    }
+
+    /// One subtask's spec, if the plan has it.
+    pub async fn subtask(&self, name: &str) -> CoordResult<Option<SubtaskSpec>> {
+        let meta = self.keys.meta();
+        let field = format!("{SUBTASK_PREFIX}{name}");
+        let raw: Option<String> = self
+            .redis
+            .run("read subtask", |mut c| {
+                let (meta, field) = (&meta, &field);
+                async move {
+                    redis::cmd("HGET")
+                        .arg(meta)
+                        .arg(field)
+                        .query_async(&mut c)
+                        .await
+                }
+            })
+            .await?;
+        raw.map(|json| {
+            serde_json::from_str(&json)
+                .map_err(|e| CoordError::protocol("read subtask", e.to_string()))
+        })
+        .transpose()
+    }
+
+    /// Every subtask of the plan, in name order.
+    pub async fn subtasks(&self) -> CoordResult<Vec<SubtaskSpec>> {
+        let meta = self.keys.meta();
+        let all: HashMap<String, Value> = self
+            .redis
+            .run("read plan", |mut c| {
+                let meta = &meta;
+                async move { redis::cmd("HGETALL").arg(meta).query_async(&mut c).await }
+            })
+            .await?;
+        let mut subtasks = Vec::new();
+        for (field, value) in all {
+            if field.starts_with(SUBTASK_PREFIX) {
+                let json: String = redis::FromRedisValue::from_redis_value(value)
+                    .map_err(|e| CoordError::protocol("read plan", e.to_string()))?;
+                let spec: SubtaskSpec = serde_json::from_str(&json)
+                    .map_err(|e| CoordError::protocol("read plan", e.to_string()))?;
+                subtasks.push(spec);
+            }
+        }
+        subtasks.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(subtasks)
+    }
+}

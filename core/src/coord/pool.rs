@@ -1,0 +1,60 @@
+//! A handle to one AgentPool's keys: its work queue and its rate limits.
+
+use super::conn::Redis;
+use super::error::CoordResult;
+use super::keys::{PoolKeys, PoolUid, TaskUid};
+use super::queue::{WorkItem, WorkQueue};
+use super::ratelimit::{RateLimiter, RateLimits};
+use super::task::Task;
+
+/// One pool's coordination keys.
+#[derive(Clone, Debug)]
+pub struct Pool {
+    redis: Redis,
+    keys: PoolKeys,
+}
+
+impl Pool {
+    /// The pool with uid `pool`.
+    pub fn new(redis: Redis, pool: &PoolUid) -> Self {
+        Self {
+            redis,
+            keys: PoolKeys::new(pool),
+        }
+    }
+
+    /// The pool's keys.
+    pub fn keys(&self) -> &PoolKeys {
+        &self.keys
+    }
+
+    /// The pool's work queue.
+    pub fn queue(&self) -> WorkQueue {
+        WorkQueue::new(self.redis.clone(), self.keys.clone())
+    }
+
+    /// The pool's shared rate limiter with `limits`.
+    pub fn rate_limiter(&self, limits: RateLimits) -> RateLimiter {
+        RateLimiter::new(self.redis.clone(), self.keys.clone(), limits)
+    }
+
+    /// The handle of task `task` of this pool.
+    pub fn task(&self, task: &TaskUid) -> Task {
+        Task::new(self.redis.clone(), self.keys.task(task))
+    }
+
+    /// The handle of the task a work item belongs to: all an agent may touch while it holds
+    /// the item.
+    pub fn task_of(&self, item: &WorkItem) -> Task {
+        self.task(&item.task)
+    }
+
+    /// Removes every trace of task `task`: its queue items and all of its keys (the Task
+    /// finalizer's cleanup). Safe to repeat.
+    pub async fn delete_task(&self, task: &TaskUid) -> CoordResult<()> {
+        // Queue items first: an item left behind would hand an agent a task with no keys.
+        self.queue().purge_task(task).await?;
+        self.task(task).delete_all().await?;
+        Ok(())
+    }
+}

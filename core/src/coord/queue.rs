@@ -1,0 +1,656 @@
+//! A pool's work queue: a Redis stream with consumer group `agents`, agent heartbeats, and the
+//! reclaiming of a dead agent's work.
+//!
+//! Delivery is at-least-once. An agent acks an item after recording its result; an agent that
+//! stops heartbeating is dead, and [`WorkQueue::reclaim`] moves each of its unacked items back to
+//! the queue with attempt+1 in one Lua script (XACK + XDEL old, XADD new), so an item is never
+//! lost and never in the queue twice, even when two reapers race.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::LazyLock;
+use std::time::Duration;
+
+use redis::streams::{StreamPendingReply, StreamReadReply};
+use redis::{Script, Value};
+
+use super::conn::Redis;
+use super::entry;
+use super::error::{CoordError, CoordResult};
+use super::keys::{AgentName, GROUP_AGENTS, PoolKeys, TaskUid, field};
+use crate::dag::SubtaskName;
+
+/// Most entries one reclaim script moves; larger backlogs take several calls, so one script
+/// never blocks Redis for long.
+const RECLAIM_BATCH: usize = 100;
+
+/// What kind of work an item is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum WorkKind {
+    /// Plan the task into a DAG.
+    Plan,
+    /// Work on one subtask.
+    Work,
+    /// Merge every result into the final answer.
+    Synthesize,
+}
+
+impl WorkKind {
+    /// The protocol string of this kind.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Plan => "plan",
+            Self::Work => "work",
+            Self::Synthesize => "synthesize",
+        }
+    }
+
+    fn parse(s: &str) -> Option<Self> {
+        match s {
+            "plan" => Some(Self::Plan),
+            "work" => Some(Self::Work),
+            "synthesize" => Some(Self::Synthesize),
+            _ => None,
+        }
+    }
+}
+
+/// One unit of work: which subtask of which task, which attempt, and until when.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct WorkItem {
+    /// The task the subtask belongs to.
+    pub task: TaskUid,
+    /// The subtask to run.
+    pub subtask: SubtaskName,
+    /// 1 for the first delivery; +1 each time the item is reclaimed from a dead agent.
+    pub attempt: u32,
+    /// Plan, work or synthesize.
+    pub kind: WorkKind,
+    /// Deadline in milliseconds since the Unix epoch.
+    pub deadline_ms: u64,
+}
+
+impl WorkItem {
+    fn fields(&self) -> [(&'static str, String); 5] {
+        [
+            (field::TASK, self.task.as_str().to_owned()),
+            (field::SUBTASK, self.subtask.as_str().to_owned()),
+            (field::ATTEMPT, self.attempt.to_string()),
+            (field::KIND, self.kind.as_str().to_owned()),
+            (field::DEADLINE, self.deadline_ms.to_string()),
+        ]
+    }
+
+    fn from_fields(map: &HashMap<String, Value>) -> CoordResult<Self> {
+        const OP: &str = "claim";
+        let bad = |what: &str| CoordError::protocol(OP, format!("work item has an invalid {what}"));
+        let task = TaskUid::new(&entry::text(OP, map, field::TASK)?).map_err(|_| bad("task"))?;
+        let subtask =
+            SubtaskName::new(&entry::text(OP, map, field::SUBTASK)?).map_err(|_| bad("subtask"))?;
+        let attempt =
+            u32::try_from(entry::number(OP, map, field::ATTEMPT)?).map_err(|_| bad("attempt"))?;
+        let kind =
+            WorkKind::parse(&entry::text(OP, map, field::KIND)?).ok_or_else(|| bad("kind"))?;
+        let deadline_ms = entry::number(OP, map, field::DEADLINE)?;
+        Ok(Self {
+            task,
+            subtask,
+            attempt,
+            kind,
+            deadline_ms,
+        })
+    }
+}
+
+/// A stream entry id (`<ms>-<seq>`).
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct EntryId(String);
+
+impl EntryId {
+    pub(crate) fn from_raw(id: String) -> Self {
+        Self(id)
+    }
+
+    /// The id as Redis spells it.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for EntryId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// A work item delivered to an agent, with the id to ack it by.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Claimed {
+    /// The entry id; pass it to [`WorkQueue::ack`] when done.
+    pub id: EntryId,
+    /// The work.
+    pub item: WorkItem,
+}
+
+/// An item moved back to the queue from a dead agent.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Reclaimed {
+    /// The entry the dead agent held (now acked and deleted).
+    pub old_id: EntryId,
+    /// The new entry in the queue.
+    pub new_id: EntryId,
+    /// The new entry's attempt number.
+    pub attempt: u32,
+}
+
+/// Queue numbers for autoscaling.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct QueueStats {
+    /// Items no agent has claimed yet.
+    pub waiting: u64,
+    /// Items claimed and not yet acked (agents busy with them).
+    pub pending: u64,
+}
+
+// KEYS: heartbeats. ARGV: agent. Uses the Redis server's clock so agents' clocks never matter.
+static HEARTBEAT: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+redis.call('ZADD', KEYS[1], now, ARGV[1])
+return now
+",
+    )
+});
+
+// KEYS: heartbeats, work. ARGV: threshold ms, group.
+// Dead: last heartbeat older than the threshold, or never heartbeated while holding work idle
+// for longer than the threshold (an agent that died before its first beat).
+static DEAD_AGENTS: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local threshold = tonumber(ARGV[1])
+local cutoff = string.format('(%.0f', now - threshold)
+local dead = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', cutoff)
+if redis.call('EXISTS', KEYS[2]) == 1 then
+  local ok, consumers = pcall(redis.call, 'XINFO', 'CONSUMERS', KEYS[2], ARGV[2])
+  if ok then
+    for _, c in ipairs(consumers) do
+      local info = {}
+      for i = 1, #c, 2 do info[c[i]] = c[i + 1] end
+      if tonumber(info['pending']) > 0 and tonumber(info['idle']) > threshold
+         and not redis.call('ZSCORE', KEYS[1], info['name']) then
+        table.insert(dead, info['name'])
+      end
+    end
+  end
+end
+return dead
+",
+    )
+});
+
+// KEYS: work, heartbeats. ARGV: group, agent, attempt field name, batch size.
+// Moves up to `batch` pending entries of `agent` back to the stream with attempt+1. Atomic, so
+// a racing second reaper finds nothing pending and moves nothing.
+static RECLAIM: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+local batch = tonumber(ARGV[4])
+local moved = {}
+local pending = redis.call('XPENDING', KEYS[1], ARGV[1], '-', '+', batch, ARGV[2])
+for _, p in ipairs(pending) do
+  local id = p[1]
+  local entries = redis.call('XRANGE', KEYS[1], id, id)
+  local e = entries[1]
+  if e then
+    local fields = e[2]
+    local attempt = 0
+    for i = 1, #fields, 2 do
+      if fields[i] == ARGV[3] then
+        attempt = (tonumber(fields[i + 1]) or 0) + 1
+        fields[i + 1] = tostring(attempt)
+      end
+    end
+    local new_id = redis.call('XADD', KEYS[1], '*', unpack(fields))
+    table.insert(moved, {id, new_id, attempt})
+  end
+  redis.call('XACK', KEYS[1], ARGV[1], id)
+  redis.call('XDEL', KEYS[1], id)
+end
+if #pending < batch then
+  redis.call('ZREM', KEYS[2], ARGV[2])
+  redis.call('XGROUP', 'DELCONSUMER', KEYS[1], ARGV[1], ARGV[2])
+end
+return moved
+",
+    )
+});
+
+// KEYS: work. ARGV: group, task field name, task uid, start (exclusive range bound), count.
+// Removes (acks and deletes) the entries of one task among the next `count` entries.
+// Reply: {removed, last id examined, entries examined}.
+static PURGE_TASK: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+local entries = redis.call('XRANGE', KEYS[1], ARGV[4], '+', 'COUNT', tonumber(ARGV[5]))
+local removed = 0
+local last = ''
+for _, e in ipairs(entries) do
+  last = e[1]
+  local f = e[2]
+  for i = 1, #f, 2 do
+    if f[i] == ARGV[2] and f[i + 1] == ARGV[3] then
+      -- The group may not exist yet; the entry must go either way.
+      pcall(redis.call, 'XACK', KEYS[1], ARGV[1], e[1])
+      redis.call('XDEL', KEYS[1], e[1])
+      removed = removed + 1
+      break
+    end
+  end
+end
+return {removed, last, #entries}
+",
+    )
+});
+
+/// Entries one purge script examines; a long queue takes several short scripts.
+const PURGE_BATCH: usize = 500;
+
+/// A pool's work queue.
+#[derive(Clone, Debug)]
+pub struct WorkQueue {
+    redis: Redis,
+    keys: PoolKeys,
+}
+
+fn is_busy_group(err: &redis::RedisError) -> bool {
+    err.code() == Some("BUSYGROUP")
+}
+
+fn is_no_group(err: &redis::RedisError) -> bool {
+    err.code() == Some("NOGROUP")
+}
+
+impl WorkQueue {
+    /// The work queue of the pool with `keys`.
+    pub fn new(redis: Redis, keys: PoolKeys) -> Self {
+        Self { redis, keys }
+    }
+
+    /// The pool's keys.
+    pub fn keys(&self) -> &PoolKeys {
+        &self.keys
+    }
+
+    /// Creates the stream and its consumer group if missing; safe to call any number of times.
+    pub async fn ensure_group(&self) -> CoordResult<()> {
+        let work = self.keys.work();
+        self.redis
+            .run("create work group", |mut c| {
+                let work = &work;
+                async move {
+                    let created: redis::RedisResult<()> = redis::cmd("XGROUP")
+                        .arg("CREATE")
+                        .arg(work)
+                        .arg(GROUP_AGENTS)
+                        .arg("0")
+                        .arg("MKSTREAM")
+                        .query_async(&mut c)
+                        .await;
+                    match created {
+                        Err(e) if is_busy_group(&e) => Ok(()),
+                        other => other,
+                    }
+                }
+            })
+            .await
+    }
+
+    /// Adds `item` to the queue.
+    pub async fn enqueue(&self, item: &WorkItem) -> CoordResult<EntryId> {
+        let ids = self.enqueue_many(std::slice::from_ref(item)).await?;
+        ids.into_iter()
+            .next()
+            .ok_or_else(|| CoordError::protocol("enqueue", "XADD returned no id"))
+    }
+
+    /// Adds `items` in one pipelined round trip; ids in the same order.
+    pub async fn enqueue_many(&self, items: &[WorkItem]) -> CoordResult<Vec<EntryId>> {
+        if items.is_empty() {
+            return Ok(Vec::new());
+        }
+        let work = self.keys.work();
+        let mut pipe = redis::pipe();
+        for item in items {
+            pipe.cmd("XADD").arg(&work).arg("*");
+            for (name, value) in item.fields() {
+                pipe.arg(name).arg(value);
+            }
+        }
+        let ids: Vec<String> = self
+            .redis
+            .run("enqueue", |mut c| {
+                let pipe = &pipe;
+                async move { pipe.query_async(&mut c).await }
+            })
+            .await?;
+        Ok(ids.into_iter().map(EntryId).collect())
+    }
+
+    /// Claims up to `count` new items for `agent`, waiting up to `block` for one to arrive
+    /// (`None`: do not wait). Give a blocking claimer its own connection
+    /// ([`Redis::dedicated`]); a blocked multiplexed connection delays everyone sharing it.
+    ///
+    /// An entry that is not a valid work item (not written by this layer) is acked and
+    /// dropped, so it cannot jam the queue.
+    pub async fn claim(
+        &self,
+        agent: &AgentName,
+        count: usize,
+        block: Option<Duration>,
+    ) -> CoordResult<Vec<Claimed>> {
+        let work = self.keys.work();
+        let read = |mut c: super::conn::Conn| {
+            let work = &work;
+            async move {
+                let mut cmd = redis::cmd("XREADGROUP");
+                cmd.arg("GROUP")
+                    .arg(GROUP_AGENTS)
+                    .arg(agent.as_str())
+                    .arg("COUNT")
+                    .arg(count.max(1));
+                if let Some(block) = block {
+                    cmd.arg("BLOCK").arg(block.as_millis().max(1) as u64);
+                }
+                cmd.arg("STREAMS").arg(work).arg(">");
+                let reply: redis::RedisResult<Option<StreamReadReply>> =
+                    cmd.query_async(&mut c).await;
+                reply
+            }
+        };
+        let reply = match self.redis.run("claim", read).await {
+            // The group vanishes when the stream is deleted (cleanup, a flushed Redis);
+            // recreate it rather than fail every agent forever.
+            Err(CoordError::Redis { source, .. }) if is_no_group(&source) => {
+                self.ensure_group().await?;
+                self.redis.run("claim", read).await?
+            }
+            other => other?,
+        };
+        let mut claimed = Vec::new();
+        let mut malformed = Vec::new();
+        for stream in reply.map(|r| r.keys).unwrap_or_default() {
+            for entry in stream.ids {
+                match WorkItem::from_fields(&entry.map) {
+                    Ok(item) => claimed.push(Claimed {
+                        id: EntryId(entry.id),
+                        item,
+                    }),
+                    Err(_) => malformed.push(EntryId(entry.id)),
+                }
+            }
+        }
+        if !malformed.is_empty() {
+            self.ack(&malformed).await?;
+        }
+        Ok(claimed)
+    }
+
+    /// Acks finished items (and deletes them from the stream) in one pipelined round trip.
+    pub async fn ack(&self, ids: &[EntryId]) -> CoordResult<()> {
+        if ids.is_empty() {
+            return Ok(());
+        }
+        let work = self.keys.work();
+        let mut pipe = redis::pipe();
+        pipe.cmd("XACK").arg(&work).arg(GROUP_AGENTS);
+        for id in ids {
+            pipe.arg(id.as_str());
+        }
+        pipe.ignore();
+        pipe.cmd("XDEL").arg(&work);
+        for id in ids {
+            pipe.arg(id.as_str());
+        }
+        pipe.ignore();
+        self.redis
+            .run("ack", |mut c| {
+                let pipe = &pipe;
+                async move { pipe.query_async::<()>(&mut c).await }
+            })
+            .await
+    }
+
+    /// Records that `agent` is alive, on the Redis server's clock.
+    pub async fn heartbeat(&self, agent: &AgentName) -> CoordResult<()> {
+        let hb = self.keys.heartbeats();
+        self.redis
+            .run("heartbeat", |mut c| {
+                let hb = &hb;
+                async move {
+                    HEARTBEAT
+                        .key(hb)
+                        .arg(agent.as_str())
+                        .invoke_async::<i64>(&mut c)
+                        .await
+                        .map(|_| ())
+                }
+            })
+            .await
+    }
+
+    /// Removes `agent` from the heartbeats (a clean shutdown), so it is not reported dead.
+    pub async fn forget(&self, agent: &AgentName) -> CoordResult<()> {
+        let hb = self.keys.heartbeats();
+        self.redis
+            .run("forget agent", |mut c| {
+                let hb = &hb;
+                async move {
+                    redis::cmd("ZREM")
+                        .arg(hb)
+                        .arg(agent.as_str())
+                        .query_async::<()>(&mut c)
+                        .await
+                }
+            })
+            .await
+    }
+
+    /// Agents whose last heartbeat is older than `threshold`, and agents that hold work, never
+    /// beat, and have been idle longer than `threshold`.
+    pub async fn dead_agents(&self, threshold: Duration) -> CoordResult<Vec<AgentName>> {
+        let (hb, work) = (self.keys.heartbeats(), self.keys.work());
+        let names: Vec<String> = self
+            .redis
+            .run("dead agents", |mut c| {
+                let (hb, work) = (&hb, &work);
+                async move {
+                    DEAD_AGENTS
+                        .key(hb)
+                        .key(work)
+                        .arg(threshold.as_millis() as u64)
+                        .arg(GROUP_AGENTS)
+                        .invoke_async(&mut c)
+                        .await
+                }
+            })
+            .await?;
+        let mut agents: Vec<AgentName> = names
+            .iter()
+            .filter_map(|n| AgentName::new(n).ok())
+            .collect();
+        agents.sort();
+        agents.dedup();
+        Ok(agents)
+    }
+
+    /// Moves every unacked item of `dead` back to the queue with attempt+1 and forgets the
+    /// agent. Racing reapers are safe: each item moves exactly once.
+    pub async fn reclaim(&self, dead: &AgentName) -> CoordResult<Vec<Reclaimed>> {
+        let (work, hb) = (self.keys.work(), self.keys.heartbeats());
+        let mut all = Vec::new();
+        loop {
+            let moved: Vec<(String, String, u32)> = self
+                .redis
+                .run("reclaim", |mut c| {
+                    let (work, hb) = (&work, &hb);
+                    async move {
+                        let r: redis::RedisResult<Vec<(String, String, u32)>> = RECLAIM
+                            .key(work)
+                            .key(hb)
+                            .arg(GROUP_AGENTS)
+                            .arg(dead.as_str())
+                            .arg(field::ATTEMPT)
+                            .arg(RECLAIM_BATCH)
+                            .invoke_async(&mut c)
+                            .await;
+                        match r {
+                            // No stream or group: nothing can be pending.
+                            Err(e) if is_no_group(&e) => Ok(Vec::new()),
+                            other => other,
+                        }
+                    }
+                })
+                .await?;
+            let full = moved.len() >= RECLAIM_BATCH;
+            all.extend(moved.into_iter().map(|(old, new, attempt)| Reclaimed {
+                old_id: EntryId(old),
+                new_id: EntryId(new),
+                attempt,
+            }));
+            if !full {
+                return Ok(all);
+            }
+        }
+    }
+
+    /// Removes every item of `task` from the queue, waiting or claimed (the Task finalizer's
+    /// cleanup); returns how many were removed. An agent still working on one finds its later
+    /// ack a harmless no-op.
+    pub async fn purge_task(&self, task: &TaskUid) -> CoordResult<u64> {
+        let work = self.keys.work();
+        let mut start = "-".to_owned();
+        let mut removed_total = 0;
+        loop {
+            let (removed, last, examined): (u64, String, usize) = self
+                .redis
+                .run("purge task work", |mut c| {
+                    let (work, start) = (&work, &start);
+                    async move {
+                        PURGE_TASK
+                            .key(work)
+                            .arg(GROUP_AGENTS)
+                            .arg(field::TASK)
+                            .arg(task.as_str())
+                            .arg(start)
+                            .arg(PURGE_BATCH)
+                            .invoke_async(&mut c)
+                            .await
+                    }
+                })
+                .await?;
+            removed_total += removed;
+            if examined < PURGE_BATCH {
+                return Ok(removed_total);
+            }
+            start = format!("({last}");
+        }
+    }
+
+    /// How many items wait and how many are being worked on.
+    pub async fn stats(&self) -> CoordResult<QueueStats> {
+        let work = self.keys.work();
+        let (len, pending): (u64, StreamPendingReply) = self
+            .redis
+            .run("queue stats", |mut c| {
+                let work = &work;
+                async move {
+                    let r: redis::RedisResult<(u64, StreamPendingReply)> = redis::pipe()
+                        .cmd("XLEN")
+                        .arg(work)
+                        .cmd("XPENDING")
+                        .arg(work)
+                        .arg(GROUP_AGENTS)
+                        .query_async(&mut c)
+                        .await;
+                    match r {
+                        Err(e) if is_no_group(&e) => Ok((0, StreamPendingReply::Empty)),
+                        other => other,
+                    }
+                }
+            })
+            .await?;
+        let pending = pending.count() as u64;
+        Ok(QueueStats {
+            // Acked entries are deleted, so the stream holds exactly the waiting and pending ones.
+            waiting: len.saturating_sub(pending),
+            pending,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample() -> WorkItem {
+        WorkItem {
+            task: TaskUid::new("t-1").expect("uid"),
+            subtask: SubtaskName::new("research-a").expect("name"),
+            attempt: 3,
+            kind: WorkKind::Synthesize,
+            deadline_ms: 1_900_000_000_000,
+        }
+    }
+
+    fn as_stream_fields(item: &WorkItem) -> HashMap<String, Value> {
+        item.fields()
+            .into_iter()
+            .map(|(k, v)| (k.to_owned(), Value::BulkString(v.into_bytes())))
+            .collect()
+    }
+
+    #[test]
+    fn work_item_survives_the_stream_encoding() {
+        let item = sample();
+        assert_eq!(
+            WorkItem::from_fields(&as_stream_fields(&item)).expect("parse"),
+            item
+        );
+    }
+
+    #[test]
+    fn work_item_with_a_bad_field_is_a_protocol_error() {
+        for (name, bad) in [
+            (field::TASK, "a:b"),
+            (field::SUBTASK, "Not_A_Label"),
+            (field::ATTEMPT, "-1"),
+            (field::KIND, "explode"),
+            (field::DEADLINE, "soon"),
+        ] {
+            let mut fields = as_stream_fields(&sample());
+            fields.insert(name.to_owned(), Value::BulkString(bad.as_bytes().to_vec()));
+            assert!(
+                matches!(
+                    WorkItem::from_fields(&fields),
+                    Err(CoordError::Protocol { .. })
+                ),
+                "{name}={bad}"
+            );
+        }
+        let mut missing = as_stream_fields(&sample());
+        missing.remove(field::KIND);
+        assert!(WorkItem::from_fields(&missing).is_err());
+    }
+
+    #[test]
+    fn work_kinds_round_trip_through_their_protocol_names() {
+        for kind in [WorkKind::Plan, WorkKind::Work, WorkKind::Synthesize] {
+            assert_eq!(WorkKind::parse(kind.as_str()), Some(kind));
+        }
+    }
+}

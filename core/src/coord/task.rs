@@ -1,0 +1,177 @@
+//! A handle to one task's keys: registration, cancellation, cleanup, and the per-task parts
+//! (shared state, results, budget, events, messages, journals).
+//!
+//! An agent builds it from the work item it holds, so everything it does addresses only that
+//! task's keys; nothing the model says can name a Redis key.
+
+use super::budget::Budget;
+use super::conn::Redis;
+use super::error::CoordResult;
+use super::events::EventLog;
+use super::journal::Journal;
+use super::keys::{EVENT_GROUPS, TaskKeys, field};
+use super::mailbox::Mailbox;
+use super::results::Results;
+use super::state::SharedState;
+use crate::dag::SubtaskName;
+
+/// One task's coordination keys.
+#[derive(Clone, Debug)]
+pub struct Task {
+    redis: Redis,
+    keys: TaskKeys,
+}
+
+impl Task {
+    /// The task with `keys`.
+    pub fn new(redis: Redis, keys: TaskKeys) -> Self {
+        Self { redis, keys }
+    }
+
+    /// The task's keys.
+    pub fn keys(&self) -> &TaskKeys {
+        &self.keys
+    }
+
+    /// Registers the task: writes its identity, creates its event groups and, with
+    /// `budget_tokens`, sets its token budget. Safe to repeat.
+    pub async fn register(&self, budget_tokens: Option<u64>) -> CoordResult<()> {
+        let (meta, events) = (self.keys.meta(), self.keys.events());
+        let pool_uid = self.keys.pool().as_str();
+        let task_uid = self.keys.task().as_str();
+        self.redis
+            .run("register task", |mut c| {
+                let (meta, events) = (&meta, &events);
+                async move {
+                    redis::cmd("HSET")
+                        .arg(meta)
+                        .arg(field::META_POOL)
+                        .arg(pool_uid)
+                        .arg(field::META_TASK)
+                        .arg(task_uid)
+                        .query_async::<()>(&mut c)
+                        .await?;
+                    for group in EVENT_GROUPS {
+                        let created: redis::RedisResult<()> = redis::cmd("XGROUP")
+                            .arg("CREATE")
+                            .arg(events)
+                            .arg(group)
+                            .arg("0")
+                            .arg("MKSTREAM")
+                            .query_async(&mut c)
+                            .await;
+                        match created {
+                            Err(e) if e.code() == Some("BUSYGROUP") => {}
+                            other => other?,
+                        }
+                    }
+                    Ok(())
+                }
+            })
+            .await?;
+        if let Some(tokens) = budget_tokens {
+            self.budget().set_limit(tokens).await?;
+        }
+        Ok(())
+    }
+
+    /// Whether the task's identity is in Redis; `false` after a registration means its state
+    /// was lost (a Redis without persistence restarted).
+    pub async fn exists(&self) -> CoordResult<bool> {
+        let meta = self.keys.meta();
+        self.redis
+            .run("task exists", |mut c| {
+                let meta = &meta;
+                async move { redis::cmd("EXISTS").arg(meta).query_async(&mut c).await }
+            })
+            .await
+    }
+
+    /// Marks the task cancelled (or suspended) with `reason`, so agents stop at the next turn.
+    pub async fn cancel(&self, reason: &str) -> CoordResult<()> {
+        let key = self.keys.cancel();
+        self.redis
+            .run("cancel task", |mut c| {
+                let key = &key;
+                async move {
+                    redis::cmd("SET")
+                        .arg(key)
+                        .arg(reason)
+                        .query_async::<()>(&mut c)
+                        .await
+                }
+            })
+            .await
+    }
+
+    /// Why the task was cancelled, if it was.
+    pub async fn cancelled(&self) -> CoordResult<Option<String>> {
+        let key = self.keys.cancel();
+        self.redis
+            .run("task cancelled", |mut c| {
+                let key = &key;
+                async move { redis::cmd("GET").arg(key).query_async(&mut c).await }
+            })
+            .await
+    }
+
+    /// Deletes every key of the task (the Task finalizer's cleanup); returns how many existed.
+    pub async fn delete_all(&self) -> CoordResult<u64> {
+        let index = self.keys.journal_index();
+        let subtasks: Vec<String> = self
+            .redis
+            .run("list journals", |mut c| {
+                let index = &index;
+                async move { redis::cmd("SMEMBERS").arg(index).query_async(&mut c).await }
+            })
+            .await?;
+        let mut keys: Vec<String> = subtasks
+            .iter()
+            .filter_map(|s| SubtaskName::new(s).ok())
+            .map(|s| self.keys.journal(&s))
+            .collect();
+        keys.extend(self.keys.fixed());
+        // All keys share the task's slot, so one UNLINK removes them atomically.
+        self.redis
+            .run("delete task keys", |mut c| {
+                let keys = &keys;
+                async move { redis::cmd("UNLINK").arg(keys).query_async(&mut c).await }
+            })
+            .await
+    }
+
+    /// The task's goal and plan.
+    pub fn plan(&self) -> super::plan::TaskPlan {
+        super::plan::TaskPlan::new(self.redis.clone(), self.keys.clone())
+    }
+
+    /// The task's shared state.
+    pub fn state(&self) -> SharedState {
+        SharedState::new(self.redis.clone(), self.keys.clone())
+    }
+
+    /// The task's subtask results.
+    pub fn results(&self) -> Results {
+        Results::new(self.redis.clone(), self.keys.clone())
+    }
+
+    /// The task's token budget.
+    pub fn budget(&self) -> Budget {
+        Budget::new(self.redis.clone(), self.keys.clone())
+    }
+
+    /// The task's agent → operator event log.
+    pub fn events(&self) -> EventLog {
+        EventLog::new(self.redis.clone(), self.keys.clone())
+    }
+
+    /// The task's inter-agent message bus.
+    pub fn mailbox(&self) -> Mailbox {
+        Mailbox::new(self.redis.clone(), self.keys.clone())
+    }
+
+    /// The conversation journal of `subtask`.
+    pub fn journal(&self, subtask: &SubtaskName) -> Journal {
+        Journal::new(self.redis.clone(), self.keys.clone(), subtask.clone())
+    }
+}
