@@ -1,1 +1,220 @@
-fn main() {}
+//! `maos-testbed`: the local stand-in cluster for humans and `make demo`.
+//!
+//! `up` starts the Kubernetes API server and the process kubelet (and, on request, Redis and the
+//! Claude stand-in), prints the kubeconfig and the environment to use them, and runs until
+//! Ctrl-C or SIGTERM, then stops everything it started. `claude` runs the Claude stand-in alone.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use clap::{Parser, Subcommand, ValueEnum};
+use maos_e2e::apiserver::{Testbed, TestbedConfig};
+use maos_e2e::claude_standin::{ClaudeStandIn, StandInConfig};
+use maos_e2e::kubelet::{ImageMap, ImageTarget, Kubelet, KubeletConfig, KubeletLogs};
+use maos_e2e::launch::redis::{RedisCluster, RedisServer};
+
+/// The image reference the operator gives agent pods; the kubelet runs `maos-agent` for it.
+const AGENT_IMAGE_PATTERN: &str = "ghcr.io/maos/agent-runner:*";
+
+/// A local stand-in cluster for MAOS.
+#[derive(Parser)]
+#[command(name = "maos-testbed", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Start the API server and the kubelet (plus Redis and the Claude stand-in if asked).
+    Up {
+        /// API server port on 127.0.0.1 (0: any free port).
+        #[arg(long, default_value_t = 0)]
+        port: u16,
+        /// Directory for the kubeconfig, pod logs and working directories (default: a new
+        /// temporary one, removed on exit).
+        #[arg(long)]
+        dir: Option<PathBuf>,
+        /// Also start Redis: one server, or a 6-node cluster.
+        #[arg(long, value_enum, default_value_t = RedisMode::None)]
+        redis: RedisMode,
+        /// Also start the Claude stand-in.
+        #[arg(long)]
+        claude: bool,
+        /// The stand-in's latency per model call, in milliseconds.
+        #[arg(long, default_value_t = 0)]
+        claude_latency_ms: u64,
+        /// The `maos-agent` binary agent pods run (default: beside this binary).
+        #[arg(long)]
+        agent_bin: Option<PathBuf>,
+    },
+    /// Run only the Claude stand-in and print its base URL and API key.
+    Claude {
+        /// Latency per model call, in milliseconds.
+        #[arg(long, default_value_t = 0)]
+        latency_ms: u64,
+        /// The API key it accepts (default: a generated one).
+        #[arg(long)]
+        api_key: Option<String>,
+    },
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum RedisMode {
+    /// No Redis.
+    None,
+    /// One redis-server.
+    Standalone,
+    /// A 6-node Redis Cluster (3 masters, 3 replicas).
+    Cluster,
+}
+
+fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("starting the runtime")?;
+    match Cli::parse().command {
+        Command::Up {
+            port,
+            dir,
+            redis,
+            claude,
+            claude_latency_ms,
+            agent_bin,
+        } => up(
+            &runtime,
+            port,
+            dir,
+            redis,
+            claude,
+            claude_latency_ms,
+            agent_bin,
+        ),
+        Command::Claude {
+            latency_ms,
+            api_key,
+        } => {
+            let key = api_key.unwrap_or_else(generated_key);
+            let standin = start_standin(&key, latency_ms)?;
+            println!("export ANTHROPIC_BASE_URL={}", standin.base_url());
+            println!("export ANTHROPIC_API_KEY={key}");
+            runtime.block_on(wait_for_termination())?;
+            Ok(())
+        }
+    }
+}
+
+fn up(
+    runtime: &tokio::runtime::Runtime,
+    port: u16,
+    dir: Option<PathBuf>,
+    redis: RedisMode,
+    claude: bool,
+    claude_latency_ms: u64,
+    agent_bin: Option<PathBuf>,
+) -> anyhow::Result<()> {
+    let testbed_dir = dir.clone();
+    let pods_root = match &dir {
+        Some(dir) => dir.join("pods"),
+        None => std::env::temp_dir().join(format!("maos-testbed-pods-{}", std::process::id())),
+    };
+    let testbed = Testbed::start(TestbedConfig {
+        port,
+        dir: testbed_dir,
+        logs: Arc::new(KubeletLogs::new(&pods_root)),
+        ..TestbedConfig::default()
+    })
+    .context("starting the API server")?;
+    let kubeconfig = testbed.kubeconfig_path().display().to_string();
+    // The first two lines are the kubeconfig and its export, for scripts that read them.
+    println!("{kubeconfig}");
+    println!("export KUBECONFIG={kubeconfig}");
+
+    let mut images = ImageMap::default();
+    match agent_bin
+        .map(Ok)
+        .unwrap_or_else(|| maos_e2e::binaries::agent().map_err(anyhow::Error::from))
+    {
+        Ok(path) => images = images.with(AGENT_IMAGE_PATTERN, ImageTarget::Binary(path)),
+        Err(err) => tracing::warn!(error = %err, "agent pods will wait in ImagePullBackOff"),
+    }
+    let client = runtime
+        .block_on(testbed.client())
+        .context("connecting the kubelet")?;
+    let kubelet = Kubelet::start(
+        client,
+        KubeletConfig {
+            images,
+            ..KubeletConfig::new(&pods_root)
+        },
+    )
+    .context("starting the kubelet")?;
+
+    let (_server, _cluster) = match redis {
+        RedisMode::None => (None, None),
+        RedisMode::Standalone => {
+            let server = RedisServer::start().context("starting redis-server")?;
+            println!("export MAOS_REDIS_URLS={}", server.url());
+            println!("export MAOS_REDIS_CLUSTER=false");
+            (Some(server), None)
+        }
+        RedisMode::Cluster => {
+            let cluster = RedisCluster::start().context("starting the Redis Cluster")?;
+            println!("export MAOS_REDIS_URLS={}", cluster.urls().join(","));
+            println!("export MAOS_REDIS_CLUSTER=true");
+            (None, Some(cluster))
+        }
+    };
+    let _standin = if claude {
+        let key = generated_key();
+        let standin = start_standin(&key, claude_latency_ms)?;
+        println!("export ANTHROPIC_BASE_URL={}", standin.base_url());
+        println!("export ANTHROPIC_API_KEY={key}");
+        Some(standin)
+    } else {
+        None
+    };
+    tracing::info!("testbed up; Ctrl-C stops it");
+    runtime.block_on(wait_for_termination())?;
+    // The kubelet first: it stops every pod process before the services they use go.
+    drop(kubelet);
+    if dir.is_none() {
+        remove_quietly(&pods_root);
+    }
+    Ok(())
+}
+
+fn start_standin(key: &str, latency_ms: u64) -> anyhow::Result<ClaudeStandIn> {
+    let mut config = StandInConfig::new(key);
+    config.latency = Duration::from_millis(latency_ms);
+    ClaudeStandIn::start(config).context("starting the Claude stand-in")
+}
+
+/// A fresh key for the stand-in, shaped like a real one so clients treat it the same.
+fn generated_key() -> String {
+    format!("sk-ant-standin-{}", uuid::Uuid::new_v4().simple())
+}
+
+async fn wait_for_termination() -> anyhow::Result<()> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
+    tokio::select! {
+        result = tokio::signal::ctrl_c() => result.context("waiting for Ctrl-C")?,
+        _ = term.recv() => {}
+    }
+    Ok(())
+}
+
+fn remove_quietly(path: &Path) {
+    let _ = std::fs::remove_dir_all(path);
+}
