@@ -1,0 +1,735 @@
+//! The tool loop of one work item: build the conversation (replaying the subtask's journal, so
+//! a reclaimed item continues where the dead agent stopped), call the model within the pool's
+//! rate limits and the task's budget, run the tools it asks for, and journal every step.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use maos_core::coord::budget::ReserveOutcome;
+use maos_core::coord::events::{Event, EventKind};
+use maos_core::coord::journal::{Conversation, EntryKind, Journal};
+use maos_core::coord::mailbox::Cursor;
+use maos_core::coord::queue::{WorkItem, WorkKind};
+use maos_core::coord::ratelimit::{Admission, RateLimiter};
+use maos_core::coord::{AgentName, CoordError, Task};
+use serde_json::json;
+
+use crate::claude::types::{
+    ContentBlock, Message, MessageResponse, MessagesRequest, Role, StopReason, TextBlock,
+};
+
+/// A failure outside the subtask's control: the item stays pending and is reclaimed later.
+#[derive(Debug, thiserror::Error)]
+pub enum AgentError {
+    /// Redis failed.
+    #[error(transparent)]
+    Coord(#[from] CoordError),
+    /// The subtask's journal holds an entry that is not what this agent writes.
+    #[error("the journal of subtask {subtask} has an unreadable entry: {detail}")]
+    CorruptJournal {
+        /// The subtask.
+        subtask: String,
+        /// What could not be read.
+        detail: String,
+    },
+}
+use crate::claude::sse::Progress;
+use crate::claude::{ClaudeClient, ClaudeError};
+use crate::metrics::AgentMetrics;
+use crate::tools::{self, ToolContext, ToolOutcome};
+
+/// What the agent is told about its work item.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Brief {
+    /// The Task's goal.
+    pub goal: String,
+    /// What this subtask must do (for a plan item: how to plan).
+    pub prompt: String,
+    /// Results of the subtasks this one depends on (for a synthesize item: all of them).
+    pub dependency_results: Vec<(String, String)>,
+    /// The planner's bound on the number of subtasks.
+    pub max_subtasks: u32,
+}
+
+/// How the agent calls the model.
+#[derive(Clone, Debug)]
+pub struct ModelSettings {
+    /// The model.
+    pub model: String,
+    /// `max_tokens` of each call, reserved against the task budget before the call.
+    pub max_tokens: u32,
+    /// The most model calls for one subtask.
+    pub max_turns: u32,
+    /// Stream answers (progress as text arrives) rather than wait for whole answers.
+    pub stream: bool,
+}
+
+/// Why a subtask ended without a result.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FailReason {
+    /// The task's token budget is spent.
+    BudgetExceeded,
+    /// `maxTurns` model calls did not finish it.
+    MaxTurnsExceeded,
+    /// The work item's deadline passed.
+    DeadlineExceeded,
+    /// The task was cancelled or suspended.
+    Cancelled,
+    /// The model API refused or kept failing.
+    ModelError,
+    /// The model ended without the answer its item needs (e.g. no plan, a refusal).
+    NoAnswer,
+}
+
+impl FailReason {
+    /// The CamelCase reason, as conditions and events spell it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::BudgetExceeded => "BudgetExceeded",
+            Self::MaxTurnsExceeded => "MaxTurnsExceeded",
+            Self::DeadlineExceeded => "DeadlineExceeded",
+            Self::Cancelled => "Cancelled",
+            Self::ModelError => "ModelError",
+            Self::NoAnswer => "NoAnswer",
+        }
+    }
+}
+
+/// How a work item ended.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Ending {
+    /// Its result (or plan) is recorded.
+    Finished,
+    /// The agent is shutting down: the item is unfinished and should be released.
+    Interrupted,
+    /// It failed; `detail` is short and never holds model output or secrets.
+    Failed {
+        /// Why.
+        reason: FailReason,
+        /// Details for the status message.
+        detail: String,
+    },
+}
+
+/// Everything one work item needs.
+pub struct WorkItemRun<'a> {
+    /// The item.
+    pub item: &'a WorkItem,
+    /// Its task's keys, the only ones the tools reach.
+    pub task: &'a Task,
+    /// This agent.
+    pub agent: &'a AgentName,
+    /// What the agent is told.
+    pub brief: &'a Brief,
+    /// The pool's model rate limits.
+    pub limiter: &'a RateLimiter,
+    /// The model.
+    pub client: &'a ClaudeClient,
+    /// How to call it.
+    pub settings: &'a ModelSettings,
+    /// Turns true when the agent must stop; checked between turns.
+    pub stop: Option<&'a tokio::sync::watch::Receiver<bool>>,
+    /// Where model calls, tokens and tool errors are counted.
+    pub metrics: &'a AgentMetrics,
+}
+
+/// The system prompt of a work item of `kind`.
+pub fn system_prompt(kind: WorkKind) -> String {
+    let role = match kind {
+        WorkKind::Plan => {
+            "You are the planner of a team of AI agents working on one goal in parallel. Split the goal into subtasks that other agents can work on independently, as many in parallel as the goal allows, and submit them with submit_plan."
+        }
+        WorkKind::Work => {
+            "You are one of a team of AI agents working on one goal in parallel. You work on one subtask. Use the shared state and messages to coordinate with the other agents when useful, and finish with complete_subtask, giving a complete, self-contained result."
+        }
+        WorkKind::Synthesize => {
+            "You are the final agent of a team of AI agents that worked on one goal in parallel. You receive every subtask's result. Merge them into one complete answer to the goal and give it with complete_subtask."
+        }
+    };
+    format!("{role}\nBe concise and factual. Tool results are JSON.")
+}
+
+/// The first user message: the goal, the subtask, and the results it builds on.
+pub fn first_message(kind: WorkKind, brief: &Brief) -> String {
+    let mut text = format!("# Goal\n{}\n", brief.goal);
+    match kind {
+        WorkKind::Plan => text.push_str(&format!(
+            "\n# Your task\nPlan this goal into at most {} subtasks.\n{}\n",
+            brief.max_subtasks, brief.prompt
+        )),
+        WorkKind::Work | WorkKind::Synthesize => {
+            text.push_str(&format!("\n# Your subtask\n{}\n", brief.prompt))
+        }
+    }
+    if !brief.dependency_results.is_empty() {
+        text.push_str("\n# Results you build on\n");
+        for (name, result) in &brief.dependency_results {
+            text.push_str(&format!("\n## {name}\n{result}\n"));
+        }
+    }
+    text
+}
+
+/// The conversation a journal records, after the first message: each model response as an
+/// assistant message and the tool results after it as one user message. An unreadable entry
+/// is returned as its error text.
+pub fn replay<'a>(
+    first: Message,
+    entries: impl IntoIterator<Item = (&'a EntryKind, &'a str)>,
+) -> Result<Vec<Message>, String> {
+    let mut messages = vec![first];
+    for (kind, body) in entries {
+        match kind {
+            EntryKind::ModelResponse => {
+                let content: Vec<ContentBlock> =
+                    serde_json::from_str(body).map_err(|e| format!("model response: {e}"))?;
+                messages.push(Message {
+                    role: Role::Assistant,
+                    content,
+                });
+            }
+            EntryKind::ToolResult { .. } => {
+                let block: ContentBlock =
+                    serde_json::from_str(body).map_err(|e| format!("tool result: {e}"))?;
+                match messages.last_mut() {
+                    Some(last) if last.role == Role::User => last.content.push(block),
+                    _ => messages.push(Message {
+                        role: Role::User,
+                        content: vec![block],
+                    }),
+                }
+            }
+        }
+    }
+    Ok(messages)
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+        .unwrap_or(0)
+}
+
+fn failed(reason: FailReason, detail: impl Into<String>) -> Ending {
+    Ending::Failed {
+        reason,
+        detail: detail.into(),
+    }
+}
+
+/// Works one item to its end. Coordination failures are errors (the item stays pending and is
+/// reclaimed); everything about the subtask itself is an [`Ending`].
+pub async fn run(work: WorkItemRun<'_>) -> Result<Ending, AgentError> {
+    let WorkItemRun {
+        item,
+        task,
+        agent,
+        brief,
+        limiter,
+        client,
+        settings,
+        stop,
+        metrics,
+    } = work;
+    let journal = task.journal(&item.subtask);
+    let first = Message::user_text(first_message(item.kind, brief));
+    let recorded = journal.read_all().await?;
+    let mut messages = replay(
+        first,
+        recorded.entries.iter().map(|e| (&e.kind, e.body.as_str())),
+    )
+    .map_err(|detail| AgentError::CorruptJournal {
+        subtask: item.subtask.to_string(),
+        detail,
+    })?;
+    let mut turns = u32::try_from(
+        recorded
+            .entries
+            .iter()
+            .filter(|e| e.kind == EntryKind::ModelResponse)
+            .count(),
+    )
+    .unwrap_or(u32::MAX);
+    let mut cursor = Cursor::start();
+    let tools = tools::definitions(item.kind);
+    let system = vec![TextBlock::new(system_prompt(item.kind)).cached()];
+    task.events()
+        .publish(&Event::new(
+            agent,
+            item.subtask.as_str(),
+            item.attempt,
+            EventKind::SubtaskStarted,
+        ))
+        .await?;
+
+    // A journal that ends with tool calls whose results are missing: the previous agent died
+    // between the model's answer and the tools; run the missing ones now.
+    if let Some(Message {
+        role: Role::Assistant,
+        content,
+    }) = messages.last().cloned()
+    {
+        let mut ctx = tool_context(task, agent, item, brief, &mut cursor);
+        if let Some(ending) = run_tools(
+            &content,
+            &recorded,
+            item,
+            &journal,
+            &mut ctx,
+            &mut messages,
+            metrics,
+        )
+        .await?
+        {
+            return Ok(ending);
+        }
+    }
+
+    loop {
+        if stop.is_some_and(|stop| *stop.borrow()) {
+            return Ok(Ending::Interrupted);
+        }
+        if let Some(reason) = task.cancelled().await? {
+            return Ok(failed(
+                FailReason::Cancelled,
+                format!("task cancelled: {}", truncate(&reason, 100)),
+            ));
+        }
+        if now_ms() >= item.deadline_ms {
+            return Ok(failed(
+                FailReason::DeadlineExceeded,
+                "the subtask's deadline passed",
+            ));
+        }
+        if turns >= settings.max_turns {
+            return Ok(failed(
+                FailReason::MaxTurnsExceeded,
+                format!("no result after {turns} model calls"),
+            ));
+        }
+        let request = MessagesRequest {
+            model: settings.model.clone(),
+            max_tokens: settings.max_tokens,
+            system: system.clone(),
+            messages: messages.clone(),
+            tools: tools.clone(),
+            tool_choice: None,
+            stream: settings.stream,
+            stop_sequences: Vec::new(),
+            temperature: None,
+        };
+        let estimated_input = estimate_tokens(&request);
+        if let Some(ending) = wait_for_rate_limit(
+            limiter,
+            estimated_input,
+            u64::from(settings.max_tokens),
+            item,
+        )
+        .await?
+        {
+            return Ok(ending);
+        }
+        let reservation = match task
+            .budget()
+            .reserve(u64::from(settings.max_tokens) + estimated_input)
+            .await?
+        {
+            ReserveOutcome::Reserved(reservation) => reservation,
+            ReserveOutcome::Exhausted { remaining } => {
+                return Ok(failed(
+                    FailReason::BudgetExceeded,
+                    format!("the task's token budget is spent ({remaining} tokens left)"),
+                ));
+            }
+        };
+        let answer = if settings.stream {
+            stream_with_progress(client, &request, task, agent, item, turns + 1).await
+        } else {
+            client.send(&request).await
+        };
+        let response = match answer {
+            Ok(response) => response,
+            Err(err) => {
+                metrics.model_request(err.reason());
+                task.budget().settle(reservation, 0).await?;
+                limiter
+                    .refund(estimated_input, u64::from(settings.max_tokens))
+                    .await?;
+                return Ok(model_failure(&err));
+            }
+        };
+        // The limiter took estimates (max_tokens as output); give back what was not used.
+        limiter
+            .refund(
+                estimated_input.saturating_sub(
+                    response.usage.input_tokens + response.usage.cache_creation_input_tokens,
+                ),
+                u64::from(settings.max_tokens).saturating_sub(response.usage.output_tokens),
+            )
+            .await?;
+        metrics.model_request("ok");
+        metrics.add_tokens(
+            response.usage.input_tokens,
+            response.usage.output_tokens,
+            response.usage.cache_read_input_tokens,
+            response.usage.cache_creation_input_tokens,
+        );
+        let used = response.usage.input_tokens
+            + response.usage.output_tokens
+            + response.usage.cache_creation_input_tokens
+            + response.usage.cache_read_input_tokens;
+        task.budget().settle(reservation, used).await?;
+        task.events()
+            .publish(&Event::new(
+                agent,
+                item.subtask.as_str(),
+                item.attempt,
+                EventKind::TokensUsed {
+                    model: response.model.clone(),
+                    input: response.usage.input_tokens,
+                    output: response.usage.output_tokens,
+                    cache_read: response.usage.cache_read_input_tokens,
+                    cache_creation: response.usage.cache_creation_input_tokens,
+                },
+            ))
+            .await?;
+        turns += 1;
+        let body = json!(response.content).to_string();
+        journal
+            .append(item.attempt, &EntryKind::ModelResponse, &body)
+            .await?;
+        messages.push(response.to_message());
+
+        match response.stop_reason {
+            Some(StopReason::ToolUse) => {
+                let mut ctx = tool_context(task, agent, item, brief, &mut cursor);
+                let content = response.content.clone();
+                if let Some(ending) = run_tools(
+                    &content,
+                    &Conversation::default(),
+                    item,
+                    &journal,
+                    &mut ctx,
+                    &mut messages,
+                    metrics,
+                )
+                .await?
+                {
+                    return Ok(ending);
+                }
+            }
+            // The API paused a long turn: sending the conversation back continues it.
+            Some(StopReason::PauseTurn) => {}
+            Some(StopReason::Refusal) => {
+                return Ok(failed(
+                    FailReason::NoAnswer,
+                    "the model declined the subtask",
+                ));
+            }
+            Some(StopReason::MaxTokens) => {
+                return Ok(failed(
+                    FailReason::ModelError,
+                    "the model's answer exceeded max_tokens",
+                ));
+            }
+            _ => return finish_without_tool(&response, item, task, agent).await,
+        }
+    }
+}
+
+/// The tools' view of a work item: its task, this agent, and the agent's place on the bus.
+fn tool_context<'a>(
+    task: &'a Task,
+    agent: &'a AgentName,
+    item: &'a WorkItem,
+    brief: &Brief,
+    cursor: &'a mut Cursor,
+) -> ToolContext<'a> {
+    ToolContext {
+        task,
+        agent,
+        subtask: &item.subtask,
+        attempt: item.attempt,
+        max_subtasks: brief.max_subtasks,
+        cursor,
+    }
+}
+
+/// How often streamed text is reported as progress.
+const STREAM_PROGRESS_EVERY: Duration = Duration::from_secs(1);
+
+/// Streams one answer, publishing a Progress event at most once a second while text arrives.
+/// The events say how much text arrived, never the text: status messages hold no model output.
+async fn stream_with_progress(
+    client: &ClaudeClient,
+    request: &MessagesRequest,
+    task: &Task,
+    agent: &AgentName,
+    item: &WorkItem,
+    turn: u32,
+) -> Result<MessageResponse, ClaudeError> {
+    let (arrived, mut arrivals) = tokio::sync::mpsc::unbounded_channel::<usize>();
+    let (events, agent, subtask, attempt) = (
+        task.events(),
+        agent.clone(),
+        item.subtask.to_string(),
+        item.attempt,
+    );
+    let publisher = tokio::spawn(async move {
+        let mut total = 0usize;
+        let mut last: Option<std::time::Instant> = None;
+        while let Some(chars) = arrivals.recv().await {
+            total += chars;
+            if last.is_none_or(|at| at.elapsed() >= STREAM_PROGRESS_EVERY) {
+                last = Some(std::time::Instant::now());
+                let message = format!("turn {turn}: {total} characters of answer so far");
+                let event = Event::new(&agent, &subtask, attempt, EventKind::Progress { message });
+                if let Err(err) = events.publish(&event).await {
+                    tracing::debug!(error = %err, "publishing stream progress failed");
+                }
+            }
+        }
+    });
+    let answer = client
+        .stream(request, |progress| {
+            let chars = match progress {
+                Progress::Text(piece) | Progress::ToolInput(piece) => piece.chars().count(),
+                Progress::Nothing => 0,
+            };
+            let _ = arrived.send(chars);
+        })
+        .await;
+    drop(arrived);
+    let _ = publisher.await;
+    answer
+}
+
+/// The model ended its turn without calling the finishing tool: its text is the result of a
+/// work item; a plan item has no plan.
+async fn finish_without_tool(
+    response: &MessageResponse,
+    item: &WorkItem,
+    task: &Task,
+    agent: &AgentName,
+) -> Result<Ending, AgentError> {
+    let text = response.text();
+    if item.kind == WorkKind::Plan || text.trim().is_empty() {
+        return Ok(failed(
+            FailReason::NoAnswer,
+            "the model ended without an answer",
+        ));
+    }
+    task.results()
+        .record(&item.subtask, item.attempt, agent, &text)
+        .await?;
+    Ok(Ending::Finished)
+}
+
+/// Runs the tool calls of `content` that `recorded` has no result for, journals each result,
+/// and appends them as one user message. Returns the ending if a tool finished the item.
+async fn run_tools(
+    content: &[ContentBlock],
+    recorded: &Conversation,
+    item: &WorkItem,
+    journal: &Journal,
+    ctx: &mut ToolContext<'_>,
+    messages: &mut Vec<Message>,
+    metrics: &AgentMetrics,
+) -> Result<Option<Ending>, AgentError> {
+    let mut results = Vec::new();
+    let mut finished = false;
+    for block in content {
+        let ContentBlock::ToolUse { id, name, input } = block else {
+            continue;
+        };
+        if recorded.tool_result(id).is_some() {
+            continue;
+        }
+        let outcome = match tools::parse(name, input, item.kind) {
+            Ok(call) => tools::execute(call, ctx).await?,
+            Err(refused) => ToolOutcome::Reply {
+                content: refused.to_string(),
+                is_error: true,
+            },
+        };
+        let (content, is_error) = match outcome {
+            ToolOutcome::Reply { content, is_error } => {
+                if is_error {
+                    metrics.tool_error(name);
+                }
+                (content, is_error)
+            }
+            ToolOutcome::Finished { content } => {
+                finished = true;
+                (content, false)
+            }
+        };
+        let result = ContentBlock::ToolResult {
+            tool_use_id: id.clone(),
+            content,
+            is_error,
+        };
+        let body = json!(result).to_string();
+        journal
+            .append(
+                item.attempt,
+                &EntryKind::ToolResult {
+                    tool_use_id: id.clone(),
+                },
+                &body,
+            )
+            .await?;
+        results.push(result);
+    }
+    if !results.is_empty() {
+        match messages.last_mut() {
+            Some(last) if last.role == Role::User => last.content.extend(results),
+            _ => messages.push(Message {
+                role: Role::User,
+                content: results,
+            }),
+        }
+    }
+    Ok(finished.then_some(Ending::Finished))
+}
+
+/// Waits until the pool's buckets admit the call, or the item's deadline.
+async fn wait_for_rate_limit(
+    limiter: &RateLimiter,
+    input: u64,
+    output: u64,
+    item: &WorkItem,
+) -> Result<Option<Ending>, CoordError> {
+    loop {
+        let admission = match limiter.acquire(1, input, output).await {
+            Ok(admission) => admission,
+            // Waiting can never help: the call is larger than a bucket holds.
+            Err(CoordError::RateRequestTooLarge {
+                bucket,
+                requested,
+                capacity,
+            }) => {
+                return Ok(Some(failed(
+                    FailReason::ModelError,
+                    format!(
+                        "a model call needs {requested} {bucket} but the pool's rate limit allows {capacity} per minute"
+                    ),
+                )));
+            }
+            Err(err) => return Err(err),
+        };
+        match admission {
+            Admission::Go => return Ok(None),
+            Admission::Wait(delay) => {
+                let left = Duration::from_millis(item.deadline_ms.saturating_sub(now_ms()));
+                if left.is_zero() {
+                    return Ok(Some(failed(
+                        FailReason::DeadlineExceeded,
+                        "the subtask's deadline passed while waiting for the pool's rate limit",
+                    )));
+                }
+                tokio::time::sleep(delay.min(left).max(Duration::from_millis(1))).await;
+            }
+        }
+    }
+}
+
+/// About four characters a token: enough to take input tokens from the rate limiter and budget
+/// before the API counts them exactly.
+fn estimate_tokens(request: &MessagesRequest) -> u64 {
+    let chars = serde_json::to_string(request).map(|s| s.len()).unwrap_or(0);
+    u64::try_from(chars / 4).unwrap_or(u64::MAX)
+}
+
+fn model_failure(err: &ClaudeError) -> Ending {
+    // The error's text never holds the key (see claude::error); keep it short for status.
+    failed(
+        FailReason::ModelError,
+        truncate(&format!("{}: {err}", err.reason()), 300),
+    )
+}
+
+fn truncate(text: &str, max: usize) -> String {
+    text.chars().take(max).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn brief() -> Brief {
+        Brief {
+            goal: "Compare databases.".into(),
+            prompt: "Benchmark Qdrant.".into(),
+            dependency_results: vec![("sources".into(), "a list".into())],
+            max_subtasks: 6,
+        }
+    }
+
+    #[test]
+    fn the_first_message_holds_goal_subtask_and_dependency_results() {
+        let text = first_message(WorkKind::Work, &brief());
+        assert!(text.contains("Compare databases."));
+        assert!(text.contains("Benchmark Qdrant."));
+        assert!(text.contains("## sources\na list"));
+        assert!(first_message(WorkKind::Plan, &brief()).contains("at most 6 subtasks"));
+    }
+
+    fn entry(kind: EntryKind, body: serde_json::Value) -> (EntryKind, String) {
+        (kind, body.to_string())
+    }
+
+    #[test]
+    fn a_journal_replays_into_alternating_messages() {
+        let journal = [
+            entry(
+                EntryKind::ModelResponse,
+                json!([{"type": "tool_use", "id": "t1", "name": "read_state", "input": {"key": "a"}},
+                                                     {"type": "tool_use", "id": "t2", "name": "list_state", "input": {"prefix": ""}}]),
+            ),
+            entry(
+                EntryKind::ToolResult {
+                    tool_use_id: "t1".into(),
+                },
+                json!({"type": "tool_result", "tool_use_id": "t1", "content": "{}"}),
+            ),
+            entry(
+                EntryKind::ToolResult {
+                    tool_use_id: "t2".into(),
+                },
+                json!({"type": "tool_result", "tool_use_id": "t2", "content": "{}"}),
+            ),
+            entry(
+                EntryKind::ModelResponse,
+                json!([{"type": "text", "text": "ok"}]),
+            ),
+        ];
+        let messages = replay(
+            Message::user_text("go"),
+            journal.iter().map(|(k, b)| (k, b.as_str())),
+        )
+        .expect("replays");
+        let roles: Vec<Role> = messages.iter().map(|m| m.role).collect();
+        assert_eq!(
+            roles,
+            [Role::User, Role::Assistant, Role::User, Role::Assistant]
+        );
+        assert_eq!(
+            messages[2].content.len(),
+            2,
+            "both results in one user message"
+        );
+    }
+
+    #[test]
+    fn a_corrupt_journal_entry_is_an_error() {
+        let journal = [entry(EntryKind::ModelResponse, json!({"not": "a list"}))];
+        assert!(
+            replay(
+                Message::user_text("go"),
+                journal.iter().map(|(k, b)| (k, b.as_str()))
+            )
+            .is_err()
+        );
+    }
+}

@@ -1,0 +1,126 @@
+//! The agent's configuration: flags, each also read from an environment variable (the operator
+//! sets the variables in the agent pod), documented in `maos-agent --help`.
+
+use std::time::Duration;
+
+use clap::Parser;
+
+use maos_core::coord::ratelimit::{Bucket, RateLimits};
+
+/// A MAOS agent: claims subtasks from its AgentPool's queue and works them with Claude.
+#[derive(Clone, Debug, Parser)]
+#[command(name = "maos-agent", version, about)]
+pub struct AgentConfig {
+    /// This agent's name (its pod's name).
+    #[arg(long, env = "MAOS_AGENT_NAME")]
+    pub agent_name: String,
+
+    /// The uid of the AgentPool this agent belongs to.
+    #[arg(long, env = "MAOS_POOL_UID")]
+    pub pool_uid: String,
+
+    /// Redis URLs (comma-separated); for a cluster, any of its nodes.
+    #[arg(long, env = "MAOS_REDIS_URLS", value_delimiter = ',', required = true)]
+    pub redis_urls: Vec<String>,
+
+    /// The Redis URLs are nodes of a Redis Cluster.
+    #[arg(long, env = "MAOS_REDIS_CLUSTER", default_value_t = false)]
+    pub redis_cluster: bool,
+
+    /// The pool's Redis ACL user.
+    #[arg(long, env = "MAOS_REDIS_USERNAME")]
+    pub redis_username: Option<String>,
+
+    /// The pool's Redis ACL password (from the pool's Secret; never logged).
+    #[arg(long, env = "MAOS_REDIS_PASSWORD", hide_env_values = true)]
+    pub redis_password: Option<String>,
+
+    /// The Claude model.
+    #[arg(long, env = "MAOS_MODEL", default_value = "claude-sonnet-4-5")]
+    pub model: String,
+
+    /// max_tokens of each model call (reserved against the task's budget before the call).
+    #[arg(long, env = "MAOS_MAX_TOKENS", default_value_t = 4096)]
+    pub max_tokens: u32,
+
+    /// The most model calls for one subtask.
+    #[arg(long, env = "MAOS_MAX_TURNS", default_value_t = 40)]
+    pub max_turns: u32,
+
+    /// Seconds between heartbeats; the operator declares an agent dead after three missed.
+    #[arg(long, env = "MAOS_HEARTBEAT_SECONDS", default_value_t = 1)]
+    pub heartbeat_seconds: u64,
+
+    /// Stream model answers (progress as text arrives).
+    #[arg(long, env = "MAOS_STREAM", default_value_t = true, action = clap::ArgAction::Set)]
+    pub stream: bool,
+
+    /// The pool's model requests per minute.
+    #[arg(long, env = "MAOS_REQUESTS_PER_MINUTE", default_value_t = 50)]
+    pub requests_per_minute: u64,
+
+    /// The pool's input tokens per minute.
+    #[arg(long, env = "MAOS_INPUT_TOKENS_PER_MINUTE", default_value_t = 40_000)]
+    pub input_tokens_per_minute: u64,
+
+    /// The pool's output tokens per minute.
+    #[arg(long, env = "MAOS_OUTPUT_TOKENS_PER_MINUTE", default_value_t = 8_000)]
+    pub output_tokens_per_minute: u64,
+
+    /// Where `/healthz` and `/metrics` are served (port 0: any free port, logged at start).
+    #[arg(long, env = "MAOS_HTTP_ADDR", default_value = "0.0.0.0:8080")]
+    pub http_addr: std::net::SocketAddr,
+
+    /// Seconds a shutdown may take before the agent exits regardless (keep it below the pod's
+    /// terminationGracePeriodSeconds).
+    #[arg(long, env = "MAOS_SHUTDOWN_GRACE_SECONDS", default_value_t = 25)]
+    pub shutdown_grace_seconds: u64,
+
+    /// Log as JSON lines (for log collectors) rather than text.
+    #[arg(long, env = "MAOS_LOG_JSON", default_value_t = false)]
+    pub log_json: bool,
+}
+
+impl AgentConfig {
+    /// The heartbeat period.
+    pub fn heartbeat(&self) -> Duration {
+        Duration::from_secs(self.heartbeat_seconds.max(1))
+    }
+
+    /// How long a shutdown may take.
+    pub fn shutdown_grace(&self) -> Duration {
+        Duration::from_secs(self.shutdown_grace_seconds)
+    }
+
+    /// The pool's rate limits.
+    pub fn rate_limits(&self) -> RateLimits {
+        RateLimits {
+            requests: Bucket::per_minute(self.requests_per_minute),
+            input_tokens: Bucket::per_minute(self.input_tokens_per_minute),
+            output_tokens: Bucket::per_minute(self.output_tokens_per_minute),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flags_parse_with_defaults() {
+        let config = AgentConfig::try_parse_from([
+            "maos-agent",
+            "--agent-name",
+            "pool-a-x1",
+            "--pool-uid",
+            "u-1",
+            "--redis-urls",
+            "redis://127.0.0.1:1,redis://127.0.0.1:2",
+        ])
+        .expect("parses");
+        assert_eq!(config.redis_urls.len(), 2);
+        assert_eq!(config.max_turns, 40);
+        assert!(config.stream);
+        assert_eq!(config.heartbeat(), Duration::from_secs(1));
+    }
+}

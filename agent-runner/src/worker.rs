@@ -1,0 +1,281 @@
+//! The agent's outer loop: beat, claim one work item at a time, work it, report how it ended,
+//! ack it; on shutdown, stop claiming, release what is held and leave the heartbeats.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use maos_core::coord::events::{Event, EventKind};
+use maos_core::coord::queue::{Claimed, WorkItem, WorkKind};
+use maos_core::coord::{
+    AgentName, CoordError, Pool, PoolUid, Redis, RedisConfig, Secret, Task, Topology,
+};
+use tokio::sync::watch;
+
+use crate::agent::{self, AgentError, Brief, Ending, ModelSettings, WorkItemRun};
+use crate::claude::{ClaudeClient, ClaudeError, ClientConfig};
+use crate::config::AgentConfig;
+use crate::metrics::{AgentMetrics, OutcomeLabel};
+
+/// How long one claim waits for work before the loop checks for shutdown again.
+const CLAIM_BLOCK: Duration = Duration::from_secs(1);
+/// How long each shutdown step (release, leave the heartbeats) may take.
+const CLEANUP_TIMEOUT: Duration = Duration::from_secs(5);
+/// The pause after a coordination failure before the loop goes on.
+const FAILURE_PAUSE: Duration = Duration::from_secs(1);
+
+/// The plan item's instructions.
+const PLAN_PROMPT: &str = "Split the goal into subtasks that agents can work on in parallel; give each a self-contained prompt and list only the dependencies it really needs.";
+/// The synthesize item's instructions.
+const SYNTHESIZE_PROMPT: &str =
+    "Merge the results of every subtask into one complete, well-organised answer to the goal.";
+
+/// Why the agent could not run.
+#[derive(Debug, thiserror::Error)]
+pub enum WorkerError {
+    /// The configuration is unusable.
+    #[error("configuration: {0}")]
+    Config(String),
+    /// Redis could not be reached at start.
+    #[error(transparent)]
+    Coord(#[from] CoordError),
+    /// The Claude client could not be built.
+    #[error(transparent)]
+    Claude(#[from] ClaudeError),
+}
+
+/// Runs the agent until `shutdown` turns true; then releases its item and returns.
+pub async fn run(
+    config: AgentConfig,
+    claude: ClientConfig,
+    metrics: Arc<AgentMetrics>,
+    mut shutdown: watch::Receiver<bool>,
+) -> Result<(), WorkerError> {
+    let agent = AgentName::new(&config.agent_name)
+        .map_err(|e| WorkerError::Config(format!("agent name: {e}")))?;
+    let pool_uid = PoolUid::new(&config.pool_uid)
+        .map_err(|e| WorkerError::Config(format!("pool uid: {e}")))?;
+    let topology = if config.redis_cluster {
+        Topology::Cluster
+    } else {
+        Topology::Standalone
+    };
+    let mut redis_config = RedisConfig::new(topology, config.redis_urls.iter().cloned());
+    if let (Some(user), Some(password)) = (&config.redis_username, &config.redis_password) {
+        redis_config = redis_config.with_user(user.clone(), Secret::new(password.clone()));
+    }
+    let redis = Redis::connect(redis_config).await?;
+    let pool = Pool::new(redis.clone(), &pool_uid);
+    let queue = pool.queue();
+    queue.ensure_group().await?;
+    // Blocking claims get a connection of their own, so they never hold up anything else.
+    let claimer = Pool::new(redis.dedicated(CLAIM_BLOCK).await?, &pool_uid).queue();
+    let client = ClaudeClient::new(claude)?;
+    let limiter = pool.rate_limiter(config.rate_limits());
+    let settings = ModelSettings {
+        model: config.model.clone(),
+        max_tokens: config.max_tokens,
+        max_turns: config.max_turns,
+        stream: config.stream,
+    };
+
+    queue.heartbeat(&agent).await?;
+    let beats = tokio::spawn(beat(
+        queue.clone(),
+        agent.clone(),
+        config.heartbeat(),
+        shutdown.clone(),
+    ));
+    tracing::info!(agent = %agent, pool = %pool_uid, "agent ready");
+
+    while !*shutdown.borrow() {
+        let claimed = tokio::select! {
+            claimed = claimer.claim(&agent, 1, Some(CLAIM_BLOCK)) => claimed,
+            _ = shutdown.changed() => break,
+        };
+        let items = match claimed {
+            Ok(items) => items,
+            Err(err) => {
+                tracing::warn!(error = %err, "claiming work failed; retrying");
+                pause(FAILURE_PAUSE, &mut shutdown).await;
+                continue;
+            }
+        };
+        for Claimed { id, item } in items {
+            let task = pool.task(&item.task);
+            let run = WorkItemRun {
+                item: &item,
+                task: &task,
+                agent: &agent,
+                brief: &Brief::default(),
+                limiter: &limiter,
+                client: &client,
+                settings: &settings,
+                stop: Some(&shutdown),
+                metrics: &metrics,
+            };
+            metrics.busy.set(1);
+            let started = std::time::Instant::now();
+            let outcome = work(run).await;
+            metrics.busy.set(0);
+            match outcome {
+                Ok(Some(ending)) => {
+                    let label = match &ending {
+                        Ending::Failed { reason, .. } => reason.as_str(),
+                        _ => "Finished",
+                    };
+                    metrics
+                        .subtasks
+                        .get_or_create(&OutcomeLabel {
+                            outcome: label.to_owned(),
+                        })
+                        .inc();
+                    metrics
+                        .subtask_seconds
+                        .observe(started.elapsed().as_secs_f64());
+                    report(&task, &agent, &item, &ending).await;
+                    if let Err(err) = queue.ack(&[id]).await {
+                        tracing::warn!(error = %err, "acking a finished item failed; it may be redelivered");
+                    }
+                }
+                // Interrupted by shutdown: released below.
+                Ok(None) => {}
+                Err(err) => {
+                    tracing::warn!(error = %err, subtask = %item.subtask, "work item interrupted by a coordination failure; releasing it");
+                    release(&queue, &agent).await;
+                    pause(FAILURE_PAUSE, &mut shutdown).await;
+                }
+            }
+        }
+    }
+
+    // Bounded: with Redis down, each call would retry for a while; the operator reclaims
+    // whatever is left once the heartbeats stop.
+    let _ = tokio::time::timeout(CLEANUP_TIMEOUT, release(&queue, &agent)).await;
+    beats.abort();
+    match tokio::time::timeout(CLEANUP_TIMEOUT, queue.forget(&agent)).await {
+        Ok(Ok(())) => {}
+        _ => tracing::warn!(
+            "leaving the heartbeats failed; the operator will see this agent as dead"
+        ),
+    }
+    tracing::info!(agent = %agent, "agent stopped");
+    Ok(())
+}
+
+/// Loads the brief and works the item; `None` if shutdown interrupted it.
+async fn work(mut run: WorkItemRun<'_>) -> Result<Option<Ending>, AgentError> {
+    let brief = match brief(run.task, run.item).await? {
+        Ok(brief) => brief,
+        Err(ending) => return Ok(Some(ending)),
+    };
+    run.brief = &brief;
+    match agent::run(run).await? {
+        Ending::Interrupted => Ok(None),
+        ending => Ok(Some(ending)),
+    }
+}
+
+/// What the agent is told about `item`: the goal, the subtask's prompt and the results it
+/// builds on. A task without a goal or a subtask missing from its plan fails the item.
+pub async fn brief(task: &Task, item: &WorkItem) -> Result<Result<Brief, Ending>, CoordError> {
+    let missing = |what: &str| {
+        Err(Ending::Failed {
+            reason: agent::FailReason::NoAnswer,
+            detail: format!("the task has no {what}; was it deleted?"),
+        })
+    };
+    let plan = task.plan();
+    let Some(goal) = plan.goal().await? else {
+        return Ok(missing("goal"));
+    };
+    let (prompt, dependencies) = match item.kind {
+        WorkKind::Plan => (PLAN_PROMPT.to_owned(), Vec::new()),
+        WorkKind::Synthesize => (
+            SYNTHESIZE_PROMPT.to_owned(),
+            plan.subtasks().await?.into_iter().map(|s| s.name).collect(),
+        ),
+        WorkKind::Work => match plan.subtask(item.subtask.as_str()).await? {
+            Some(spec) => (spec.prompt, spec.depends_on),
+            None => return Ok(missing(&format!("subtask {} in its plan", item.subtask))),
+        },
+    };
+    let results = task.results();
+    let mut dependency_results = Vec::with_capacity(dependencies.len());
+    for name in dependencies {
+        let Ok(subtask) = maos_core::dag::SubtaskName::new(&name) else {
+            continue;
+        };
+        if let Some(result) = results.get(&subtask).await? {
+            dependency_results.push((name, result.result));
+        }
+    }
+    Ok(Ok(Brief {
+        goal: goal.prompt,
+        prompt,
+        dependency_results,
+        max_subtasks: goal.max_subtasks,
+    }))
+}
+
+/// Publishes how the item ended, for the operator to fold into status.
+async fn report(task: &Task, agent: &AgentName, item: &WorkItem, ending: &Ending) {
+    let kind = match ending {
+        Ending::Finished => EventKind::SubtaskSucceeded,
+        Ending::Failed { reason, detail } => EventKind::SubtaskFailed {
+            reason: format!("{}: {detail}", reason.as_str()),
+        },
+        Ending::Interrupted => return,
+    };
+    if let Err(err) = task
+        .events()
+        .publish(&Event::new(
+            agent,
+            item.subtask.as_str(),
+            item.attempt,
+            kind,
+        ))
+        .await
+    {
+        tracing::warn!(error = %err, "publishing the item's ending failed");
+    }
+}
+
+/// Moves this agent's unacked items back to the queue for another agent.
+async fn release(queue: &maos_core::coord::queue::WorkQueue, agent: &AgentName) {
+    match queue.reclaim(agent).await {
+        Ok(released) if !released.is_empty() => {
+            tracing::info!(items = released.len(), "released held work items")
+        }
+        Ok(_) => {}
+        Err(err) => {
+            tracing::warn!(error = %err, "releasing held work failed; the operator will reclaim it")
+        }
+    }
+}
+
+async fn beat(
+    queue: maos_core::coord::queue::WorkQueue,
+    agent: AgentName,
+    every: Duration,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let mut ticker = tokio::time::interval(every);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = ticker.tick() => {
+                if let Err(err) = queue.heartbeat(&agent).await {
+                    tracing::warn!(error = %err, "heartbeat failed");
+                }
+            }
+            _ = shutdown.changed() => return,
+        }
+    }
+}
+
+async fn pause(delay: Duration, shutdown: &mut watch::Receiver<bool>) {
+    tokio::select! {
+        _ = tokio::time::sleep(delay) => {}
+        _ = shutdown.changed() => {}
+    }
+}

@@ -1,0 +1,362 @@
+//! The agent's tool loop against real Redis (standalone and cluster) and the Claude stand-in:
+//! a whole subtask through tools, a plan, model failures, invalid tool input, the budget, and
+//! a takeover that continues a dead agent's conversation from its journal.
+
+#[macro_use]
+mod coord_common;
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use coord_common::{Fixture, eventually, task_uid};
+use maos_agent_runner::agent::{self, Brief, Ending, FailReason, ModelSettings, WorkItemRun};
+use maos_agent_runner::claude::{ApiKey, ClaudeClient, ClientConfig, RetryPolicy};
+use maos_agent_runner::metrics::AgentMetrics;
+use maos_core::coord::keys::GROUP_OPERATOR;
+use maos_core::coord::queue::{WorkItem, WorkKind};
+use maos_core::coord::ratelimit::{Bucket, RateLimiter, RateLimits};
+use maos_core::coord::{AgentName, Task};
+use maos_core::dag::SubtaskName;
+use maos_e2e::claude_standin::{
+    Behaviour, ClaudeStandIn, Fault, MaosAgent, MessagesRequest, Outcome, Reply, Scripted,
+    StandInConfig,
+};
+use serde_json::{Value, json};
+
+const KEY: &str = "sk-ant-agent-loop-RECOGNISABLE";
+
+struct Setup {
+    standin: ClaudeStandIn,
+    client: ClaudeClient,
+    task: Task,
+    limiter: RateLimiter,
+}
+
+async fn setup(fx: &Fixture, behaviour: impl Behaviour + 'static, budget: Option<u64>) -> Setup {
+    let mut config = StandInConfig::new(KEY);
+    config.behaviour = Arc::new(behaviour);
+    let standin = ClaudeStandIn::start(config).expect("stand-in");
+    let mut client_config = ClientConfig::new(standin.base_url(), ApiKey::new(KEY).expect("key"));
+    client_config.retry = RetryPolicy {
+        max_retries: 2,
+        initial_backoff: Duration::from_millis(5),
+        max_backoff: Duration::from_millis(20),
+    };
+    let client = ClaudeClient::new(client_config).expect("client");
+    let pool = fx.pool();
+    let task = pool.task(&task_uid());
+    task.register(budget).await.expect("register");
+    let limiter = pool.rate_limiter(RateLimits {
+        requests: Bucket::unlimited(),
+        input_tokens: Bucket::unlimited(),
+        output_tokens: Bucket::unlimited(),
+    });
+    Setup {
+        standin,
+        client,
+        task,
+        limiter,
+    }
+}
+
+fn item(task: &Task, subtask: &str, kind: WorkKind, attempt: u32) -> WorkItem {
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .expect("clock")
+        .as_millis() as u64;
+    WorkItem {
+        task: task.keys().task().clone(),
+        subtask: SubtaskName::new(subtask).expect("name"),
+        attempt,
+        kind,
+        deadline_ms: now + 60_000,
+    }
+}
+
+fn brief() -> Brief {
+    Brief {
+        goal: "Compare vector databases.".into(),
+        prompt: "Benchmark Qdrant.".into(),
+        dependency_results: vec![],
+        max_subtasks: 6,
+    }
+}
+
+fn settings() -> ModelSettings {
+    ModelSettings {
+        model: "claude-sonnet-4-5".into(),
+        max_tokens: 1024,
+        max_turns: 10,
+        stream: true,
+    }
+}
+
+async fn run(
+    s: &Setup,
+    agent_name: &str,
+    item: &WorkItem,
+    brief: &Brief,
+    settings: &ModelSettings,
+) -> Ending {
+    let agent = AgentName::new(agent_name).expect("agent");
+    agent::run(WorkItemRun {
+        item,
+        task: &s.task,
+        agent: &agent,
+        brief,
+        limiter: &s.limiter,
+        client: &s.client,
+        settings,
+        stop: None,
+        metrics: &AgentMetrics::default(),
+    })
+    .await
+    .expect("no coordination failure")
+}
+
+async fn a_subtask_is_worked_through_tools_to_its_result(fx: &Fixture) {
+    let s = setup(fx, MaosAgent::default(), None).await;
+    let work = item(&s.task, "bench", WorkKind::Work, 1);
+    assert_eq!(
+        run(&s, "agent-a", &work, &brief(), &settings()).await,
+        Ending::Finished
+    );
+
+    let result = s
+        .task
+        .results()
+        .get(&work.subtask)
+        .await
+        .expect("read")
+        .expect("recorded");
+    assert_eq!(
+        result.result,
+        "Stand-in answer to: Compare vector databases."
+    );
+    let state = s
+        .task
+        .state()
+        .get("notes/Compare vector databases.")
+        .await
+        .expect("read");
+    assert_eq!(state.version, 1, "write_state was applied once");
+    let journal = s
+        .task
+        .journal(&work.subtask)
+        .read_all()
+        .await
+        .expect("journal");
+    assert_eq!(
+        journal.entries.len(),
+        8,
+        "four model responses and four tool results"
+    );
+    assert_eq!(s.standin.requests().len(), 4);
+
+    // What the operator folds into status: started, tokens per call, progress, a message sent.
+    let mut consumer = s.task.events().consumer(GROUP_OPERATOR, "test");
+    let kinds: Vec<String> = consumer
+        .next(100, None)
+        .await
+        .expect("events")
+        .into_iter()
+        .map(|d| {
+            serde_json::to_value(&d.event.kind).expect("json")["type"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned()
+        })
+        .collect();
+    assert_eq!(
+        kinds.first().map(String::as_str),
+        Some("SubtaskStarted"),
+        "{kinds:?}"
+    );
+    assert_eq!(
+        kinds.iter().filter(|k| *k == "TokensUsed").count(),
+        4,
+        "{kinds:?}"
+    );
+    assert!(
+        kinds.iter().any(|k| k == "Progress"),
+        "streamed text is reported as progress: {kinds:?}"
+    );
+    assert!(kinds.iter().any(|k| k == "MessageSent"), "{kinds:?}");
+}
+
+async fn a_plan_item_records_the_plan(fx: &Fixture) {
+    let s = setup(
+        fx,
+        MaosAgent {
+            plan_size: 3,
+            ..MaosAgent::default()
+        },
+        None,
+    )
+    .await;
+    let plan = item(&s.task, "plan", WorkKind::Plan, 1);
+    assert_eq!(
+        run(&s, "planner", &plan, &brief(), &settings()).await,
+        Ending::Finished
+    );
+    let recorded = s
+        .task
+        .results()
+        .get(&plan.subtask)
+        .await
+        .expect("read")
+        .expect("recorded");
+    let subtasks: Value = serde_json::from_str(&recorded.result).expect("plan json");
+    assert_eq!(subtasks.as_array().map(Vec::len), Some(3));
+    assert_eq!(subtasks[0]["name"], "part-1");
+}
+
+async fn a_bad_request_fails_the_subtask_without_retrying(fx: &Fixture) {
+    let s = setup(
+        fx,
+        Scripted::new(
+            [Outcome::Fail(Fault::Status {
+                status: 400,
+                retry_after: None,
+            })],
+            MaosAgent::default(),
+        ),
+        None,
+    )
+    .await;
+    let work = item(&s.task, "bench", WorkKind::Work, 1);
+    let ending = run(&s, "agent-a", &work, &brief(), &settings()).await;
+    let Ending::Failed { reason, detail } = ending else {
+        panic!("failed expected")
+    };
+    assert_eq!(reason, FailReason::ModelError);
+    assert!(detail.contains("400") && !detail.contains(KEY), "{detail}");
+    assert_eq!(s.standin.requests().len(), 1);
+}
+
+async fn invalid_tool_input_is_an_error_result_and_the_agent_goes_on(fx: &Fixture) {
+    let s = setup(
+        fx,
+        Scripted::new(
+            [Outcome::Reply(Reply::tool(
+                "write_state",
+                json!({"key": "a"}),
+            ))],
+            MaosAgent::default(),
+        ),
+        None,
+    )
+    .await;
+    let work = item(&s.task, "bench", WorkKind::Work, 1);
+    assert_eq!(
+        run(&s, "agent-a", &work, &brief(), &settings()).await,
+        Ending::Finished
+    );
+    let second = s.standin.requests()[1].body.clone().expect("body");
+    let result = second["messages"][2]["content"][0].clone();
+    assert_eq!(result["type"], "tool_result");
+    assert_eq!(result["is_error"], true);
+    assert!(
+        result["content"]
+            .as_str()
+            .is_some_and(|c| c.contains("value")),
+        "{result}"
+    );
+}
+
+async fn a_spent_budget_ends_the_subtask_with_budget_exceeded(fx: &Fixture) {
+    let s = setup(fx, MaosAgent::default(), Some(1_500)).await;
+    let work = item(&s.task, "bench", WorkKind::Work, 1);
+    let ending = run(&s, "agent-a", &work, &brief(), &settings()).await;
+    assert!(
+        matches!(
+            ending,
+            Ending::Failed {
+                reason: FailReason::BudgetExceeded,
+                ..
+            }
+        ),
+        "{ending:?}"
+    );
+}
+
+async fn a_takeover_continues_the_dead_agents_conversation(fx: &Fixture) {
+    // The first agent's third model call never returns: it "dies" there.
+    let hang_third = |request: &MessagesRequest, call: u64| {
+        if call == 3 {
+            Outcome::Fail(Fault::Hang(Duration::from_secs(60)))
+        } else {
+            MaosAgent::default().respond(request, call)
+        }
+    };
+    let s = setup(fx, hang_third, None).await;
+    let work = item(&s.task, "bench", WorkKind::Work, 1);
+    let journal = s.task.journal(&work.subtask);
+    let first = {
+        let (task, limiter, client) = (s.task.clone(), s.limiter.clone(), s.client.clone());
+        let work = work.clone();
+        tokio::spawn(async move {
+            let agent = AgentName::new("agent-a").expect("agent");
+            let (brief, settings) = (brief(), settings());
+            agent::run(WorkItemRun {
+                item: &work,
+                task: &task,
+                agent: &agent,
+                brief: &brief,
+                limiter: &limiter,
+                client: &client,
+                settings: &settings,
+                stop: None,
+                metrics: &AgentMetrics::default(),
+            })
+            .await
+        })
+    };
+    eventually(
+        "two tool calls journaled",
+        Duration::from_secs(20),
+        || async { (journal.read_all().await.ok()?.entries.len() >= 4).then_some(()) },
+    )
+    .await;
+    first.abort();
+
+    let second = item(&s.task, "bench", WorkKind::Work, 2);
+    assert_eq!(
+        run(&s, "agent-b", &second, &brief(), &settings()).await,
+        Ending::Finished
+    );
+    let takeover = s.standin.requests()[3].body.clone().expect("body");
+    assert_eq!(
+        takeover["messages"].as_array().map(Vec::len),
+        Some(5),
+        "the takeover sent the whole earlier conversation"
+    );
+    assert_eq!(takeover["messages"][1]["content"][0]["name"], "write_state");
+    assert_eq!(
+        s.task
+            .state()
+            .get("notes/Compare vector databases.")
+            .await
+            .expect("read")
+            .version,
+        1,
+        "write_state applied exactly once"
+    );
+    let result = s
+        .task
+        .results()
+        .get(&second.subtask)
+        .await
+        .expect("read")
+        .expect("recorded");
+    assert_eq!(result.agent, "agent-b");
+}
+
+both_backends!(
+    a_subtask_is_worked_through_tools_to_its_result,
+    a_plan_item_records_the_plan,
+    a_bad_request_fails_the_subtask_without_retrying,
+    invalid_tool_input_is_an_error_result_and_the_agent_goes_on,
+    a_spent_budget_ends_the_subtask_with_budget_exceeded,
+    a_takeover_continues_the_dead_agents_conversation,
+);

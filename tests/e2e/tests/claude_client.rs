@@ -1,0 +1,247 @@
+//! The agent runner's Claude client against the stand-in: answers, streaming, which failures are
+//! retried (and how patiently), and that the API key never shows up in anything it produces.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use maos_agent_runner::claude::sse::Progress;
+use maos_agent_runner::claude::types::{Message, MessagesRequest, StopReason, TextBlock, Tool};
+use maos_agent_runner::claude::{ApiKey, ClaudeClient, ClaudeError, ClientConfig, RetryPolicy};
+use maos_e2e::claude_standin::{
+    Behaviour, ClaudeStandIn, Fault, MaosAgent, Outcome, Scripted, StandInConfig,
+};
+use serde_json::json;
+
+const KEY: &str = "sk-ant-e2e-RECOGNISABLE-7f3a9c";
+
+fn standin(behaviour: impl Behaviour + 'static) -> ClaudeStandIn {
+    let mut config = StandInConfig::new(KEY);
+    config.behaviour = Arc::new(behaviour);
+    ClaudeStandIn::start(config).expect("stand-in starts")
+}
+
+fn client(standin: &ClaudeStandIn, key: &str) -> ClaudeClient {
+    let mut config = ClientConfig::new(standin.base_url(), ApiKey::new(key).expect("key"));
+    config.retry = RetryPolicy {
+        max_retries: 3,
+        initial_backoff: Duration::from_millis(10),
+        max_backoff: Duration::from_millis(50),
+    };
+    config.read_timeout = Duration::from_millis(500);
+    ClaudeClient::new(config).expect("client")
+}
+
+fn request() -> MessagesRequest {
+    MessagesRequest {
+        model: "claude-sonnet-4-5".into(),
+        max_tokens: 1024,
+        system: vec![TextBlock::new("You are a MAOS agent.").cached()],
+        messages: vec![Message::user_text("Summarize the design.")],
+        tools: vec![Tool {
+            name: "complete_subtask".into(),
+            description: "Finish the subtask with its result.".into(),
+            input_schema: json!({"type": "object", "properties": {"result": {"type": "string"}}, "required": ["result"]}),
+        }],
+        tool_choice: None,
+        stream: false,
+        stop_sequences: vec![],
+        temperature: None,
+    }
+}
+
+#[tokio::test]
+async fn send_returns_the_models_tool_call_and_usage() {
+    let standin = standin(MaosAgent::default());
+    let message = client(&standin, KEY)
+        .send(&request())
+        .await
+        .expect("answer");
+    assert_eq!(message.stop_reason, Some(StopReason::ToolUse));
+    let calls: Vec<_> = message.tool_uses().collect();
+    assert_eq!(calls[0].1, "complete_subtask");
+    assert_eq!(
+        calls[0].2["result"],
+        "Stand-in answer to: Summarize the design."
+    );
+    assert!(message.usage.input_tokens > 0 && message.usage.output_tokens > 0);
+    assert!(
+        message.usage.cache_creation_input_tokens > 0,
+        "the cached system prompt is written first"
+    );
+    let again = client(&standin, KEY)
+        .send(&request())
+        .await
+        .expect("answer");
+    assert!(again.usage.cache_read_input_tokens > 0, "and read after");
+}
+
+#[tokio::test]
+async fn stream_assembles_the_same_answer_and_reports_text_as_it_arrives() {
+    let standin = standin(|_: &maos_e2e::claude_standin::MessagesRequest, _| {
+        Outcome::Reply(maos_e2e::claude_standin::Reply::text(
+            "A fairly long answer that arrives in several pieces.",
+        ))
+    });
+    let client = client(&standin, KEY);
+    let whole = client.send(&request()).await.expect("answer");
+    let mut pieces = Vec::new();
+    let streamed = client
+        .stream(&request(), |progress| {
+            if let Progress::Text(piece) = progress {
+                pieces.push(piece.clone());
+            }
+        })
+        .await
+        .expect("answer");
+    assert_eq!(streamed.content, whole.content);
+    assert_eq!(streamed.usage.output_tokens, whole.usage.output_tokens);
+    assert!(pieces.len() > 1, "text arrived in pieces: {pieces:?}");
+    assert_eq!(pieces.concat(), whole.text());
+    let last = standin.requests().pop().expect("recorded");
+    assert_eq!(
+        last.body.as_ref().map(|b| b["stream"].clone()),
+        Some(json!(true))
+    );
+}
+
+#[tokio::test]
+async fn overloaded_and_server_errors_are_retried_until_an_answer() {
+    let standin = standin(Scripted::new(
+        [
+            Outcome::Fail(Fault::OVERLOADED),
+            Outcome::Fail(Fault::Status {
+                status: 503,
+                retry_after: None,
+            }),
+            Outcome::Fail(Fault::ResetConnection),
+        ],
+        MaosAgent::default(),
+    ));
+    client(&standin, KEY)
+        .send(&request())
+        .await
+        .expect("answer after three failures");
+    assert_eq!(standin.requests().len(), 4);
+}
+
+#[tokio::test]
+async fn retry_after_is_honoured() {
+    let standin = standin(Scripted::new(
+        [Outcome::Fail(Fault::rate_limited(1))],
+        MaosAgent::default(),
+    ));
+    client(&standin, KEY)
+        .send(&request())
+        .await
+        .expect("answer");
+    let requests = standin.requests();
+    assert_eq!(requests.len(), 2);
+    let waited = requests[1].at.duration_since(requests[0].at);
+    assert!(
+        waited >= Duration::from_millis(950),
+        "waited only {waited:?} despite retry-after: 1"
+    );
+}
+
+#[tokio::test]
+async fn a_bad_request_is_not_retried() {
+    let standin = standin(Scripted::new(
+        [Outcome::Fail(Fault::Status {
+            status: 400,
+            retry_after: None,
+        })],
+        MaosAgent::default(),
+    ));
+    let err = client(&standin, KEY)
+        .send(&request())
+        .await
+        .expect_err("refused");
+    assert!(
+        matches!(err, ClaudeError::Rejected { status: 400, .. }),
+        "{err:?}"
+    );
+    assert_eq!(standin.requests().len(), 1);
+}
+
+#[tokio::test]
+async fn retries_stop_at_the_limit() {
+    let standin = standin(|_: &maos_e2e::claude_standin::MessagesRequest, _| {
+        Outcome::Fail(Fault::OVERLOADED)
+    });
+    let err = client(&standin, KEY)
+        .send(&request())
+        .await
+        .expect_err("gives up");
+    assert!(
+        matches!(err, ClaudeError::RetriesExhausted { attempts: 4, .. }),
+        "{err:?}"
+    );
+    assert_eq!(standin.requests().len(), 4);
+}
+
+#[tokio::test]
+async fn a_silent_api_times_out_and_the_call_is_retried() {
+    let standin = standin(Scripted::new(
+        [Outcome::Fail(Fault::Hang(Duration::from_secs(5)))],
+        MaosAgent::default(),
+    ));
+    client(&standin, KEY)
+        .send(&request())
+        .await
+        .expect("answer after a time-out");
+    assert_eq!(
+        standin.requests().len(),
+        1 + 1,
+        "one hung call, one answered"
+    );
+}
+
+#[tokio::test]
+async fn a_malformed_answer_is_an_error_not_a_panic() {
+    let standin = standin(Scripted::new(
+        [Outcome::Fail(Fault::MalformedBody)],
+        MaosAgent::default(),
+    ));
+    let err = client(&standin, KEY)
+        .send(&request())
+        .await
+        .expect_err("malformed");
+    assert!(matches!(err, ClaudeError::MalformedResponse(_)), "{err:?}");
+}
+
+#[tokio::test]
+async fn a_stream_that_fails_midway_is_retried() {
+    let standin = standin(Scripted::new(
+        [Outcome::Fail(Fault::StreamError)],
+        MaosAgent::default(),
+    ));
+    let message = client(&standin, KEY)
+        .stream(&request(), |_| {})
+        .await
+        .expect("answer");
+    assert_eq!(message.stop_reason, Some(StopReason::ToolUse));
+    assert_eq!(standin.requests().len(), 2);
+}
+
+#[tokio::test]
+async fn the_api_key_never_appears_in_errors_or_debug_output() {
+    let standin = standin(MaosAgent::default());
+    let wrong = "sk-ant-WRONG-RECOGNISABLE-0000";
+    let client_with_wrong_key = client(&standin, wrong);
+    let err = client_with_wrong_key
+        .send(&request())
+        .await
+        .expect_err("unauthorized");
+    assert!(
+        matches!(&err, ClaudeError::Rejected { status: 401, kind, .. } if kind == "authentication_error"),
+        "{err:?}"
+    );
+    let everything = format!(
+        "{err} {err:?} {client_with_wrong_key:?} {:?}",
+        client(&standin, KEY)
+    );
+    assert!(
+        !everything.contains(wrong) && !everything.contains(KEY),
+        "a key leaked: {everything}"
+    );
+}
