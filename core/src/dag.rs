@@ -267,6 +267,25 @@ impl Plan {
         depth.into_iter().max().unwrap_or(0)
     }
 
+    /// For each subtask, in plan order, the number of subtasks on the longest chain that starts
+    /// at it and runs through what depends on it: dispatching the largest first shortens the
+    /// critical path.
+    pub fn downstream_depths(&self) -> Vec<(&SubtaskName, usize)> {
+        let mut depth = vec![1usize; self.names.len()];
+        // Reverse topological order: dependents are settled before what they depend on.
+        let order: Vec<usize> = self
+            .topological_order()
+            .into_iter()
+            .filter_map(|name| self.position(name.as_str()))
+            .collect();
+        for &node in order.iter().rev() {
+            for &dependency in &self.dependencies[node] {
+                depth[dependency] = depth[dependency].max(depth[node] + 1);
+            }
+        }
+        self.names.iter().zip(depth).collect()
+    }
+
     fn position(&self, name: &str) -> Option<usize> {
         self.names.iter().position(|n| n.as_str() == name)
     }
@@ -409,6 +428,24 @@ mod tests {
             .collect();
         assert_eq!(deps, ["early"]);
         assert!(p.dependencies_of("nope").is_none());
+    }
+
+    #[test]
+    fn downstream_depth_counts_the_longest_chain_below_each_subtask() {
+        let p = plan(&[
+            ("a", &[]),
+            ("b", &["a"]),
+            ("c", &["b"]),
+            ("d", &[]),
+            ("e", &["a", "d"]),
+        ])
+        .expect("valid");
+        let depths: Vec<(&str, usize)> = p
+            .downstream_depths()
+            .into_iter()
+            .map(|(n, d)| (n.as_str(), d))
+            .collect();
+        assert_eq!(depths, [("a", 3), ("b", 2), ("c", 1), ("d", 2), ("e", 1)]);
     }
 
     #[test]

@@ -1,0 +1,6 @@
+//! The MAOS operator: controllers for Task, AgentPool and Checkpoint, and the pure decisions
+//! they apply (dispatch, autoscaling). The binary `maos-operator` is the entry point.
+
+pub mod autoscale;
+pub mod scheduler;
+pub mod status;
