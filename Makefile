@@ -27,8 +27,8 @@ unit:
 crds: ## Regenerate crds/ from the Rust types.
 	$(CARGO) run --quiet --locked -p maos-operator -- crds --dir crds
 
-bench: ## Run the benchmarks and record them in BENCHMARKS.md.
-	@echo "No benchmark exists yet: they arrive with the coordination layer (see BENCHMARKS.md)."
+bench: ## Run the benchmarks (release builds) and record them in BENCHMARKS.md.
+	scripts/bench.sh
 
 demo: ## Testbed + operator + agents + an example Task, with live progress.
 	@echo "make demo arrives with the operator (issue 6); see README.md for what works today." >&2
