@@ -19,6 +19,9 @@ const PAGE: usize = 500;
 /// What one journal entry holds.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum EntryKind {
+    /// The opening user message (the context the agent built), so a takeover replays exactly
+    /// the conversation the model saw rather than rebuilding it from a changed world.
+    Opening,
     /// A model response (the assistant message, as JSON).
     ModelResponse,
     /// A tool's result, answering the tool use with this id.
@@ -31,6 +34,7 @@ pub enum EntryKind {
 impl EntryKind {
     fn tag(&self) -> &'static str {
         match self {
+            Self::Opening => "opening",
             Self::ModelResponse => "model_response",
             Self::ToolResult { .. } => "tool_result",
         }
@@ -103,7 +107,7 @@ impl Journal {
             .arg(field::TOOL_USE_ID)
             .arg(match kind {
                 EntryKind::ToolResult { tool_use_id } => tool_use_id.as_str(),
-                EntryKind::ModelResponse => "",
+                EntryKind::Opening | EntryKind::ModelResponse => "",
             })
             .arg(field::BODY)
             .arg(body);
@@ -147,6 +151,7 @@ impl Journal {
                 let attempt = u32::try_from(entry::number(OP, &e.map, field::ATTEMPT)?)
                     .map_err(|_| CoordError::protocol(OP, "attempt out of range"))?;
                 let kind = match tag.as_str() {
+                    "opening" => EntryKind::Opening,
                     "model_response" => EntryKind::ModelResponse,
                     "tool_result" => EntryKind::ToolResult {
                         tool_use_id: entry::text(OP, &e.map, field::TOOL_USE_ID)?,

@@ -298,10 +298,17 @@ impl TaskKeys {
         format!("{}:cancel", self.prefix)
     }
 
+    /// Tool effects already applied (hash: tool-use id → 1), so a replayed tool call whose
+    /// result never reached the journal is not applied twice.
+    pub fn applied(&self) -> String {
+        format!("{}:applied", self.prefix)
+    }
+
     /// Every key of the task with a fixed name (journals are listed in [`Self::journal_index`]).
-    pub fn fixed(&self) -> [String; 9] {
+    pub fn fixed(&self) -> [String; 10] {
         [
             self.meta(),
+            self.applied(),
             self.kv(),
             self.kv_versions(),
             self.events(),

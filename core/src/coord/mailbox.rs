@@ -1,6 +1,9 @@
 //! A task's message bus between agents: broadcasts and direct messages on one stream, read by
 //! each agent from its own cursor.
 
+use std::sync::LazyLock;
+
+use redis::Script;
 use redis::streams::StreamRangeReply;
 
 use super::conn::Redis;
@@ -8,6 +11,18 @@ use super::entry;
 use super::error::CoordResult;
 use super::keys::{AgentName, TaskKeys, field};
 use super::queue::EntryId;
+
+// KEYS: bus stream, applied-effects hash. ARGV: effect id, then field/value pairs of the entry.
+// Marks the effect applied and sends in one step, so a replay of the same tool call sends
+// nothing. Returns the new entry id, or false when the effect was applied before.
+static SEND_ONCE: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+if redis.call('HSETNX', KEYS[2], ARGV[1], '1') == 0 then return false end
+return redis.call('XADD', KEYS[1], '*', unpack(ARGV, 2))
+",
+    )
+});
 
 /// Where an agent has read the bus up to; start from [`Cursor::start`].
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -88,6 +103,39 @@ impl Mailbox {
             })
             .await?;
         Ok(EntryId::from_raw(id))
+    }
+
+    /// Like [`Mailbox::send`], but at most once per `effect` (the model's tool-use id): a
+    /// replayed tool call sends nothing and gets `None`.
+    pub async fn send_once(
+        &self,
+        effect: &str,
+        from: &AgentName,
+        to: Option<&AgentName>,
+        body: &str,
+    ) -> CoordResult<Option<EntryId>> {
+        let (bus, applied) = (self.keys.bus(), self.keys.applied());
+        let id: Option<String> = self
+            .redis
+            .run("send message once", |mut c| {
+                let (bus, applied) = (&bus, &applied);
+                async move {
+                    SEND_ONCE
+                        .key(bus)
+                        .key(applied)
+                        .arg(effect)
+                        .arg(field::FROM)
+                        .arg(from.as_str())
+                        .arg(field::TO)
+                        .arg(to.map(AgentName::as_str).unwrap_or(""))
+                        .arg(field::BODY)
+                        .arg(body)
+                        .invoke_async(&mut c)
+                        .await
+                }
+            })
+            .await?;
+        Ok(id.map(EntryId::from_raw))
     }
 
     /// Up to `count` bus entries after `cursor`, keeping those meant for `agent` (broadcasts

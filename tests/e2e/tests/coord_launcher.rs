@@ -46,6 +46,22 @@ fn cluster_has_three_masters_with_one_replica_each_and_all_slots() {
     assert!(info.contains("cluster_slots_assigned:16384"), "{info}");
     assert!(info.contains("cluster_known_nodes:6"), "{info}");
     assert!(info.contains("cluster_size:3"), "{info}");
+    // And as a person would check it, with the real redis-cli.
+    let cli = std::process::Command::new("redis-cli")
+        .args([
+            "-c",
+            "-p",
+            &cluster.ports()[0].to_string(),
+            "cluster",
+            "info",
+        ])
+        .output()
+        .expect("redis-cli runs");
+    assert!(
+        String::from_utf8_lossy(&cli.stdout).contains("cluster_state:ok"),
+        "{}",
+        String::from_utf8_lossy(&cli.stdout)
+    );
     let nodes: String = redis::cmd("CLUSTER")
         .arg("NODES")
         .query(&mut con)
