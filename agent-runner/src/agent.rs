@@ -169,6 +169,24 @@ pub fn first_message(kind: WorkKind, brief: &Brief) -> String {
     text
 }
 
+/// Most bus messages put into the opening message.
+const OPENING_MESSAGES: usize = 50;
+/// Longest bus message quoted in the opening message.
+const OPENING_MESSAGE_CHARS: usize = 2_000;
+
+/// The bus messages an agent finds when it starts, as a section of the opening message.
+fn messages_section(messages: &[maos_core::coord::mailbox::Message]) -> String {
+    if messages.is_empty() {
+        return String::new();
+    }
+    let mut text = String::from("\n# Messages from the other agents so far\n");
+    for message in messages {
+        let body: String = message.body.chars().take(OPENING_MESSAGE_CHARS).collect();
+        text.push_str(&format!("\n- from {}: {body}\n", message.from));
+    }
+    text
+}
+
 /// The conversation a journal records, after the first message: each model response as an
 /// assistant message and the tool results after it as one user message. An unreadable entry
 /// is returned as its error text.
@@ -179,6 +197,8 @@ pub fn replay<'a>(
     let mut messages = vec![first];
     for (kind, body) in entries {
         match kind {
+            // The opening message is `first`.
+            EntryKind::Opening => {}
             EntryKind::ModelResponse => {
                 let content: Vec<ContentBlock> =
                     serde_json::from_str(body).map_err(|e| format!("model response: {e}"))?;
@@ -232,8 +252,43 @@ pub async fn run(work: WorkItemRun<'_>) -> Result<Ending, AgentError> {
         metrics,
     } = work;
     let journal = task.journal(&item.subtask);
-    let first = Message::user_text(first_message(item.kind, brief));
-    let recorded = journal.read_all().await?;
+    let mailbox = task.mailbox();
+    let events = task.events();
+    let started = Event::new(
+        agent,
+        item.subtask.as_str(),
+        item.attempt,
+        EventKind::SubtaskStarted,
+    );
+    // Independent round trips, sent together.
+    let bus_start = Cursor::start();
+    let (recorded, inbox, announced) = tokio::join!(
+        journal.read_all(),
+        mailbox.read_since(agent, &bus_start, OPENING_MESSAGES),
+        events.publish(&started),
+    );
+    let (recorded, inbox) = (recorded?, inbox?);
+    announced?;
+    let mut cursor = Cursor::start();
+    // The opening message as the model first saw it: from the journal on a takeover, else
+    // built now (goal, subtask, dependency results, messages so far) and journaled first.
+    let opening = match recorded
+        .entries
+        .iter()
+        .find(|e| e.kind == EntryKind::Opening)
+    {
+        Some(entry) => entry.body.clone(),
+        None => {
+            cursor = inbox.cursor;
+            let mut text = first_message(item.kind, brief);
+            text.push_str(&messages_section(&inbox.messages));
+            journal
+                .append(item.attempt, &EntryKind::Opening, &text)
+                .await?;
+            text
+        }
+    };
+    let first = Message::user_text(opening);
     let mut messages = replay(
         first,
         recorded.entries.iter().map(|e| (&e.kind, e.body.as_str())),
@@ -250,17 +305,8 @@ pub async fn run(work: WorkItemRun<'_>) -> Result<Ending, AgentError> {
             .count(),
     )
     .unwrap_or(u32::MAX);
-    let mut cursor = Cursor::start();
     let tools = tools::definitions(item.kind);
     let system = vec![TextBlock::new(system_prompt(item.kind)).cached()];
-    task.events()
-        .publish(&Event::new(
-            agent,
-            item.subtask.as_str(),
-            item.attempt,
-            EventKind::SubtaskStarted,
-        ))
-        .await?;
 
     // A journal that ends with tool calls whose results are missing: the previous agent died
     // between the model's answer and the tools; run the missing ones now.
@@ -358,15 +404,6 @@ pub async fn run(work: WorkItemRun<'_>) -> Result<Ending, AgentError> {
                 return Ok(model_failure(&err));
             }
         };
-        // The limiter took estimates (max_tokens as output); give back what was not used.
-        limiter
-            .refund(
-                estimated_input.saturating_sub(
-                    response.usage.input_tokens + response.usage.cache_creation_input_tokens,
-                ),
-                u64::from(settings.max_tokens).saturating_sub(response.usage.output_tokens),
-            )
-            .await?;
         metrics.model_request("ok");
         metrics.add_tokens(
             response.usage.input_tokens,
@@ -378,26 +415,39 @@ pub async fn run(work: WorkItemRun<'_>) -> Result<Ending, AgentError> {
             + response.usage.output_tokens
             + response.usage.cache_creation_input_tokens
             + response.usage.cache_read_input_tokens;
-        task.budget().settle(reservation, used).await?;
-        task.events()
-            .publish(&Event::new(
-                agent,
-                item.subtask.as_str(),
-                item.attempt,
-                EventKind::TokensUsed {
-                    model: response.model.clone(),
-                    input: response.usage.input_tokens,
-                    output: response.usage.output_tokens,
-                    cache_read: response.usage.cache_read_input_tokens,
-                    cache_creation: response.usage.cache_creation_input_tokens,
-                },
-            ))
-            .await?;
-        turns += 1;
+        let tokens_used = Event::new(
+            agent,
+            item.subtask.as_str(),
+            item.attempt,
+            EventKind::TokensUsed {
+                model: response.model.clone(),
+                input: response.usage.input_tokens,
+                output: response.usage.output_tokens,
+                cache_read: response.usage.cache_read_input_tokens,
+                cache_creation: response.usage.cache_creation_input_tokens,
+            },
+        );
         let body = json!(response.content).to_string();
-        journal
-            .append(item.attempt, &EntryKind::ModelResponse, &body)
-            .await?;
+        // Four independent writes: sent together, they share round trips on the multiplexed
+        // connection instead of queueing one behind the other.
+        let budget = task.budget();
+        let (settled, refunded, published, journaled) = tokio::join!(
+            budget.settle(reservation, used),
+            // The limiter took estimates (max_tokens as output); give back what was not used.
+            limiter.refund(
+                estimated_input.saturating_sub(
+                    response.usage.input_tokens + response.usage.cache_creation_input_tokens,
+                ),
+                u64::from(settings.max_tokens).saturating_sub(response.usage.output_tokens),
+            ),
+            events.publish(&tokens_used),
+            journal.append(item.attempt, &EntryKind::ModelResponse, &body),
+        );
+        settled?;
+        refunded?;
+        published?;
+        journaled?;
+        turns += 1;
         messages.push(response.to_message());
 
         match response.stop_reason {
@@ -546,7 +596,7 @@ async fn run_tools(
             continue;
         }
         let outcome = match tools::parse(name, input, item.kind) {
-            Ok(call) => tools::execute(call, ctx).await?,
+            Ok(call) => tools::execute(call, id, ctx).await?,
             Err(refused) => ToolOutcome::Reply {
                 content: refused.to_string(),
                 is_error: true,

@@ -34,6 +34,8 @@ pub struct AgentMetrics {
     registry: Registry,
     /// Model calls by outcome.
     pub model_requests: Family<OutcomeLabel, Counter>,
+    /// Model calls retried after a transient failure.
+    pub model_retries: Counter,
     /// Tokens by type.
     pub tokens: Family<TokenLabel, Counter>,
     /// Tool calls refused or failed, by tool.
@@ -50,6 +52,7 @@ impl Default for AgentMetrics {
     fn default() -> Self {
         let mut registry = Registry::with_prefix("maos_agent");
         let model_requests = Family::<OutcomeLabel, Counter>::default();
+        let model_retries = Counter::default();
         let tokens = Family::<TokenLabel, Counter>::default();
         let tool_errors = Family::<ToolLabel, Counter>::default();
         let subtasks = Family::<OutcomeLabel, Counter>::default();
@@ -59,6 +62,11 @@ impl Default for AgentMetrics {
             "model_requests",
             "Model calls, by outcome",
             model_requests.clone(),
+        );
+        registry.register(
+            "model_retries",
+            "Model calls retried after a transient failure",
+            model_retries.clone(),
         );
         registry.register("tokens", "Tokens used, by type", tokens.clone());
         registry.register(
@@ -76,6 +84,7 @@ impl Default for AgentMetrics {
         Self {
             registry,
             model_requests,
+            model_retries,
             tokens,
             tool_errors,
             subtasks,

@@ -321,7 +321,14 @@ impl ToolOutcome {
 
 /// Runs a checked call. A refusal the model can fix (a value too large, a plan with a cycle)
 /// comes back as an error reply; only coordination failures are errors.
-pub async fn execute(call: ToolCall, ctx: &mut ToolContext<'_>) -> Result<ToolOutcome, CoordError> {
+///
+/// `tool_use_id` keys effects that must not happen twice: a replayed call (its result lost
+/// when an agent died) sends no second message.
+pub async fn execute(
+    call: ToolCall,
+    tool_use_id: &str,
+    ctx: &mut ToolContext<'_>,
+) -> Result<ToolOutcome, CoordError> {
     let state = ctx.task.state();
     Ok(match call {
         ToolCall::ReadState { key } => {
@@ -362,17 +369,20 @@ pub async fn execute(call: ToolCall, ctx: &mut ToolContext<'_>) -> Result<ToolOu
                     ));
                 }
             };
-            ctx.task
+            let sent = ctx
+                .task
                 .mailbox()
-                .send(ctx.agent, to_agent.as_ref(), &text)
+                .send_once(tool_use_id, ctx.agent, to_agent.as_ref(), &text)
                 .await?;
-            let event = Event::new(
-                ctx.agent,
-                ctx.subtask.as_str(),
-                ctx.attempt,
-                EventKind::MessageSent { to: to.clone() },
-            );
-            ctx.task.events().publish(&event).await?;
+            if sent.is_some() {
+                let event = Event::new(
+                    ctx.agent,
+                    ctx.subtask.as_str(),
+                    ctx.attempt,
+                    EventKind::MessageSent { to: to.clone() },
+                );
+                ctx.task.events().publish(&event).await?;
+            }
             ToolOutcome::ok(json!({"sent": true, "to": to}))
         }
         ToolCall::ReadMessages => {

@@ -69,7 +69,7 @@ pub async fn run(
     queue.ensure_group().await?;
     // Blocking claims get a connection of their own, so they never hold up anything else.
     let claimer = Pool::new(redis.dedicated(CLAIM_BLOCK).await?, &pool_uid).queue();
-    let client = ClaudeClient::new(claude)?;
+    let client = ClaudeClient::new(claude)?.with_retry_counter(metrics.model_retries.clone());
     let limiter = pool.rate_limiter(config.rate_limits());
     let settings = ModelSettings {
         model: config.model.clone(),

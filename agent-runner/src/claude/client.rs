@@ -125,6 +125,7 @@ pub struct ClaudeClient {
     http: reqwest::Client,
     url: String,
     retry: RetryPolicy,
+    retries: Option<prometheus_client::metrics::counter::Counter>,
 }
 
 impl ClaudeClient {
@@ -157,7 +158,17 @@ impl ClaudeClient {
             http,
             url: format!("{}/v1/messages", config.base_url),
             retry: config.retry,
+            retries: None,
         })
+    }
+
+    /// The same client, counting every retry it makes in `counter`.
+    pub fn with_retry_counter(
+        mut self,
+        counter: prometheus_client::metrics::counter::Counter,
+    ) -> Self {
+        self.retries = Some(counter);
+        self
     }
 
     /// One answer, not streamed, retrying transient failures.
@@ -211,6 +222,9 @@ impl ClaudeClient {
                 attempts: retry + 1,
                 last: Box::new(err),
             });
+        }
+        if let Some(retries) = &self.retries {
+            retries.inc();
         }
         let delay = self.retry.backoff(retry, err.retry_after());
         tracing::warn!(error = %err, retry = retry + 1, delay_ms = delay.as_millis() as u64, "model call failed; retrying");

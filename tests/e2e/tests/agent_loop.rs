@@ -148,8 +148,8 @@ async fn a_subtask_is_worked_through_tools_to_its_result(fx: &Fixture) {
         .expect("journal");
     assert_eq!(
         journal.entries.len(),
-        8,
-        "four model responses and four tool results"
+        9,
+        "the opening message, four model responses and four tool results"
     );
     assert_eq!(s.standin.requests().len(), 4);
 
@@ -312,12 +312,17 @@ async fn a_takeover_continues_the_dead_agents_conversation(fx: &Fixture) {
             .await
         })
     };
+    // Kill it only once its third call (the one that never returns) reached the stand-in:
+    // the journal then holds two answers and two tool results, and no later call can be the
+    // one that hangs.
     eventually(
-        "two tool calls journaled",
+        "the first agent's third call",
         Duration::from_secs(20),
-        || async { (journal.read_all().await.ok()?.entries.len() >= 4).then_some(()) },
+        || async { (s.standin.requests().len() >= 3).then_some(()) },
     )
     .await;
+    // The opening message, two answers and two tool results.
+    assert_eq!(journal.read_all().await.expect("journal").entries.len(), 5);
     first.abort();
 
     let second = item(&s.task, "bench", WorkKind::Work, 2);
@@ -352,7 +357,48 @@ async fn a_takeover_continues_the_dead_agents_conversation(fx: &Fixture) {
     assert_eq!(result.agent, "agent-b");
 }
 
+async fn messages_sent_before_the_start_are_in_the_opening_message(fx: &Fixture) {
+    let s = setup(fx, MaosAgent::default(), None).await;
+    let other = AgentName::new("agent-z").expect("agent");
+    s.task
+        .mailbox()
+        .send(&other, None, "The sources list is in state key sources.")
+        .await
+        .expect("send");
+    let work = item(&s.task, "bench", WorkKind::Work, 1);
+    assert_eq!(
+        run(&s, "agent-a", &work, &brief(), &settings()).await,
+        Ending::Finished
+    );
+    let first = s.standin.requests()[0].body.clone().expect("body");
+    let opening = first["messages"][0]["content"][0]["text"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    assert!(
+        opening.contains("from agent-z: The sources list is in state key sources."),
+        "{opening}"
+    );
+    // read_messages then starts after what the opening message already showed.
+    let read = s
+        .standin
+        .requests()
+        .iter()
+        .filter_map(|r| r.body.clone())
+        .flat_map(|b| b["messages"].as_array().cloned().unwrap_or_default())
+        .flat_map(|m| m["content"].as_array().cloned().unwrap_or_default())
+        .find(|block| {
+            block["type"] == "tool_result"
+                && block["content"]
+                    .as_str()
+                    .is_some_and(|c| c.contains("\"messages\""))
+        })
+        .expect("a read_messages result");
+    assert_eq!(read["content"], "{\"messages\":[]}");
+}
+
 both_backends!(
+    messages_sent_before_the_start_are_in_the_opening_message,
     a_subtask_is_worked_through_tools_to_its_result,
     a_plan_item_records_the_plan,
     a_bad_request_fails_the_subtask_without_retrying,

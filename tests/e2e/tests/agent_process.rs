@@ -221,11 +221,12 @@ async fn a_killed_agents_item_is_reclaimed_and_finished_by_another(fx: &Fixture)
     eventually(
         "two tool calls journaled",
         Duration::from_secs(30),
-        || async { (journal.read_all().await.ok()?.entries.len() >= 4).then_some(()) },
+        || async { (journal.read_all().await.ok()?.entries.len() >= 5).then_some(()) },
     )
     .await;
     first.0.kill().expect("SIGKILL");
     let _ = first.0.wait();
+    let killed_at = Instant::now();
 
     // The operator's job, done by hand: find the dead agent and move its work back.
     let dead = eventually("agent-a declared dead", Duration::from_secs(15), || async {
@@ -255,12 +256,19 @@ async fn a_killed_agents_item_is_reclaimed_and_finished_by_another(fx: &Fixture)
         1,
         "write_state applied once"
     );
+    // The second agent's first call carries the whole conversation the first one had.
     let takeover = standin
         .requests()
         .into_iter()
-        .filter_map(|r| r.body)
-        .find(|b| b["messages"].as_array().is_some_and(|m| m.len() >= 5))
-        .expect("the second agent sent the earlier conversation");
+        .filter(|r| r.at > killed_at)
+        .find_map(|r| r.body)
+        .expect("the second agent called the model");
+    assert!(
+        takeover["messages"]
+            .as_array()
+            .is_some_and(|m| m.len() >= 5),
+        "the takeover did not continue the conversation: {takeover}"
+    );
     assert_eq!(takeover["messages"][1]["content"][0]["name"], "write_state");
 
     kill(Pid::from_raw(second.0.id() as i32), Signal::SIGTERM).expect("SIGTERM");

@@ -106,11 +106,12 @@ async fn stream_assembles_the_same_answer_and_reports_text_as_it_arrives() {
 
 #[tokio::test]
 async fn overloaded_and_server_errors_are_retried_until_an_answer() {
+    let retries = prometheus_client::metrics::counter::Counter::<u64>::default();
     let standin = standin(Scripted::new(
         [
             Outcome::Fail(Fault::OVERLOADED),
             Outcome::Fail(Fault::Status {
-                status: 503,
+                status: 500,
                 retry_after: None,
             }),
             Outcome::Fail(Fault::ResetConnection),
@@ -118,10 +119,12 @@ async fn overloaded_and_server_errors_are_retried_until_an_answer() {
         MaosAgent::default(),
     ));
     client(&standin, KEY)
+        .with_retry_counter(retries.clone())
         .send(&request())
         .await
         .expect("answer after three failures");
     assert_eq!(standin.requests().len(), 4);
+    assert_eq!(retries.get(), 3, "every retry is counted");
 }
 
 #[tokio::test]
