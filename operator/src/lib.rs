@@ -2,5 +2,6 @@
 //! they apply (dispatch, autoscaling). The binary `maos-operator` is the entry point.
 
 pub mod autoscale;
+pub mod pod;
 pub mod scheduler;
 pub mod status;
