@@ -6,7 +6,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 scripts/install-deps.sh
-cargo build --release --locked -p maos-agent-runner --bin maos-agent
+cargo build --release --locked -p maos-agent-runner --bin maos-agent -p maos-e2e --bin maos-testbed
 
 out=target/bench
 mkdir -p "$out"
