@@ -38,7 +38,7 @@ use crate::metrics::AgentMetrics;
 use crate::tools::{self, ToolContext, ToolOutcome};
 
 /// What the agent is told about its work item.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Brief {
     /// The Task's goal.
     pub goal: String,
@@ -687,8 +687,21 @@ async fn wait_for_rate_limit(
 /// About four characters a token: enough to take input tokens from the rate limiter and budget
 /// before the API counts them exactly.
 fn estimate_tokens(request: &MessagesRequest) -> u64 {
-    let chars = serde_json::to_string(request).map(|s| s.len()).unwrap_or(0);
-    u64::try_from(chars / 4).unwrap_or(u64::MAX)
+    /// Counts what would be written, so the estimate allocates no copy of the conversation.
+    struct Counter(usize);
+    impl std::io::Write for Counter {
+        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+            self.0 += bytes.len();
+            Ok(bytes.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut counter = Counter(0);
+    // Serializing these types cannot fail; a failure would only make the estimate 0.
+    let _ = serde_json::to_writer(&mut counter, request);
+    u64::try_from(counter.0 / 4).unwrap_or(u64::MAX)
 }
 
 fn model_failure(err: &ClaudeError) -> Ending {

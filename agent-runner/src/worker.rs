@@ -102,20 +102,30 @@ pub async fn run(
         };
         for Claimed { id, item } in items {
             let task = pool.task(&item.task);
-            let run = WorkItemRun {
-                item: &item,
-                task: &task,
-                agent: &agent,
-                brief: &Brief::default(),
-                limiter: &limiter,
-                client: &client,
-                settings: &settings,
-                stop: Some(&shutdown),
-                metrics: &metrics,
-            };
             metrics.busy.set(1);
             let started = std::time::Instant::now();
-            let outcome = work(run).await;
+            let outcome = match brief(&task, &item).await {
+                Err(err) => Err(AgentError::from(err)),
+                Ok(Err(ending)) => Ok(Some(ending)),
+                Ok(Ok(brief)) => {
+                    let run = WorkItemRun {
+                        item: &item,
+                        task: &task,
+                        agent: &agent,
+                        brief: &brief,
+                        limiter: &limiter,
+                        client: &client,
+                        settings: &settings,
+                        stop: Some(&shutdown),
+                        metrics: &metrics,
+                    };
+                    match agent::run(run).await {
+                        // Interrupted by shutdown: released below.
+                        Ok(Ending::Interrupted) => Ok(None),
+                        other => other.map(Some),
+                    }
+                }
+            };
             metrics.busy.set(0);
             match outcome {
                 Ok(Some(ending)) => {
@@ -160,19 +170,6 @@ pub async fn run(
     }
     tracing::info!(agent = %agent, "agent stopped");
     Ok(())
-}
-
-/// Loads the brief and works the item; `None` if shutdown interrupted it.
-async fn work(mut run: WorkItemRun<'_>) -> Result<Option<Ending>, AgentError> {
-    let brief = match brief(run.task, run.item).await? {
-        Ok(brief) => brief,
-        Err(ending) => return Ok(Some(ending)),
-    };
-    run.brief = &brief;
-    match agent::run(run).await? {
-        Ending::Interrupted => Ok(None),
-        ending => Ok(Some(ending)),
-    }
 }
 
 /// What the agent is told about `item`: the goal, the subtask's prompt and the results it

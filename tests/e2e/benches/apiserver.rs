@@ -87,6 +87,25 @@ fn task(name: &str) -> Task {
     )
 }
 
+/// Runs one request, retrying a failed one twice (counted in [`RETRIED`]) so a reset
+/// connection does not end the run; a third failure does.
+async fn retrying<F, Fut>(what: &str, mut request: F)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<(), kube::Error>>,
+{
+    for attempt in 1..=3 {
+        match request().await {
+            Ok(()) => return,
+            Err(err) if attempt < 3 => {
+                RETRIED.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                eprintln!("{what} failed, retrying: {err}");
+            }
+            Err(err) => panic!("{what}: {err}"),
+        }
+    }
+}
+
 /// Runs `count` operations over `CLIENTS` concurrent workers; returns each one's latency and
 /// the wall time.
 async fn concurrently<F, Fut>(count: usize, operation: F) -> (Vec<Duration>, Duration)
@@ -138,21 +157,15 @@ async fn run(kubeconfig: &str, server_pid: u32) {
         let api = api.clone();
         async move {
             // A reset connection is retried (and counted) rather than ending the run.
-            for attempt in 1..=3 {
-                match api
-                    .create(&PostParams::default(), &task(&format!("t-{i}")))
-                    .await
-                {
-                    Ok(_) => break,
+            let name = format!("t-{i}");
+            retrying(&format!("create {name}"), || async {
+                match api.create(&PostParams::default(), &task(&name)).await {
                     // An earlier attempt did create it.
-                    Err(kube::Error::Api(status)) if status.code == 409 => break,
-                    Err(err) if attempt < 3 => {
-                        RETRIED.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                        eprintln!("create t-{i} failed, retrying: {err}");
-                    }
-                    Err(err) => panic!("create t-{i}: {err}"),
+                    Err(kube::Error::Api(status)) if status.code == 409 => Ok(()),
+                    other => other.map(|_| ()),
                 }
-            }
+            })
+            .await;
         }
     })
     .await;
@@ -163,20 +176,13 @@ async fn run(kubeconfig: &str, server_pid: u32) {
         let api = api.clone();
         async move {
             let patch = json!({"status": {"progress": format!("{i}/{PATCHES}")}});
-            for attempt in 1..=3 {
-                let name = format!("t-{}", i % OBJECTS);
-                match api
-                    .patch_status(&name, &PatchParams::default(), &Patch::Merge(&patch))
+            let name = format!("t-{}", i % OBJECTS);
+            retrying(&format!("patch {name}"), || async {
+                api.patch_status(&name, &PatchParams::default(), &Patch::Merge(&patch))
                     .await
-                {
-                    Ok(_) => break,
-                    Err(err) if attempt < 3 => {
-                        RETRIED.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                        eprintln!("patch {i} failed, retrying: {err}");
-                    }
-                    Err(err) => panic!("patch {i}: {err}"),
-                }
-            }
+                    .map(|_| ())
+            })
+            .await;
         }
     })
     .await;

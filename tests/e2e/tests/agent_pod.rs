@@ -3,9 +3,12 @@
 //! kubelet with the API key and the pool's Redis ACL credentials from Secrets, and that agent
 //! works a queued subtask as the pool's restricted Redis user.
 
-use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+mod coord_common;
 
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use coord_common::eventually;
 use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::{Pod, Secret};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
@@ -34,21 +37,6 @@ fn secret(name: &str, key: &str, value: &str) -> Secret {
         },
         data: Some([(key.to_owned(), ByteString(value.as_bytes().to_vec()))].into()),
         ..Secret::default()
-    }
-}
-
-async fn eventually<T, F, Fut>(what: &str, mut check: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = Option<T>>,
-{
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        if let Some(value) = check().await {
-            return value;
-        }
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
 
@@ -93,12 +81,16 @@ async fn the_operators_agent_pod_runs_an_agent_that_works_as_the_pools_redis_use
         "spec": {"apiKeySecretRef": {"name": "anthropic"}}
     }))
     .expect("pool");
-    let pool_object = eventually("the AgentPool kind to be served", || async {
-        pools
-            .create(&PostParams::default(), &pool_object)
-            .await
-            .ok()
-    })
+    let pool_object = eventually(
+        "the AgentPool kind to be served",
+        Duration::from_secs(30),
+        || async {
+            pools
+                .create(&PostParams::default(), &pool_object)
+                .await
+                .ok()
+        },
+    )
     .await;
     let uid = pool_object.metadata.uid.clone().expect("uid");
 
@@ -180,7 +172,7 @@ async fn the_operators_agent_pod_runs_an_agent_that_works_as_the_pools_redis_use
         .await
         .expect("pod accepted by the API server");
 
-    let result = eventually("the agent's result", || async {
+    let result = eventually("the agent's result", Duration::from_secs(30), || async {
         task.results().get(&subtask).await.ok().flatten()
     })
     .await;
@@ -201,7 +193,7 @@ async fn the_operators_agent_pod_runs_an_agent_that_works_as_the_pools_redis_use
     pods.delete("research-x7k2p", &DeleteParams::default())
         .await
         .expect("delete");
-    eventually("the pod to go", || async {
+    eventually("the pod to go", Duration::from_secs(30), || async {
         pods.get_opt("research-x7k2p")
             .await
             .ok()

@@ -1,5 +1,8 @@
 //! The Messages API on the wire, as the stand-in checks and answers it: request validation with
 //! the real API's error shapes, and response bodies (JSON and SSE events).
+//!
+//! It shares no types with the agent's client (`maos_agent_runner::claude`) on purpose: an
+//! independent reading of the API is what lets the stand-in catch the client's mistakes.
 
 use serde::Serialize;
 use serde_json::{Value, json};

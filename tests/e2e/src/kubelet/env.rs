@@ -77,38 +77,18 @@ pub async fn resolve(
 
     for from in container.env_from.iter().flatten() {
         let prefix = from.prefix.clone().unwrap_or_default();
-        if let Some(secret_ref) = &from.secret_ref {
-            let optional = secret_ref.optional.unwrap_or(false);
-            match sources.secret(&secret_ref.name).await? {
-                Some(data) => {
-                    for (key, value) in data {
-                        set(&mut vars, format!("{prefix}{key}"), value);
-                    }
-                }
-                None if optional => {}
-                None => {
-                    return Err(EnvError::NotFound {
-                        kind: "secret",
-                        name: secret_ref.name.clone(),
-                    });
-                }
-            }
-        }
-        if let Some(map_ref) = &from.config_map_ref {
-            let optional = map_ref.optional.unwrap_or(false);
-            match sources.config_map(&map_ref.name).await? {
-                Some(data) => {
-                    for (key, value) in data {
-                        set(&mut vars, format!("{prefix}{key}"), value);
-                    }
-                }
-                None if optional => {}
-                None => {
-                    return Err(EnvError::NotFound {
-                        kind: "configmap",
-                        name: map_ref.name.clone(),
-                    });
-                }
+        let sources_named = [
+            from.secret_ref
+                .as_ref()
+                .map(|r| (Kind::Secret, &r.name, r.optional)),
+            from.config_map_ref
+                .as_ref()
+                .map(|r| (Kind::ConfigMap, &r.name, r.optional)),
+        ];
+        for (kind, name, optional) in sources_named.into_iter().flatten() {
+            let data = sources.data(kind, name).await?;
+            for (key, value) in required(kind, data, name, optional)?.unwrap_or_default() {
+                set(&mut vars, format!("{prefix}{key}"), value);
             }
         }
     }
@@ -130,27 +110,24 @@ async fn value_of(
     let Some(from) = &var.value_from else {
         return Ok(Some(expand(var.value.as_deref().unwrap_or(""), earlier)));
     };
-    if let Some(selector) = &from.secret_key_ref {
-        let data = sources.secret(&selector.name).await?;
-        return pick(
-            sources,
-            Kind::Secret,
-            data,
-            &selector.name,
-            &selector.key,
-            selector.optional,
-        );
-    }
-    if let Some(selector) = &from.config_map_key_ref {
-        let data = sources.config_map(&selector.name).await?;
-        return pick(
-            sources,
-            Kind::ConfigMap,
-            data,
-            &selector.name,
-            &selector.key,
-            selector.optional,
-        );
+    let key_refs = [
+        from.secret_key_ref
+            .as_ref()
+            .map(|r| (Kind::Secret, &r.name, &r.key, r.optional)),
+        from.config_map_key_ref
+            .as_ref()
+            .map(|r| (Kind::ConfigMap, &r.name, &r.key, r.optional)),
+    ];
+    if let Some((kind, name, key, optional)) = key_refs.into_iter().flatten().next() {
+        let data = sources.data(kind, name).await?;
+        return match required(kind, data, name, optional)? {
+            None => Ok(None),
+            Some(data) => match data.get(key) {
+                Some(value) => Ok(Some(value.clone())),
+                None if optional.unwrap_or(false) => Ok(None),
+                None => Err(sources.missing_key(kind.title(), name, key)),
+            },
+        };
     }
     if let Some(field) = &from.field_ref {
         return field_value(pod, &field.field_path).map(Some);
@@ -168,30 +145,37 @@ enum Kind {
     ConfigMap,
 }
 
-/// One key of a Secret's or ConfigMap's data (`None` if the object is missing); a missing object
-/// or key is an error unless the reference is optional, as the kubelet treats it.
-fn pick(
-    sources: &Sources,
+impl Kind {
+    /// How errors name an object of this kind.
+    fn lower(self) -> &'static str {
+        match self {
+            Kind::Secret => "secret",
+            Kind::ConfigMap => "configmap",
+        }
+    }
+
+    /// How errors name this kind in a missing-key message.
+    fn title(self) -> &'static str {
+        match self {
+            Kind::Secret => "Secret",
+            Kind::ConfigMap => "ConfigMap",
+        }
+    }
+}
+
+/// A referenced object's data (`None` if it is missing): a missing object is an error unless the
+/// reference is optional, as the kubelet treats it.
+fn required(
     kind: Kind,
     data: Option<BTreeMap<String, String>>,
     name: &str,
-    key: &str,
     optional: Option<bool>,
-) -> Result<Option<String>, EnvError> {
-    let optional = optional.unwrap_or(false);
-    let (object_kind, key_kind) = match kind {
-        Kind::Secret => ("secret", "Secret"),
-        Kind::ConfigMap => ("configmap", "ConfigMap"),
-    };
+) -> Result<Option<BTreeMap<String, String>>, EnvError> {
     match data {
-        Some(data) => match data.get(key) {
-            Some(value) => Ok(Some(value.clone())),
-            None if optional => Ok(None),
-            None => Err(sources.missing_key(key_kind, name, key)),
-        },
-        None if optional => Ok(None),
+        Some(data) => Ok(Some(data)),
+        None if optional.unwrap_or(false) => Ok(None),
         None => Err(EnvError::NotFound {
-            kind: object_kind,
+            kind: kind.lower(),
             name: name.to_owned(),
         }),
     }
@@ -290,6 +274,17 @@ impl Sources {
             namespace: self.namespace.clone(),
             name: name.to_owned(),
             key: key.to_owned(),
+        }
+    }
+
+    async fn data(
+        &mut self,
+        kind: Kind,
+        name: &str,
+    ) -> Result<Option<BTreeMap<String, String>>, EnvError> {
+        match kind {
+            Kind::Secret => self.secret(name).await,
+            Kind::ConfigMap => self.config_map(name).await,
         }
     }
 
