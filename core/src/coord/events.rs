@@ -3,10 +3,13 @@
 //!
 //! Every event carries a unique id chosen by its publisher, so a consumer that sees an event
 //! twice (a redelivery after a crash, a retried publish) can drop the duplicate.
+//!
+//! [`EventLog::wait_after`] lets the operator learn at once that a task has new events, with a
+//! plain blocking read on a connection of its own, and then consume them through its group.
 
 use serde::{Deserialize, Serialize};
 
-use redis::streams::StreamReadReply;
+use redis::streams::{StreamRangeReply, StreamReadReply};
 
 use super::conn::{Conn, Redis};
 use super::entry;
@@ -110,6 +113,11 @@ impl EventLog {
         Self { redis, keys }
     }
 
+    /// The keys of the log's task.
+    pub fn keys(&self) -> &TaskKeys {
+        &self.keys
+    }
+
     /// Publishes `event`.
     pub async fn publish(&self, event: &Event) -> CoordResult<EntryId> {
         let ids = self.publish_many(std::slice::from_ref(event)).await?;
@@ -143,6 +151,75 @@ impl EventLog {
             })
             .await?;
         Ok(ids.into_iter().map(EntryId::from_raw).collect())
+    }
+
+    /// The id of the newest event, or `None` if the stream is empty or missing.
+    pub async fn newest(&self) -> CoordResult<Option<EntryId>> {
+        let key = self.keys.events();
+        let reply: StreamRangeReply = self
+            .redis
+            .run("newest event", |mut c| {
+                let key = &key;
+                async move {
+                    redis::cmd("XREVRANGE")
+                        .arg(key)
+                        .arg("+")
+                        .arg("-")
+                        .arg("COUNT")
+                        .arg(1)
+                        .query_async(&mut c)
+                        .await
+                }
+            })
+            .await?;
+        Ok(reply
+            .ids
+            .into_iter()
+            .next()
+            .map(|e| EntryId::from_raw(e.id)))
+    }
+
+    /// Waits up to `block` for an event after `after` ([`EntryId::zero`]: any event) and
+    /// returns the newest event id then, or `None` if none arrived; a missing stream just
+    /// waits. Call it on a [`Redis::dedicated`] handle: it blocks its connection.
+    pub async fn wait_after(
+        &self,
+        after: &EntryId,
+        block: std::time::Duration,
+    ) -> CoordResult<Option<EntryId>> {
+        let key = self.keys.events();
+        let reply: Option<StreamReadReply> = self
+            .redis
+            .run("wait for events", |mut c: Conn| {
+                let key = &key;
+                async move {
+                    // A plain XREAD, not a group read: waiting must not take events from the
+                    // group that consumes them.
+                    redis::cmd("XREAD")
+                        .arg("COUNT")
+                        .arg(1)
+                        .arg("BLOCK")
+                        .arg(block.as_millis().max(1) as u64)
+                        .arg("STREAMS")
+                        .arg(key)
+                        .arg(after.as_str())
+                        .query_async(&mut c)
+                        .await
+                }
+            })
+            .await?;
+        let read = reply
+            .into_iter()
+            .flat_map(|r| r.keys)
+            .flat_map(|k| k.ids)
+            .map(|e| EntryId::from_raw(e.id))
+            .next_back();
+        let Some(read) = read else {
+            return Ok(None);
+        };
+        // Reading one entry only tells that something arrived; answering with the newest id
+        // lets one wake-up cover a whole burst, so the next wait blocks until more arrives.
+        Ok(Some(self.newest().await?.unwrap_or(read)))
     }
 
     /// A consumer `consumer` in `group` (one of [`super::keys::EVENT_GROUPS`]).

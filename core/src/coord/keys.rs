@@ -198,6 +198,12 @@ impl PoolKeys {
         format!("{}:ratelimit", self.prefix)
     }
 
+    /// Work items ever enqueued (hash: `<task-uid>/<subtask>/<attempt>` → 1), so dispatch
+    /// enqueues each attempt at most once, even across operator restarts.
+    pub fn dispatched(&self) -> String {
+        format!("{}:dispatched", self.prefix)
+    }
+
     /// The keys of task `task` of this pool.
     pub fn task(&self, task: &TaskUid) -> TaskKeys {
         TaskKeys::new(&self.pool, task)
@@ -420,6 +426,7 @@ mod tests {
         assert_eq!(p.work(), "maos:{pool:p-1}:work");
         assert_eq!(p.heartbeats(), "maos:{pool:p-1}:hb");
         assert_eq!(p.rate_limit(), "maos:{pool:p-1}:ratelimit");
+        assert_eq!(p.dispatched(), "maos:{pool:p-1}:dispatched");
         let t = p.task(&TaskUid::new("t-9").expect("uid"));
         assert_eq!(t.meta(), "maos:pool:p-1:{task:t-9}:meta");
         assert_eq!(t.kv(), "maos:pool:p-1:{task:t-9}:kv");
@@ -449,6 +456,7 @@ mod tests {
         let p = pool("pool-x");
         assert_eq!(slot_of(&p.work()), slot_of(&p.heartbeats()));
         assert_eq!(slot_of(&p.work()), slot_of(&p.rate_limit()));
+        assert_eq!(slot_of(&p.work()), slot_of(&p.dispatched()));
     }
 
     #[test]
@@ -474,7 +482,7 @@ mod tests {
     fn pool_acl_patterns_match_its_keys_and_its_tasks_keys() {
         let p = pool("a1");
         let patterns = p.acl_key_patterns();
-        let mut keys = vec![p.work(), p.heartbeats(), p.rate_limit()];
+        let mut keys = vec![p.work(), p.heartbeats(), p.rate_limit(), p.dispatched()];
         keys.extend(task_keys(&p, "t1"));
         keys.extend(task_keys(&p, "t2"));
         for key in &keys {
@@ -490,7 +498,12 @@ mod tests {
         let a = pool("a1");
         // "a1" is a prefix of "a10": the patterns must still keep them apart.
         for other in [pool("b2"), pool("a10")] {
-            let mut keys = vec![other.work(), other.heartbeats(), other.rate_limit()];
+            let mut keys = vec![
+                other.work(),
+                other.heartbeats(),
+                other.rate_limit(),
+                other.dispatched(),
+            ];
             keys.extend(task_keys(&other, "t1"));
             for key in &keys {
                 for pat in a.acl_key_patterns() {

@@ -5,8 +5,12 @@
 //! stops heartbeating is dead, and [`WorkQueue::reclaim`] moves each of its unacked items back to
 //! the queue with attempt+1 in one Lua script (XACK + XDEL old, XADD new), so an item is never
 //! lost and never in the queue twice, even when two reapers race.
+//!
+//! [`WorkQueue::enqueue_once`] marks each (task, subtask, attempt) it enqueues in the pool's
+//! `dispatched` hash in the same script as the XADD, so a dispatcher that restarts (and cannot
+//! know whether its last enqueue landed) never puts the same attempt in the queue twice.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::sync::LazyLock;
 use std::time::Duration;
@@ -81,6 +85,13 @@ impl WorkItem {
         ]
     }
 
+    /// The item's field in the pool's `dispatched` hash: `<task-uid>/<subtask>/<attempt>`.
+    /// Neither a task uid nor a subtask name contains `/`, so the task's fields are exactly
+    /// those matching `<task-uid>/*`.
+    fn dispatch_marker(&self) -> String {
+        format!("{}/{}/{}", self.task, self.subtask, self.attempt)
+    }
+
     fn from_fields(map: &HashMap<String, Value>) -> CoordResult<Self> {
         const OP: &str = "claim";
         let bad = |what: &str| CoordError::protocol(OP, format!("work item has an invalid {what}"));
@@ -109,6 +120,11 @@ pub struct EntryId(String);
 impl EntryId {
     pub(crate) fn from_raw(id: String) -> Self {
         Self(id)
+    }
+
+    /// The id before every entry (`0-0`): reading after it reads a stream from its start.
+    pub fn zero() -> Self {
+        Self("0-0".to_owned())
     }
 
     /// The id as Redis spells it.
@@ -151,6 +167,110 @@ pub struct QueueStats {
     /// Items claimed and not yet acked (agents busy with them).
     pub pending: u64,
 }
+
+/// What the operator knows of one agent: its last heartbeat and how much work it holds.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AgentState {
+    /// The agent's name (its pod name), as it appears in the heartbeats and the group.
+    pub name: String,
+    /// Its last heartbeat, ms on the Redis server's clock; `None` if it never beat (or was
+    /// forgotten) but still holds work.
+    pub last_heartbeat_ms: Option<u64>,
+    /// Work items it has claimed and not acked.
+    pub pending: u64,
+}
+
+/// Every agent of a pool that beats or holds work, read at one instant.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AgentsSnapshot {
+    /// The Redis server's clock (TIME, in ms) when read: the clock heartbeats are stamped with,
+    /// so `now_ms - last_heartbeat_ms` is an agent's silence whatever the local clock says.
+    pub now_ms: u64,
+    /// The agents, sorted by name.
+    pub agents: Vec<AgentState>,
+}
+
+// KEYS: dispatched, work. ARGV: dispatch marker, then the item's field/value pairs.
+// The marker and the entry are written together or not at all, so an attempt is enqueued at
+// most once however often dispatch is retried. Reply: the new entry id, or nil if the marker
+// was already set.
+static ENQUEUE_ONCE: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+if redis.call('HSETNX', KEYS[1], ARGV[1], 1) == 0 then
+  return false
+end
+return redis.call('XADD', KEYS[2], '*', unpack(ARGV, 2))
+",
+    )
+});
+
+// KEYS: heartbeats, work. ARGV: group.
+// One consistent read of the server clock (computed exactly as HEARTBEAT stamps beats), every
+// heartbeat, and the group's per-consumer pending counts. A missing stream or group means no
+// agent holds work. Reply: {now, {{name, beat}...}, {{name, pending}...}}.
+static AGENTS: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local beats = {}
+local hb = redis.call('ZRANGE', KEYS[1], 0, -1, 'WITHSCORES')
+for i = 1, #hb, 2 do
+  table.insert(beats, {hb[i], tonumber(hb[i + 1])})
+end
+local holding = {}
+local ok, summary = pcall(redis.call, 'XPENDING', KEYS[2], ARGV[1])
+if not ok then
+  local msg = type(summary) == 'table' and summary.err or tostring(summary)
+  if not string.find(msg, '^NOGROUP') then
+    return redis.error_reply(msg)
+  end
+elseif summary[4] then
+  for _, c in ipairs(summary[4]) do
+    table.insert(holding, {c[1], tonumber(c[2])})
+  end
+end
+return {now, beats, holding}
+",
+    )
+});
+
+// KEYS: work. ARGV: group, task field name, task uid, start (`-` or an exclusive `(id`), count.
+// Counts the entries of one task among the next `count` pending (delivered, unacked) entries.
+// Reply: {matching, last id examined, entries examined}.
+static PENDING_FOR_TASK: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+local pending = redis.call('XPENDING', KEYS[1], ARGV[1], ARGV[4], '+', tonumber(ARGV[5]))
+local found = 0
+local last = ''
+for _, p in ipairs(pending) do
+  last = p[1]
+  -- A pending id whose entry was deleted (a purge) has no fields and counts for no task.
+  local e = redis.call('XRANGE', KEYS[1], p[1], p[1])[1]
+  if e then
+    local f = e[2]
+    for i = 1, #f, 2 do
+      if f[i] == ARGV[2] then
+        if f[i + 1] == ARGV[3] then
+          found = found + 1
+        end
+        break
+      end
+    end
+  end
+end
+return {found, last, #pending}
+",
+    )
+});
+
+/// Pending entries one [`WorkQueue::pending_for_task`] script examines.
+const PENDING_BATCH: usize = 500;
+
+/// Dispatch markers one HSCAN step of [`WorkQueue::purge_task`] asks for.
+const DISPATCHED_SCAN_BATCH: usize = 500;
 
 // KEYS: heartbeats. ARGV: agent. Uses the Redis server's clock so agents' clocks never matter.
 static HEARTBEAT: LazyLock<Script> = LazyLock::new(|| {
@@ -341,6 +461,52 @@ impl WorkQueue {
         Ok(ids.into_iter().map(EntryId).collect())
     }
 
+    /// Adds `item` unless this (task, subtask, attempt) was ever enqueued; its id, or `None`.
+    ///
+    /// A call whose reply was lost and is retried reports `None` though its item is queued:
+    /// "already dispatched" is the truth either way.
+    pub async fn enqueue_once(&self, item: &WorkItem) -> CoordResult<Option<EntryId>> {
+        let ids = self.enqueue_many_once(std::slice::from_ref(item)).await?;
+        ids.into_iter()
+            .next()
+            .ok_or_else(|| CoordError::protocol("enqueue once", "no reply for the item"))
+    }
+
+    /// [`Self::enqueue_once`] for each of `items`, pipelined in one round trip; results in the
+    /// same order.
+    pub async fn enqueue_many_once(&self, items: &[WorkItem]) -> CoordResult<Vec<Option<EntryId>>> {
+        if items.is_empty() {
+            return Ok(Vec::new());
+        }
+        let (dispatched, work) = (self.keys.dispatched(), self.keys.work());
+        let mut pipe = redis::pipe();
+        // EVALSHA in a pipeline does not load a missing script by itself; loading it first on
+        // the same node (the pool's slot decides where the pipeline goes) costs no round trip.
+        pipe.load_script(&ENQUEUE_ONCE).ignore();
+        for item in items {
+            let mut invocation = ENQUEUE_ONCE.key(&dispatched);
+            invocation.key(&work).arg(item.dispatch_marker());
+            for (name, value) in item.fields() {
+                invocation.arg(name).arg(value);
+            }
+            pipe.invoke_script(&invocation);
+        }
+        let ids: Vec<Option<String>> = self
+            .redis
+            .run("enqueue once", |mut c| {
+                let pipe = &pipe;
+                async move { pipe.query_async(&mut c).await }
+            })
+            .await?;
+        if ids.len() != items.len() {
+            return Err(CoordError::protocol(
+                "enqueue once",
+                format!("{} replies for {} items", ids.len(), items.len()),
+            ));
+        }
+        Ok(ids.into_iter().map(|id| id.map(EntryId)).collect())
+    }
+
     /// Claims up to `count` new items for `agent`, waiting up to `block` for one to arrive
     /// (`None`: do not wait). Give a blocking claimer its own connection
     /// ([`Redis::dedicated`]); a blocked multiplexed connection delays everyone sharing it.
@@ -528,10 +694,66 @@ impl WorkQueue {
         }
     }
 
-    /// Removes every item of `task` from the queue, waiting or claimed (the Task finalizer's
-    /// cleanup); returns how many were removed. An agent still working on one finds its later
-    /// ack a harmless no-op.
+    /// Removes every item of `task` from the queue, waiting or claimed, and its dispatch
+    /// markers (the Task finalizer's cleanup); returns how many items were removed. An agent
+    /// still working on one finds its later ack a harmless no-op.
     pub async fn purge_task(&self, task: &TaskUid) -> CoordResult<u64> {
+        let removed = self.purge_task_items(task).await?;
+        // Markers last: a cleanup interrupted before this point still keeps the task's attempts
+        // from being dispatched again, and its retry removes them.
+        self.purge_dispatch_markers(task).await?;
+        Ok(removed)
+    }
+
+    /// Deletes the `dispatched` fields of `task`, one HSCAN batch at a time.
+    async fn purge_dispatch_markers(&self, task: &TaskUid) -> CoordResult<()> {
+        let dispatched = self.keys.dispatched();
+        // Task uids hold no glob characters (checked by TaskUid), so the pattern is literal.
+        let pattern = format!("{task}/*");
+        let mut cursor = 0u64;
+        loop {
+            let (next, pairs): (u64, Vec<String>) = self
+                .redis
+                .run("scan dispatch markers", |mut c| {
+                    let (dispatched, pattern) = (&dispatched, &pattern);
+                    async move {
+                        redis::cmd("HSCAN")
+                            .arg(dispatched)
+                            .arg(cursor)
+                            .arg("MATCH")
+                            .arg(pattern)
+                            .arg("COUNT")
+                            .arg(DISPATCHED_SCAN_BATCH)
+                            .query_async(&mut c)
+                            .await
+                    }
+                })
+                .await?;
+            // HSCAN replies field, value, field, value…
+            let fields: Vec<&String> = pairs.iter().step_by(2).collect();
+            if !fields.is_empty() {
+                self.redis
+                    .run("delete dispatch markers", |mut c| {
+                        let (dispatched, fields) = (&dispatched, &fields);
+                        async move {
+                            redis::cmd("HDEL")
+                                .arg(dispatched)
+                                .arg(fields)
+                                .query_async::<()>(&mut c)
+                                .await
+                        }
+                    })
+                    .await?;
+            }
+            if next == 0 {
+                return Ok(());
+            }
+            cursor = next;
+        }
+    }
+
+    /// Removes every work item of `task` from the stream; returns how many were removed.
+    async fn purge_task_items(&self, task: &TaskUid) -> CoordResult<u64> {
         let work = self.keys.work();
         let mut start = "-".to_owned();
         let mut removed_total = 0;
@@ -556,6 +778,86 @@ impl WorkQueue {
             removed_total += removed;
             if examined < PURGE_BATCH {
                 return Ok(removed_total);
+            }
+            start = format!("({last}");
+        }
+    }
+
+    /// Every agent that heartbeats or holds work: its last beat and its pending count, with
+    /// the Redis server's clock, read in one round trip.
+    pub async fn agents(&self) -> CoordResult<AgentsSnapshot> {
+        type Reply = (u64, Vec<(String, u64)>, Vec<(String, u64)>);
+        let (hb, work) = (self.keys.heartbeats(), self.keys.work());
+        let (now_ms, beats, holding): Reply = self
+            .redis
+            .run("list agents", |mut c| {
+                let (hb, work) = (&hb, &work);
+                async move {
+                    AGENTS
+                        .key(hb)
+                        .key(work)
+                        .arg(GROUP_AGENTS)
+                        .invoke_async(&mut c)
+                        .await
+                }
+            })
+            .await?;
+        let mut agents: BTreeMap<String, AgentState> = BTreeMap::new();
+        let unknown = |name: &String| AgentState {
+            name: name.clone(),
+            last_heartbeat_ms: None,
+            pending: 0,
+        };
+        for (name, beat) in beats {
+            agents
+                .entry(name.clone())
+                .or_insert_with(|| unknown(&name))
+                .last_heartbeat_ms = Some(beat);
+        }
+        for (name, pending) in holding {
+            agents
+                .entry(name.clone())
+                .or_insert_with(|| unknown(&name))
+                .pending = pending;
+        }
+        Ok(AgentsSnapshot {
+            now_ms,
+            agents: agents.into_values().collect(),
+        })
+    }
+
+    /// How many items of `task` are delivered to an agent and not yet acked (waiting items do
+    /// not count): zero means no agent is still working on the task.
+    pub async fn pending_for_task(&self, task: &TaskUid) -> CoordResult<u64> {
+        let work = self.keys.work();
+        let mut start = "-".to_owned();
+        let mut total = 0;
+        loop {
+            let (found, last, examined): (u64, String, usize) = self
+                .redis
+                .run("count task pending", |mut c| {
+                    let (work, start) = (&work, &start);
+                    async move {
+                        let r = PENDING_FOR_TASK
+                            .key(work)
+                            .arg(GROUP_AGENTS)
+                            .arg(field::TASK)
+                            .arg(task.as_str())
+                            .arg(start)
+                            .arg(PENDING_BATCH)
+                            .invoke_async(&mut c)
+                            .await;
+                        match r {
+                            // No stream or group: nothing can be pending.
+                            Err(e) if is_no_group(&e) => Ok((0, String::new(), 0)),
+                            other => other,
+                        }
+                    }
+                })
+                .await?;
+            total += found;
+            if examined < PENDING_BATCH {
+                return Ok(total);
             }
             start = format!("({last}");
         }
@@ -645,6 +947,11 @@ mod tests {
         let mut missing = as_stream_fields(&sample());
         missing.remove(field::KIND);
         assert!(WorkItem::from_fields(&missing).is_err());
+    }
+
+    #[test]
+    fn dispatch_marker_names_task_subtask_and_attempt() {
+        assert_eq!(sample().dispatch_marker(), "t-1/research-a/3");
     }
 
     #[test]

@@ -292,13 +292,15 @@ fn fill_topic(input: &Value, topic: &str) -> Value {
 }
 
 /// Injects the fault a `[[fault:<kind>]]` marker in a conversation's text names, once per
-/// conversation (so the client's retry then succeeds), and otherwise defers to `inner`. Kinds:
+/// conversation (so the client's retry then succeeds), and otherwise defers to `inner`;
+/// `[[fault:<kind>*<n>]]` fails the first `n` calls of the conversation instead. Kinds:
 /// `429`, `500`, `502`, `503`, `504`, `529`, `400`, `slow` (no answer for 30 s), `malformed`,
 /// `cut` (connection cut), `stream` (a stream that fails midway). Lets an end-to-end test
 /// inject faults through a Task's prompt.
 pub struct FaultMarkers<B> {
     inner: B,
-    fired: Mutex<std::collections::HashSet<String>>,
+    /// Marker and conversation text → how many times it has fired.
+    fired: Mutex<std::collections::HashMap<String, u32>>,
 }
 
 impl<B> FaultMarkers<B> {
@@ -306,7 +308,7 @@ impl<B> FaultMarkers<B> {
     pub fn new(inner: B) -> Self {
         Self {
             inner,
-            fired: Mutex::new(std::collections::HashSet::new()),
+            fired: Mutex::new(std::collections::HashMap::new()),
         }
     }
 }
@@ -321,22 +323,38 @@ impl<B: Behaviour> Behaviour for FaultMarkers<B> {
             let Some(end) = marker.find("]]") else {
                 continue;
             };
-            let kind = &marker["[[fault:".len()..end];
-            let Some(fault) = fault_named(kind) else {
+            let spec = &marker["[[fault:".len()..end];
+            let Some((fault, times)) = parse_fault_spec(spec) else {
                 continue;
             };
-            let key = format!("{kind}\u{0}{text}");
-            let first_time = self
+            let key = format!("{spec}\u{0}{text}");
+            let fires = self
                 .fired
                 .lock()
-                .map(|mut fired| fired.insert(key))
+                .map(|mut fired| {
+                    let count = fired.entry(key).or_insert(0);
+                    let fires = *count < times;
+                    if fires {
+                        *count += 1;
+                    }
+                    fires
+                })
                 .unwrap_or(false);
-            if first_time {
+            if fires {
                 return Outcome::Fail(fault);
             }
         }
         self.inner.respond(request, call)
     }
+}
+
+/// A marker's `<kind>` or `<kind>*<n>`: the fault and how many calls it fails.
+fn parse_fault_spec(spec: &str) -> Option<(Fault, u32)> {
+    let (kind, times) = match spec.split_once('*') {
+        Some((kind, n)) => (kind, n.parse().ok()?),
+        None => (spec, 1),
+    };
+    Some((fault_named(kind)?, times))
 }
 
 fn fault_named(kind: &str) -> Option<Fault> {
@@ -496,6 +514,25 @@ mod tests {
         let req = parse_request(body.to_string().as_bytes()).expect("valid");
         assert_eq!(markers.respond(&req, 1), Outcome::Fail(Fault::OVERLOADED));
         assert!(matches!(markers.respond(&req, 2), Outcome::Reply(_)));
+    }
+
+    #[test]
+    fn a_fault_marker_with_a_count_fails_that_many_calls_then_answers() {
+        let markers = FaultMarkers::new(MaosAgent::default());
+        let body = json!({"model": "m", "max_tokens": 10, "messages": [{"role": "user", "content": "Plan this [[fault:503*3]]"}]});
+        let req = parse_request(body.to_string().as_bytes()).expect("valid");
+        let unavailable = Fault::Status {
+            status: 503,
+            retry_after: None,
+        };
+        for call in 1..=3 {
+            assert_eq!(
+                markers.respond(&req, call),
+                Outcome::Fail(unavailable.clone()),
+                "call {call}"
+            );
+        }
+        assert!(matches!(markers.respond(&req, 4), Outcome::Reply(_)));
     }
 
     #[test]
