@@ -2,6 +2,9 @@
 //! they apply (dispatch, autoscaling). The binary `maos-operator` is the entry point.
 
 pub mod autoscale;
+pub mod http;
+pub mod leader;
+pub mod metrics;
 pub mod pod;
 pub mod scheduler;
 pub mod status;
