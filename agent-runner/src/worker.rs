@@ -186,7 +186,16 @@ pub async fn brief(task: &Task, item: &WorkItem) -> Result<Result<Brief, Ending>
         return Ok(missing("goal"));
     };
     let (prompt, dependencies) = match item.kind {
-        WorkKind::Plan => (PLAN_PROMPT.to_owned(), Vec::new()),
+        WorkKind::Plan => match plan.feedback().await? {
+            // A retry after the operator rejected the last plan: say why.
+            Some(feedback) => (
+                format!(
+                    "{PLAN_PROMPT}\n\nYour previous plan was rejected: {feedback}\nSubmit a corrected plan."
+                ),
+                Vec::new(),
+            ),
+            None => (PLAN_PROMPT.to_owned(), Vec::new()),
+        },
         WorkKind::Synthesize => (
             SYNTHESIZE_PROMPT.to_owned(),
             plan.subtasks().await?.into_iter().map(|s| s.name).collect(),

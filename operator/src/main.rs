@@ -1,10 +1,24 @@
-//! `maos-operator`: the MAOS control plane. Today it prints the CRDs; the controllers arrive with
-//! the operator issue.
+//! `maos-operator`: the MAOS control plane. `run` reconciles AgentPools and Tasks; `crds`
+//! prints the CustomResourceDefinitions.
 
 use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
+use futures::StreamExt as _;
+use k8s_openapi::api::core::v1::{Pod, Secret};
+use kube::api::{Api, ListParams};
+use kube::runtime::{Controller, watcher};
+use maos_core::api::v1alpha1::{AgentPool, Task};
+use maos_core::coord::{Redis, RedisConfig, Secret as Password, Topology};
+use maos_operator::config::{LogFormat, OperatorConfig, load_price_table};
+use maos_operator::controller::{self, Context, Settings, pool, task};
+use maos_operator::http::{self, HttpState};
+use maos_operator::leader::{LeaderElector, LeaseSettings};
+use maos_operator::metrics::Metrics;
+use maos_operator::pod::AgentEnvironment;
 
 /// The MAOS operator.
 #[derive(Parser)]
@@ -19,6 +33,8 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Run the operator: reconcile AgentPools and Tasks until SIGTERM or Ctrl-C.
+    Run(Box<OperatorConfig>),
     /// Print the CustomResourceDefinitions of every MAOS kind as YAML.
     Crds {
         /// Write one file per CRD (e.g. `tasks.maos.dev.yaml`) into this directory instead.
@@ -30,7 +46,251 @@ enum Command {
 fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
         Command::Crds { dir } => print_crds(dir),
+        Command::Run(config) => {
+            init_logs(config.log_format);
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()
+                .context("starting the runtime")?;
+            let result = runtime.block_on(run(*config));
+            if let Err(err) = &result {
+                tracing::error!("{err:#}");
+            }
+            result
+        }
     }
+}
+
+fn init_logs(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| "info,kube_runtime=warn".into());
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Json => builder.json().flatten_event(true).init(),
+        LogFormat::Text => builder.init(),
+    }
+}
+
+async fn run(config: OperatorConfig) -> anyhow::Result<()> {
+    let prices =
+        load_price_table(config.price_table.as_deref()).context("loading the price table")?;
+    let client = kube::Client::try_default()
+        .await
+        .context("connecting to the Kubernetes API (KUBECONFIG or in-cluster config)")?;
+    check_crds(&client).await?;
+
+    let topology = if config.redis_cluster {
+        Topology::Cluster
+    } else {
+        Topology::Standalone
+    };
+    let mut redis_config = RedisConfig::new(topology, config.redis_urls.iter().cloned());
+    if let Some(password) = &config.redis_password {
+        let user = config
+            .redis_username
+            .clone()
+            .unwrap_or_else(|| "default".to_owned());
+        redis_config = redis_config.with_user(user, Password::new(password.clone()));
+    }
+    let redis = Redis::connect(redis_config)
+        .await
+        .context("connecting to Redis (MAOS_REDIS_URLS)")?;
+
+    let metrics = Arc::new(Metrics::new());
+    let ready = Arc::new(AtomicBool::new(false));
+    let (address, serve) = http::bind(
+        config.http_addr,
+        HttpState {
+            metrics: metrics.clone(),
+            ready: ready.clone(),
+        },
+    )
+    .await
+    .with_context(|| format!("listening on {}", config.http_addr))?;
+    tracing::info!(%address, "serving /healthz, /readyz and /metrics");
+    let server = tokio::spawn(serve);
+
+    let identity = config.identity.clone().unwrap_or_else(|| {
+        let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "maos-operator".to_owned());
+        format!("{host}-{}", uuid_suffix())
+    });
+    // Ready means able to serve: a standby is ready too (it takes over without a restart).
+    ready.store(true, Ordering::SeqCst);
+
+    let mut elector = None;
+    if config.leader_election {
+        let mut settings =
+            LeaseSettings::new(&config.lease_name, &config.lease_namespace, &identity);
+        settings.lease_duration = std::time::Duration::from_secs(config.lease_duration_seconds);
+        settings.renew_every =
+            (settings.lease_duration / 5).max(std::time::Duration::from_millis(200));
+        let (leading_tx, mut leading) = tokio::sync::watch::channel(false);
+        let contender = LeaderElector::new(client.clone(), settings.clone());
+        tracing::info!(identity = %identity, lease = %config.lease_name, "waiting to lead");
+        let election = tokio::spawn(contender.run(leading_tx));
+        tokio::select! {
+            changed = leading.wait_for(|l| *l) => { changed.context("leader election stopped")?; }
+            _ = shutdown_signal() => { election.abort(); return Ok(()); }
+        }
+        tracing::info!(identity = %identity, "leading: starting the controllers");
+        elector = Some((
+            LeaderElector::new(client.clone(), settings),
+            leading,
+            election,
+        ));
+    }
+
+    let (wake_tx, wake_rx) = futures::channel::mpsc::unbounded();
+    let settings = Settings {
+        agents: AgentEnvironment {
+            redis_urls: config.agent_redis_urls(),
+            redis_cluster: config.redis_cluster,
+            anthropic_base_url: config.agent_anthropic_base_url.clone(),
+            http_addr: config.agent_http_addr.clone(),
+        },
+        prices,
+        status_interval: config.status_interval(),
+        cleanup_grace: std::time::Duration::from_secs(config.cleanup_grace_seconds),
+    };
+    let ctx = Arc::new(Context::new(
+        client.clone(),
+        redis,
+        settings,
+        metrics,
+        Some(identity),
+        wake_tx,
+    ));
+
+    let (tasks, pools, pods, secrets): (Api<Task>, Api<AgentPool>, Api<Pod>, Api<Secret>) =
+        match &config.namespace {
+            Some(ns) => (
+                Api::namespaced(client.clone(), ns),
+                Api::namespaced(client.clone(), ns),
+                Api::namespaced(client.clone(), ns),
+                Api::namespaced(client.clone(), ns),
+            ),
+            None => (
+                Api::all(client.clone()),
+                Api::all(client.clone()),
+                Api::all(client.clone()),
+                Api::all(client.clone()),
+            ),
+        };
+
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|s| *s).await;
+    };
+
+    let pool_controller = Controller::new(pools.clone(), watcher::Config::default());
+    let pool_store = pool_controller.store();
+    let pool_controller = pool_controller
+        .owns(
+            pods,
+            watcher::Config::default().labels(maos_core::meta::LABEL_POOL),
+        )
+        .watches(secrets, watcher::Config::default(), move |secret| {
+            pool::pools_of_secret(&pool_store, &secret)
+        })
+        .graceful_shutdown_on(stopped(stop_rx.clone()))
+        .run(
+            pool::reconcile,
+            controller::error_policy::<AgentPool>("pool"),
+            ctx.clone(),
+        )
+        .for_each(|_| futures::future::ready(()));
+
+    let task_controller = Controller::new(tasks, watcher::Config::default());
+    let task_store = task_controller.store();
+    let task_controller = task_controller
+        .watches(pools, watcher::Config::default(), move |pool| {
+            task::tasks_of_pool(&task_store, &pool)
+        })
+        .reconcile_on(wake_rx)
+        .graceful_shutdown_on(stopped(stop_rx.clone()))
+        .run(
+            task::reconcile,
+            controller::error_policy::<Task>("task"),
+            ctx.clone(),
+        )
+        .for_each(|_| futures::future::ready(()));
+
+    let controllers = futures::future::join(pool_controller, task_controller);
+    tokio::pin!(controllers);
+    let lost = async {
+        match &mut elector {
+            Some((_, leading, _)) => {
+                let _ = leading.wait_for(|l| !*l).await;
+            }
+            None => futures::future::pending::<()>().await,
+        }
+    };
+    let outcome = tokio::select! {
+        _ = &mut controllers => Ok(()),
+        _ = shutdown_signal() => {
+            tracing::info!("stopping: finishing the reconciles in flight");
+            let _ = stop_tx.send(true);
+            controllers.await;
+            Ok(())
+        }
+        _ = lost => Err(anyhow::anyhow!("lost the leader Lease; exiting so a fresh start contends again")),
+    };
+    if let Some((elector, _, election)) = elector {
+        election.abort();
+        if outcome.is_ok() {
+            elector.release().await;
+        }
+    }
+    server.abort();
+    outcome
+}
+
+/// Stops with a clear message when the MAOS CRDs are not installed.
+async fn check_crds(client: &kube::Client) -> anyhow::Result<()> {
+    let probe = ListParams::default().limit(1);
+    let tasks: Api<Task> = Api::all(client.clone());
+    let pools: Api<AgentPool> = Api::all(client.clone());
+    for (kind, result) in [
+        ("Task", tasks.list_metadata(&probe).await.err()),
+        ("AgentPool", pools.list_metadata(&probe).await.err()),
+    ] {
+        match result {
+            None => {}
+            Some(kube::Error::Api(status)) if status.code == 404 => anyhow::bail!(
+                "the MAOS CustomResourceDefinitions are not installed ({kind} is not served): \
+                 install them with `kubectl apply -f crds/` or \
+                 `maos-operator crds | kubectl apply -f -`, then start the operator again"
+            ),
+            Some(err) => {
+                return Err(err)
+                    .with_context(|| format!("checking that the {kind} kind is served"));
+            }
+        }
+    }
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    match signal(SignalKind::terminate()) {
+        Ok(mut term) => {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+        }
+        Err(_) => {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+}
+
+fn uuid_suffix() -> String {
+    (0..6)
+        .map(|_| fastrand::alphanumeric().to_ascii_lowercase())
+        .collect()
 }
 
 fn print_crds(dir: Option<PathBuf>) -> anyhow::Result<()> {

@@ -53,6 +53,11 @@ pub struct EntryPosition {
 }
 
 impl EntryPosition {
+    /// The entry's time, in milliseconds since the Unix epoch (Redis's clock).
+    pub fn millis(&self) -> u64 {
+        self.millis
+    }
+
     /// Parses a Redis stream id (`<ms>-<seq>`).
     pub fn parse(id: &str) -> Option<Self> {
         let (millis, sequence) = id.split_once('-')?;
@@ -149,20 +154,13 @@ pub fn fold(
             if stale || is_done(subtask.phase) {
                 return Folded::NoChange;
             }
-            let attempts = event.attempt.max(current_attempt);
-            subtask.attempts = Some(attempts);
-            subtask.finished_at = Some(Time(now));
-            // `limit` retries after the first attempt.
-            if attempts <= retry_limit {
-                subtask.phase = SubtaskPhase::Pending;
-                subtask.message = Some(truncate(
-                    &format!("attempt {attempts} failed, will retry: {reason}"),
-                    MAX_SUBTASK_MESSAGE,
-                ));
-            } else {
-                subtask.phase = SubtaskPhase::Failed;
-                subtask.message = Some(truncate(reason, MAX_SUBTASK_MESSAGE));
-            }
+            fail_attempt(
+                subtask,
+                event.attempt.max(current_attempt),
+                reason,
+                retry_limit,
+                now,
+            );
         }
         EventKind::PlanSubmitted { .. } | EventKind::MessageSent { .. } => return Folded::NoChange,
     }
@@ -170,14 +168,40 @@ pub fn fold(
     Folded::Changed
 }
 
-fn is_done(phase: SubtaskPhase) -> bool {
+/// Ends attempt `attempts` of `subtask` as failed: it waits for a retry (`Pending`) while
+/// `retry_limit` retries remain, else it is `Failed` for good.
+pub fn fail_attempt(
+    subtask: &mut SubtaskStatus,
+    attempts: u32,
+    reason: &str,
+    retry_limit: u32,
+    now: Timestamp,
+) {
+    subtask.attempts = Some(attempts);
+    subtask.finished_at = Some(Time(now));
+    // `limit` retries after the first attempt.
+    if attempts <= retry_limit {
+        subtask.phase = SubtaskPhase::Pending;
+        subtask.message = Some(truncate(
+            &format!("attempt {attempts} failed, will retry: {reason}"),
+            MAX_SUBTASK_MESSAGE,
+        ));
+    } else {
+        subtask.phase = SubtaskPhase::Failed;
+        subtask.message = Some(truncate(reason, MAX_SUBTASK_MESSAGE));
+    }
+}
+
+/// Whether a subtask in `phase` is finished for good.
+pub fn is_done(phase: SubtaskPhase) -> bool {
     matches!(
         phase,
         SubtaskPhase::Succeeded | SubtaskPhase::Failed | SubtaskPhase::Cancelled
     )
 }
 
-fn truncate(text: &str, max: usize) -> String {
+/// `text` cut to `max` characters, with an ellipsis when cut.
+pub fn truncate(text: &str, max: usize) -> String {
     let mut out: String = text.chars().take(max).collect();
     if text.chars().count() > max {
         out.push('…');

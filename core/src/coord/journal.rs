@@ -121,6 +121,23 @@ impl Journal {
         Ok(EntryId::from_raw(id))
     }
 
+    /// Deletes the conversation, so the next attempt starts afresh (a rejected plan).
+    pub async fn clear(&self) -> CoordResult<()> {
+        let (stream, index) = (self.keys.journal(&self.subtask), self.keys.journal_index());
+        let mut pipe = redis::pipe();
+        pipe.cmd("UNLINK").arg(&stream).ignore();
+        pipe.cmd("SREM")
+            .arg(&index)
+            .arg(self.subtask.as_str())
+            .ignore();
+        self.redis
+            .run("clear journal", |mut c| {
+                let pipe = &pipe;
+                async move { pipe.query_async::<()>(&mut c).await }
+            })
+            .await
+    }
+
     /// The whole conversation, in the order it was appended.
     pub async fn read_all(&self) -> CoordResult<Conversation> {
         const OP: &str = "read journal";

@@ -19,6 +19,8 @@ use crate::api::v1alpha1::SubtaskSpec;
 const FIELD_GOAL: &str = "goal";
 /// Meta field: the planner's bound on the number of subtasks.
 const FIELD_MAX_SUBTASKS: &str = "maxSubtasks";
+/// Meta field: why the operator rejected the planner's last plan, for the next planner.
+const FIELD_PLAN_FEEDBACK: &str = "planFeedback";
 /// Meta field prefix: `subtask:<name>` holds the subtask's spec as JSON.
 const SUBTASK_PREFIX: &str = "subtask:";
 
@@ -130,6 +132,41 @@ impl TaskPlan {
                 .map_err(|e| CoordError::protocol("read subtask", e.to_string()))
         })
         .transpose()
+    }
+
+    /// Records why the last plan was rejected, so the next planner is told (the operator).
+    pub async fn set_feedback(&self, feedback: &str) -> CoordResult<()> {
+        let meta = self.keys.meta();
+        self.redis
+            .run("set plan feedback", |mut c| {
+                let meta = &meta;
+                async move {
+                    redis::cmd("HSET")
+                        .arg(meta)
+                        .arg(FIELD_PLAN_FEEDBACK)
+                        .arg(feedback)
+                        .query_async::<()>(&mut c)
+                        .await
+                }
+            })
+            .await
+    }
+
+    /// Why the last plan was rejected, if one was.
+    pub async fn feedback(&self) -> CoordResult<Option<String>> {
+        let meta = self.keys.meta();
+        self.redis
+            .run("read plan feedback", |mut c| {
+                let meta = &meta;
+                async move {
+                    redis::cmd("HGET")
+                        .arg(meta)
+                        .arg(FIELD_PLAN_FEEDBACK)
+                        .query_async(&mut c)
+                        .await
+                }
+            })
+            .await
     }
 
     /// Every subtask of the plan, in name order.

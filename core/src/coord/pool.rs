@@ -57,4 +57,22 @@ impl Pool {
         self.task(task).delete_all().await?;
         Ok(())
     }
+
+    /// Removes the pool's own keys (queue, heartbeats, rate limits, dispatch markers) when the
+    /// AgentPool is deleted; its tasks' keys go with each Task. Returns how many existed.
+    pub async fn delete_keys(&self) -> CoordResult<u64> {
+        let keys = [
+            self.keys.work(),
+            self.keys.heartbeats(),
+            self.keys.rate_limit(),
+            self.keys.dispatched(),
+        ];
+        // All carry the pool's hash tag: one slot, one command.
+        self.redis
+            .run("delete pool keys", |mut c| {
+                let keys = &keys;
+                async move { redis::cmd("UNLINK").arg(keys).query_async(&mut c).await }
+            })
+            .await
+    }
 }

@@ -125,6 +125,24 @@ impl Results {
         raw.map(|r| decode(OP, &r)).transpose()
     }
 
+    /// Removes the recorded result of `subtask`, so a new attempt can record one (the operator,
+    /// when it rejects a plan and asks for another).
+    pub async fn forget(&self, subtask: &SubtaskName) -> CoordResult<()> {
+        let key = self.keys.results();
+        self.redis
+            .run("forget result", |mut c| {
+                let key = &key;
+                async move {
+                    redis::cmd("HDEL")
+                        .arg(key)
+                        .arg(subtask.as_str())
+                        .query_async::<()>(&mut c)
+                        .await
+                }
+            })
+            .await
+    }
+
     /// Every recorded result, by subtask name.
     pub async fn all(&self) -> CoordResult<Vec<(String, SubtaskResult)>> {
         const OP: &str = "all results";

@@ -308,6 +308,17 @@ pub struct TaskStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_checkpoint: Option<LastCheckpoint>,
 
+    /// The uid of the AgentPool the Task is registered with: its Redis keys live under it.
+    #[serde(default, rename = "poolUID", skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = MAX_LABEL_LEN))]
+    pub pool_uid: Option<String>,
+
+    /// The newest entry of the Task's event stream folded into this status, so an operator
+    /// that restarts folds every event exactly once.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 48))]
+    pub last_event_id: Option<String>,
+
     /// Accepted, Planned, Suspended and Succeeded, in the standard Kubernetes form.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(schema_with = "schema::conditions")]

@@ -1,0 +1,192 @@
+//! The controllers, in the kube-rs shape: one reconciler per kind reads the world, calls the
+//! pure decisions (`lifecycle`, `scheduler`, `status`, `autoscale`) and applies what they
+//! decide. [`Context`] carries what every reconcile needs.
+
+pub mod pool;
+pub mod task;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::ObjectReference;
+use kube::Resource;
+use kube::runtime::controller::Action;
+use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use maos_core::coord::{CoordError, Redis};
+
+use crate::metrics::Metrics;
+use crate::pod::{AgentEnvironment, PodError};
+use crate::status::PriceTable;
+
+/// Name of the operator in Events and field managers.
+pub const CONTROLLER_NAME: &str = "maos-operator";
+
+/// Settings the controllers run with, from the operator's configuration.
+#[derive(Clone, Debug)]
+pub struct Settings {
+    /// Where and how agent pods reach Redis and Claude.
+    pub agents: AgentEnvironment,
+    /// Model prices for `status.usage.costUSD`.
+    pub prices: PriceTable,
+    /// Shortest time between two status writes of one Task (phase changes go out at once).
+    pub status_interval: Duration,
+    /// How long a deleted Task waits for agents still working it before its keys go anyway.
+    pub cleanup_grace: Duration,
+}
+
+/// What every reconcile needs.
+pub struct Context {
+    /// The Kubernetes client.
+    pub client: kube::Client,
+    /// The operator's Redis connection (its own ACL user reaches every key).
+    pub redis: Redis,
+    /// Settings.
+    pub settings: Settings,
+    /// Prometheus metrics.
+    pub metrics: Arc<Metrics>,
+    /// Publishes Kubernetes Events.
+    pub recorder: Recorder,
+    /// Per-Task memory between reconciles (the working status, the event pump).
+    pub(crate) tasks: Mutex<HashMap<String, task::TaskMemory>>,
+    /// Per-pool memory between reconciles (idle times).
+    pub(crate) pools: Mutex<HashMap<String, pool::PoolMemory>>,
+    /// Wakes the Task controller for one Task (event pumps send here).
+    pub(crate) wake: futures::channel::mpsc::UnboundedSender<
+        kube::runtime::reflector::ObjectRef<maos_core::api::v1alpha1::Task>,
+    >,
+}
+
+impl Context {
+    /// A context; `wake` feeds the Task controller's `reconcile_on`.
+    pub fn new(
+        client: kube::Client,
+        redis: Redis,
+        settings: Settings,
+        metrics: Arc<Metrics>,
+        instance: Option<String>,
+        wake: futures::channel::mpsc::UnboundedSender<
+            kube::runtime::reflector::ObjectRef<maos_core::api::v1alpha1::Task>,
+        >,
+    ) -> Self {
+        let recorder = Recorder::new(
+            client.clone(),
+            Reporter {
+                controller: CONTROLLER_NAME.to_owned(),
+                instance,
+            },
+        );
+        Self {
+            client,
+            redis,
+            settings,
+            metrics,
+            recorder,
+            tasks: Mutex::new(HashMap::new()),
+            pools: Mutex::new(HashMap::new()),
+            wake,
+        }
+    }
+
+    /// Publishes an Event about `object`; a failure is logged, never fatal.
+    pub async fn event<K: Resource<DynamicType = ()>>(
+        &self,
+        object: &K,
+        type_: EventType,
+        reason: &str,
+        action: &str,
+        note: String,
+    ) {
+        let reference: ObjectReference = object.object_ref(&());
+        let event = Event {
+            type_,
+            reason: reason.to_owned(),
+            note: Some(note),
+            action: action.to_owned(),
+            secondary: None,
+        };
+        if let Err(err) = self.recorder.publish(&event, &reference).await {
+            tracing::warn!(error = %err, reason, "publishing an Event failed");
+        }
+    }
+}
+
+/// Why a reconcile failed; the variant name is the metric label and the log's reason.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The Kubernetes API refused or failed a call.
+    #[error("Kubernetes API: {0}")]
+    Kube(#[from] kube::Error),
+    /// Redis failed a call (after the coordination layer's own retries).
+    #[error("Redis: {0}")]
+    Coord(#[from] CoordError),
+    /// Adding or removing a finalizer failed, or the work inside it did.
+    #[error("{0}")]
+    Finalizer(String),
+    /// The object lacks metadata the API server always sets.
+    #[error("the object has no {0}; was it read from the API server?")]
+    MissingMetadata(&'static str),
+    /// An agent pod could not be built.
+    #[error(transparent)]
+    Pod(#[from] PodError),
+    /// A deleted Task is still worked by an agent; its keys go once the agent stops.
+    #[error("agents still work Task {0}; waiting before its keys are removed")]
+    AgentsStillWorking(String),
+}
+
+impl Error {
+    /// A short CamelCase label for metrics.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Error::Kube(_) => "KubeApi",
+            Error::Coord(err) => err.reason(),
+            Error::Finalizer(_) => "Finalizer",
+            Error::MissingMetadata(_) => "MissingMetadata",
+            Error::Pod(_) => "PodTemplate",
+            Error::AgentsStillWorking(_) => "AgentsStillWorking",
+        }
+    }
+
+    /// How long to wait before trying again.
+    pub fn retry_after(&self) -> Duration {
+        match self {
+            Error::AgentsStillWorking(_) => Duration::from_secs(1),
+            Error::Coord(_) => Duration::from_secs(2),
+            _ => Duration::from_secs(5),
+        }
+    }
+}
+
+/// Turns kube-runtime's finalizer error into ours, keeping the inner error's message.
+pub(crate) fn from_finalizer(err: kube::runtime::finalizer::Error<Error>) -> Error {
+    use kube::runtime::finalizer::Error as F;
+    match err {
+        F::ApplyFailed(inner) | F::CleanupFailed(inner) => inner,
+        other => Error::Finalizer(other.to_string()),
+    }
+}
+
+/// The error policy of both controllers: log, count, and try again later.
+pub fn error_policy<K>(controller: &'static str) -> impl Fn(Arc<K>, &Error, Arc<Context>) -> Action
+where
+    K: Resource,
+{
+    move |object, error, ctx| {
+        let name = object.meta().name.clone().unwrap_or_default();
+        match error {
+            Error::AgentsStillWorking(_) => {
+                tracing::debug!(controller, object = %name, "{error}")
+            }
+            _ => {
+                tracing::warn!(controller, object = %name, reason = error.reason(), "reconcile failed: {error}")
+            }
+        }
+        ctx.metrics.reconcile_error(controller, error.reason());
+        Action::requeue(error.retry_after())
+    }
+}
+
+/// The current time.
+pub(crate) fn now() -> k8s_openapi::jiff::Timestamp {
+    k8s_openapi::jiff::Timestamp::now()
+}

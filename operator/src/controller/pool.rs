@@ -1,0 +1,634 @@
+//! The AgentPool controller: the pool's Redis ACL user and its credentials Secret, the agent
+//! pods (created from [`crate::pod::agent_pod`], scaled by [`crate::autoscale::decide`]), the
+//! health of the agents (a dead agent's work is reclaimed and its pod replaced), and the pool's
+//! status.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use k8s_openapi::ByteString;
+use k8s_openapi::api::core::v1::{Pod, Secret};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{OwnerReference, Time};
+use k8s_openapi::jiff::Timestamp;
+use kube::api::{Api, DeleteParams, ListParams, ObjectMeta, Patch, PatchParams, PostParams};
+use kube::runtime::controller::Action;
+use kube::runtime::events::EventType;
+use kube::runtime::finalizer::{Event as Finalize, finalizer};
+use kube::runtime::reflector::ObjectRef;
+use kube::{Resource, ResourceExt};
+use maos_core::api::v1alpha1::conditions::{condition, pool as cond, reason, set_condition};
+use maos_core::api::v1alpha1::limits::MAX_STATUS_AGENTS;
+use maos_core::api::v1alpha1::{AgentPhase, AgentPool, AgentPoolStatus, AgentStatus};
+use maos_core::coord::acl::Acl;
+use maos_core::coord::{AgentName, Pool, PoolUid, Secret as Password};
+use maos_core::meta::{
+    ANNOTATION_SECRET_HASH, FIELD_MANAGER, FINALIZER_POOL, LABEL_MANAGED_BY, LABEL_POOL, MANAGED_BY,
+};
+
+use super::{Context, Error, from_finalizer, now};
+use crate::autoscale::{self, AgentView};
+use crate::pod::{
+    CREDENTIALS_PASSWORD_KEY, CREDENTIALS_USERNAME_KEY, agent_pod, credentials_secret_name,
+    secret_hash,
+};
+
+/// How often the pool's ACL user is re-applied (it is lost if Redis restarts without
+/// persistence).
+const ACL_REFRESH: Duration = Duration::from_secs(60);
+/// How often a pool's status is written when only heartbeat times changed.
+const HEARTBEAT_STATUS_INTERVAL: Duration = Duration::from_secs(10);
+/// Characters of generated pod-name suffixes (as Kubernetes' generateName: no vowels).
+const NAME_ALPHABET: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
+/// Container waiting reasons that mean an agent cannot start.
+const STUCK_REASONS: [&str; 5] = [
+    "ImagePullBackOff",
+    "ErrImagePull",
+    "CrashLoopBackOff",
+    "CreateContainerConfigError",
+    "InvalidImageName",
+];
+
+/// What the controller keeps about one pool between reconciles.
+#[derive(Default)]
+pub(crate) struct PoolMemory {
+    /// Since when each idle agent has been idle.
+    idle_since: HashMap<String, Timestamp>,
+    /// When the ACL user was last applied.
+    acl_applied: Option<Instant>,
+    /// The status last written and when.
+    written: Option<(AgentPoolStatus, Instant)>,
+}
+
+/// Reconciles one AgentPool.
+pub async fn reconcile(pool: Arc<AgentPool>, ctx: Arc<Context>) -> Result<Action, Error> {
+    let started = Instant::now();
+    let namespace = pool
+        .namespace()
+        .ok_or(Error::MissingMetadata("namespace"))?;
+    let api: Api<AgentPool> = Api::namespaced(ctx.client.clone(), &namespace);
+    let result = finalizer(&api, FINALIZER_POOL, pool, |event| async {
+        match event {
+            Finalize::Apply(pool) => apply(&pool, &ctx, &api).await,
+            Finalize::Cleanup(pool) => cleanup(&pool, &ctx).await,
+        }
+    })
+    .await
+    .map_err(from_finalizer);
+    ctx.metrics
+        .observe_reconcile("pool", started.elapsed().as_secs_f64());
+    result
+}
+
+async fn apply(
+    pool: &AgentPool,
+    ctx: &Arc<Context>,
+    api: &Api<AgentPool>,
+) -> Result<Action, Error> {
+    let uid = pool.uid().ok_or(Error::MissingMetadata("uid"))?;
+    let mut memory = ctx
+        .pools
+        .lock()
+        .ok()
+        .and_then(|mut m| m.remove(&uid))
+        .unwrap_or_default();
+    let result = step(pool, ctx, api, &mut memory).await;
+    if let Ok(mut pools) = ctx.pools.lock() {
+        pools.insert(uid, memory);
+    }
+    result
+}
+
+async fn step(
+    pool: &AgentPool,
+    ctx: &Arc<Context>,
+    api: &Api<AgentPool>,
+    memory: &mut PoolMemory,
+) -> Result<Action, Error> {
+    let now = now();
+    let generation = pool.metadata.generation;
+    let uid = pool.uid().ok_or(Error::MissingMetadata("uid"))?;
+    let name = pool.name_any();
+    let namespace = pool.namespace().unwrap_or_default();
+    let coord = Pool::new(ctx.redis.clone(), &PoolUid::new(&uid)?);
+    let queue = coord.queue();
+    let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), &namespace);
+    let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), &namespace);
+    let mut status = pool.status.clone().unwrap_or_default();
+    status.observed_generation = generation;
+    let set =
+        |status: &mut AgentPoolStatus, type_: &str, value: &str, why: &str, message: String| {
+            set_condition(
+                &mut status.conditions,
+                condition(type_, value, why, message, generation, Time(now)),
+            );
+        };
+
+    // The pool's Redis user and the Secret agents read its password from.
+    ensure_credentials(pool, ctx, &coord, &secrets, memory).await?;
+    queue.ensure_group().await?;
+
+    // The API key: without it no agent can work, so none is started.
+    let key_ref = &pool.spec.api_key_secret_ref;
+    let key_secret = secrets.get_opt(&key_ref.name).await?;
+    let problem = match &key_secret {
+        None => Some((
+            reason::SECRET_NOT_FOUND,
+            format!("Secret {} not found in namespace {namespace}", key_ref.name),
+        )),
+        Some(secret) if !has_key(secret, &key_ref.key) => Some((
+            "SecretKeyNotFound",
+            format!("Secret {} has no key {}", key_ref.name, key_ref.key),
+        )),
+        Some(_) => None,
+    };
+    if let Some((why, message)) = problem {
+        set(&mut status, cond::READY, "False", why, message);
+        set(
+            &mut status,
+            cond::SCALING,
+            "False",
+            why,
+            "no agents start without the API key".into(),
+        );
+        write_status(pool, ctx, api, memory, status, true).await?;
+        return Ok(Action::requeue(Duration::from_secs(5)));
+    }
+    let hash = key_secret
+        .as_ref()
+        .and_then(|s| s.data.as_ref())
+        .map(secret_hash)
+        .unwrap_or_default();
+
+    // The agents as Kubernetes and Redis see them.
+    let listed = pods
+        .list(&ListParams::default().labels(&format!("{LABEL_POOL}={name}")))
+        .await?
+        .items;
+    let owned: Vec<Pod> = listed
+        .into_iter()
+        .filter(|p| {
+            p.owner_references()
+                .iter()
+                .any(|o| o.uid == uid && o.controller == Some(true))
+        })
+        .collect();
+    let snapshot = queue.agents().await?;
+    let heartbeats: HashMap<&str, (Option<u64>, u64)> = snapshot
+        .agents
+        .iter()
+        .map(|a| (a.name.as_str(), (a.last_heartbeat_ms, a.pending)))
+        .collect();
+    let pod_names: HashSet<String> = owned.iter().map(|p| p.name_any()).collect();
+    let threshold_ms = u64::from(pool.spec.heartbeat_seconds) * 3 * 1000;
+    let mut degraded: Vec<String> = Vec::new();
+    let mut replaced: HashSet<String> = HashSet::new();
+
+    // Dead agents: missed three heartbeats, or their pod is gone. Their work goes back to the
+    // queue (attempt+1) and their pods are replaced.
+    for agent in &snapshot.agents {
+        let Some(last) = agent.last_heartbeat_ms else {
+            continue;
+        };
+        let silent = snapshot.now_ms.saturating_sub(last) > threshold_ms;
+        let gone = !pod_names.contains(&agent.name);
+        if !silent && !gone {
+            continue;
+        }
+        let Ok(agent_name) = AgentName::new(&agent.name) else {
+            continue;
+        };
+        let reclaimed = queue.reclaim(&agent_name).await?;
+        queue.forget(&agent_name).await?;
+        let why = if gone { "PodGone" } else { "MissedHeartbeats" };
+        if pod_names.contains(&agent.name) {
+            delete_pod(&pods, &agent.name, Some(0)).await?;
+        }
+        replaced.insert(agent.name.clone());
+        memory.idle_since.remove(&agent.name);
+        ctx.metrics.agent_recovered();
+        let note = format!(
+            "agent {} {}; {} work item(s) requeued with the next attempt",
+            agent.name,
+            if gone {
+                "lost its pod"
+            } else {
+                "missed 3 heartbeats"
+            },
+            reclaimed.len()
+        );
+        tracing::info!(pool = %name, agent = %agent.name, reason = why, items = reclaimed.len(), "agent replaced");
+        ctx.event(pool, EventType::Warning, "AgentReplaced", why, note.clone())
+            .await;
+        degraded.push(note);
+    }
+
+    // Pods: finished or stuck ones are replaced; pods of an old API key roll once idle.
+    let mut live: Vec<&Pod> = Vec::new();
+    for pod in &owned {
+        let pod_name = pod.name_any();
+        if pod.metadata.deletion_timestamp.is_some() || replaced.contains(&pod_name) {
+            continue;
+        }
+        let phase = pod
+            .status
+            .as_ref()
+            .and_then(|s| s.phase.as_deref())
+            .unwrap_or("Pending");
+        let busy = heartbeats
+            .get(pod_name.as_str())
+            .is_some_and(|(_, p)| *p > 0);
+        if matches!(phase, "Failed" | "Succeeded") {
+            delete_pod(&pods, &pod_name, None).await?;
+            let note = format!("agent pod {pod_name} ended ({phase}); starting another");
+            ctx.event(
+                pool,
+                EventType::Warning,
+                "AgentReplaced",
+                "PodFailed",
+                note.clone(),
+            )
+            .await;
+            ctx.metrics.agent_recovered();
+            degraded.push(note);
+            continue;
+        }
+        let stale = pod
+            .annotations()
+            .get(ANNOTATION_SECRET_HASH)
+            .is_none_or(|h| *h != hash);
+        if stale && !busy {
+            delete_pod(&pods, &pod_name, None).await?;
+            ctx.event(
+                pool,
+                EventType::Normal,
+                "AgentRolled",
+                "RollAgents",
+                format!("agent pod {pod_name} uses an old API key; replacing it"),
+            )
+            .await;
+            continue;
+        }
+        if let Some(reason) = stuck_reason(pod) {
+            degraded.push(format!("agent pod {pod_name} cannot start: {reason}"));
+        }
+        live.push(pod);
+    }
+
+    // Scale: work that waits gets agents at once; agents idle too long above min go.
+    let stats = queue.stats().await?;
+    let views: Vec<AgentView> = live
+        .iter()
+        .map(|pod| {
+            let pod_name = pod.name_any();
+            let busy = heartbeats
+                .get(pod_name.as_str())
+                .is_some_and(|(_, p)| *p > 0);
+            let idle_since = if busy {
+                memory.idle_since.remove(&pod_name);
+                None
+            } else {
+                Some(*memory.idle_since.entry(pod_name.clone()).or_insert(now))
+            };
+            AgentView {
+                name: pod_name,
+                busy,
+                idle_since,
+            }
+        })
+        .collect();
+    let decision = autoscale::decide(
+        &pool.spec.replicas,
+        pool.spec.idle_seconds,
+        &views,
+        stats.waiting,
+        now,
+    );
+    for removed in &decision.remove {
+        delete_pod(&pods, removed, None).await?;
+        memory.idle_since.remove(removed);
+    }
+    let remaining = live.len().saturating_sub(decision.remove.len());
+    let wanted = decision.target as usize;
+    let mut created = 0;
+    for _ in remaining..wanted {
+        let pod_name = format!("{name}-{}", suffix());
+        let pod = agent_pod(pool, &pod_name, &hash, &ctx.settings.agents)?;
+        pods.create(&PostParams::default(), &pod).await?;
+        created += 1;
+    }
+    if created > 0 || !decision.remove.is_empty() {
+        tracing::info!(pool = %name, created, removed = decision.remove.len(), target = wanted, "scaled the pool");
+    }
+    memory
+        .idle_since
+        .retain(|agent, _| live.iter().any(|p| p.name_any() == *agent));
+
+    // Status.
+    let agents: Vec<AgentStatus> = live
+        .iter()
+        .filter(|p| !decision.remove.contains(&p.name_any()))
+        .take(MAX_STATUS_AGENTS as usize)
+        .map(|pod| {
+            let pod_name = pod.name_any();
+            let (last, pending) = heartbeats
+                .get(pod_name.as_str())
+                .copied()
+                .unwrap_or((None, 0));
+            let phase = match last {
+                None => AgentPhase::Starting,
+                Some(ms) if snapshot.now_ms.saturating_sub(ms) > threshold_ms => AgentPhase::Dead,
+                Some(_) if pending > 0 => AgentPhase::Busy,
+                Some(_) => AgentPhase::Idle,
+            };
+            AgentStatus {
+                name: pod_name,
+                phase,
+                subtask: None,
+                last_heartbeat: last
+                    .and_then(|ms| i64::try_from(ms).ok())
+                    .and_then(|ms| Timestamp::from_millisecond(ms).ok())
+                    .map(Time),
+            }
+        })
+        .collect();
+    let count = |phase: AgentPhase| agents.iter().filter(|a| a.phase == phase).count() as u32;
+    let (idle, busy, starting, dead) = (
+        count(AgentPhase::Idle),
+        count(AgentPhase::Busy),
+        count(AgentPhase::Starting),
+        count(AgentPhase::Dead),
+    );
+    status.replicas = (remaining + created) as u32;
+    status.ready_agents = idle + busy;
+    status.busy_agents = busy;
+    status.queue_depth = stats.waiting;
+    status.agents = agents;
+    for (state, n) in [
+        ("idle", idle),
+        ("busy", busy),
+        ("starting", starting + created as u32),
+        ("dead", dead),
+    ] {
+        ctx.metrics.set_agents(&name, state, i64::from(n));
+    }
+    ctx.metrics.set_queue_depth(&name, stats.waiting as i64);
+
+    let min = pool.spec.replicas.min;
+    let ready = status.ready_agents;
+    if ready >= min {
+        set(
+            &mut status,
+            cond::READY,
+            "True",
+            "AgentsReady",
+            format!("{ready} agent(s) ready, {busy} busy"),
+        );
+    } else {
+        set(
+            &mut status,
+            cond::READY,
+            "False",
+            "AgentsStarting",
+            format!("{ready} of at least {min} agent(s) ready"),
+        );
+    }
+    let scaling = created > 0 || !decision.remove.is_empty() || starting > 0;
+    set(
+        &mut status,
+        cond::SCALING,
+        if scaling { "True" } else { "False" },
+        if scaling { "ScalingTo" } else { "Stable" },
+        format!("target {} agent(s)", decision.target),
+    );
+    match degraded.first() {
+        Some(first) => set(
+            &mut status,
+            cond::DEGRADED,
+            "True",
+            if replaced.is_empty() {
+                "AgentsNotStarting"
+            } else {
+                "AgentReplaced"
+            },
+            first.clone(),
+        ),
+        None => set(
+            &mut status,
+            cond::DEGRADED,
+            "False",
+            "AgentsHealthy",
+            String::new(),
+        ),
+    }
+    write_status(pool, ctx, api, memory, status, false).await?;
+    let beat = Duration::from_secs(u64::from(pool.spec.heartbeat_seconds.max(1)));
+    Ok(Action::requeue(beat))
+}
+
+/// The pool's Redis user and its credentials Secret; the user is re-applied now and then so a
+/// Redis that lost it (a restart without persistence) gets it back.
+async fn ensure_credentials(
+    pool: &AgentPool,
+    ctx: &Context,
+    coord: &Pool,
+    secrets: &Api<Secret>,
+    memory: &mut PoolMemory,
+) -> Result<(), Error> {
+    let acl = Acl::new(ctx.redis.clone());
+    let secret_name = credentials_secret_name(&pool.name_any());
+    let existing = secrets.get_opt(&secret_name).await?;
+    let password = existing
+        .as_ref()
+        .and_then(|s| s.data.as_ref())
+        .and_then(|d| d.get(CREDENTIALS_PASSWORD_KEY))
+        .and_then(|v| String::from_utf8(v.0.clone()).ok())
+        .map(Password::new);
+    match password {
+        Some(password) => {
+            if memory
+                .acl_applied
+                .is_none_or(|at| at.elapsed() >= ACL_REFRESH)
+            {
+                acl.create_pool_user(coord.keys(), &password).await?;
+                memory.acl_applied = Some(Instant::now());
+            }
+        }
+        None => {
+            let password = Acl::generate_password();
+            // The user first: an agent that reads the Secret can then always log in.
+            let credentials = acl.create_pool_user(coord.keys(), &password).await?;
+            memory.acl_applied = Some(Instant::now());
+            let secret = credentials_secret(pool, &secret_name, &credentials.username, &password)?;
+            match existing {
+                // The Secret exists but lost its password: rewrite it.
+                Some(_) => {
+                    secrets
+                        .patch(
+                            &secret_name,
+                            &PatchParams::apply(FIELD_MANAGER).force(),
+                            &Patch::Apply(&secret),
+                        )
+                        .await?;
+                }
+                None => match secrets.create(&PostParams::default(), &secret).await {
+                    Ok(_) => {}
+                    // Another reconcile created it first: use theirs next time.
+                    Err(kube::Error::Api(status)) if status.code == 409 => {
+                        memory.acl_applied = None;
+                    }
+                    Err(err) => return Err(err.into()),
+                },
+            }
+        }
+    }
+    Ok(())
+}
+
+fn credentials_secret(
+    pool: &AgentPool,
+    name: &str,
+    username: &str,
+    password: &Password,
+) -> Result<Secret, Error> {
+    let uid = pool.uid().ok_or(Error::MissingMetadata("uid"))?;
+    Ok(Secret {
+        metadata: ObjectMeta {
+            name: Some(name.to_owned()),
+            namespace: pool.namespace(),
+            labels: Some(
+                [
+                    (LABEL_POOL.to_owned(), pool.name_any()),
+                    (LABEL_MANAGED_BY.to_owned(), MANAGED_BY.to_owned()),
+                ]
+                .into(),
+            ),
+            owner_references: Some(vec![OwnerReference {
+                api_version: AgentPool::api_version(&()).into_owned(),
+                kind: AgentPool::kind(&()).into_owned(),
+                name: pool.name_any(),
+                uid,
+                controller: Some(true),
+                block_owner_deletion: Some(true),
+            }]),
+            ..ObjectMeta::default()
+        },
+        type_: Some("Opaque".to_owned()),
+        data: Some(BTreeMap::from([
+            (
+                CREDENTIALS_USERNAME_KEY.to_owned(),
+                ByteString(username.as_bytes().to_vec()),
+            ),
+            (
+                CREDENTIALS_PASSWORD_KEY.to_owned(),
+                ByteString(password.expose().as_bytes().to_vec()),
+            ),
+        ])),
+        ..Secret::default()
+    })
+}
+
+fn has_key(secret: &Secret, key: &str) -> bool {
+    secret.data.as_ref().is_some_and(|d| d.contains_key(key))
+        || secret
+            .string_data
+            .as_ref()
+            .is_some_and(|d| d.contains_key(key))
+}
+
+fn stuck_reason(pod: &Pod) -> Option<String> {
+    pod.status
+        .as_ref()?
+        .container_statuses
+        .as_ref()?
+        .iter()
+        .filter_map(|c| c.state.as_ref()?.waiting.as_ref()?.reason.clone())
+        .find(|r| STUCK_REASONS.contains(&r.as_str()))
+}
+
+async fn delete_pod(pods: &Api<Pod>, name: &str, grace: Option<u32>) -> Result<(), Error> {
+    let params = DeleteParams {
+        grace_period_seconds: grace,
+        ..DeleteParams::default()
+    };
+    match pods.delete(name, &params).await {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(status)) if status.code == 404 => Ok(()),
+        Err(err) => Err(err.into()),
+    }
+}
+
+fn suffix() -> String {
+    (0..5)
+        .map(|_| NAME_ALPHABET[fastrand::usize(..NAME_ALPHABET.len())] as char)
+        .collect()
+}
+
+/// Writes the status when it changed in more than heartbeat times, or now and then.
+async fn write_status(
+    pool: &AgentPool,
+    ctx: &Context,
+    api: &Api<AgentPool>,
+    memory: &mut PoolMemory,
+    status: AgentPoolStatus,
+    force: bool,
+) -> Result<(), Error> {
+    let without_beats = |s: &AgentPoolStatus| {
+        let mut s = s.clone();
+        for agent in &mut s.agents {
+            agent.last_heartbeat = None;
+        }
+        s
+    };
+    if let Some((written, at)) = &memory.written {
+        let same = *written == status;
+        let only_beats = without_beats(written) == without_beats(&status);
+        if same || (!force && only_beats && at.elapsed() < HEARTBEAT_STATUS_INTERVAL) {
+            return Ok(());
+        }
+    }
+    let patch = serde_json::json!({
+        "apiVersion": AgentPool::api_version(&()),
+        "kind": AgentPool::kind(&()),
+        "status": status,
+    });
+    api.patch_status(
+        &pool.name_any(),
+        &PatchParams::apply(FIELD_MANAGER).force(),
+        &Patch::Apply(&patch),
+    )
+    .await?;
+    memory.written = Some((status, Instant::now()));
+    let _ = ctx;
+    Ok(())
+}
+
+/// Deletion: the pool's Redis user and keys go; its pods and Secret go with it (owned).
+async fn cleanup(pool: &AgentPool, ctx: &Context) -> Result<Action, Error> {
+    let uid = pool.uid().ok_or(Error::MissingMetadata("uid"))?;
+    if let Ok(mut pools) = ctx.pools.lock() {
+        pools.remove(&uid);
+    }
+    ctx.metrics.forget_pool(&pool.name_any());
+    let coord = Pool::new(ctx.redis.clone(), &PoolUid::new(&uid)?);
+    Acl::new(ctx.redis.clone())
+        .delete_pool_user(coord.keys())
+        .await?;
+    coord.delete_keys().await?;
+    tracing::info!(pool = %pool.name_any(), "removed the pool's Redis user and keys");
+    Ok(Action::await_change())
+}
+
+/// Pools that use the Secret `secret` as their API key (for waking them when it changes).
+pub fn pools_of_secret(
+    store: &kube::runtime::reflector::Store<AgentPool>,
+    secret: &Secret,
+) -> Vec<ObjectRef<AgentPool>> {
+    let (name, namespace) = (secret.name_any(), secret.namespace());
+    store
+        .state()
+        .iter()
+        .filter(|p| p.namespace() == namespace && p.spec.api_key_secret_ref.name == name)
+        .map(|p| ObjectRef::from_obj(p.as_ref()))
+        .collect()
+}

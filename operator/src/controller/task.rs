@@ -1,0 +1,801 @@
+//! The Task controller: validates and registers a Task with its pool, folds the agents' events
+//! into its status, carries out what [`crate::lifecycle::advance`] decides (plan, dispatch,
+//! cancel, complete), writes the status at most about once a second (at once on a phase
+//! change), and removes the Task's Redis keys when it is deleted.
+//!
+//! Restart safety: status is the durable memory. Events are acked only after the status that
+//! folded them is written (and folding skips entries up to `status.lastEventId`), and dispatch
+//! goes through the queue's enqueue-once marker, so a restart neither loses nor repeats work.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use k8s_openapi::api::core::v1::ConfigMap;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
+use k8s_openapi::jiff::{SignedDuration, Timestamp};
+use kube::api::{Api, DeleteParams, ObjectMeta, Patch, PatchParams};
+use kube::runtime::controller::Action;
+use kube::runtime::events::EventType;
+use kube::runtime::finalizer::{Event as Finalize, finalizer};
+use kube::runtime::reflector::ObjectRef;
+use kube::{Resource, ResourceExt};
+use maos_core::api::v1alpha1::conditions::{find_condition, reason, task as cond};
+use maos_core::api::v1alpha1::limits::MAX_RESULT_LEN;
+use maos_core::api::v1alpha1::{AgentPool, ResultRef, SubtaskPhase, Task, TaskPhase, TaskStatus};
+use maos_core::coord::events::{EventConsumer, EventKind};
+use maos_core::coord::keys::GROUP_OPERATOR;
+use maos_core::coord::plan::Goal;
+use maos_core::coord::queue::{EntryId, WorkItem};
+use maos_core::coord::{Pool, PoolUid, TaskUid};
+use maos_core::dag::SubtaskName;
+use maos_core::meta::{FIELD_MANAGER, FINALIZER_TASK, LABEL_MANAGED_BY, LABEL_TASK, MANAGED_BY};
+use tokio::task::JoinHandle;
+
+use super::{Context, Error, from_finalizer, now};
+use crate::lifecycle::{
+    self, Effect, Facts, PLAN, SYNTHESIZE, finish_failed, finish_succeeded, init_conditions,
+    is_finished, phase_of,
+};
+use crate::status::{EntryPosition, Folded, fold};
+
+/// The key of the result in the `<task>-result` ConfigMap.
+pub const RESULT_KEY: &str = "result";
+/// The consumer name the operator reads a Task's events as; fixed, so a new leader inherits
+/// what the old one read and never acked.
+const EVENT_CONSUMER: &str = "operator";
+/// Most events folded in one reconcile (more wait for the next one, woken at once).
+const EVENT_BATCH: usize = 500;
+const EVENT_BATCHES: usize = 8;
+/// How long an event pump blocks in one read.
+const PUMP_BLOCK: Duration = Duration::from_secs(5);
+/// How often a running Task is reconciled even when nothing wakes it.
+const SAFETY_REQUEUE: Duration = Duration::from_secs(5);
+/// How long a Task whose pool is missing waits before it looks again (the pool's creation
+/// also wakes it).
+const POOL_RECHECK: Duration = Duration::from_secs(10);
+/// The largest result a ConfigMap holds (its limit is 1 MiB with metadata).
+const MAX_CONFIGMAP_RESULT: usize = 1_000_000;
+
+/// What the controller keeps about one Task between reconciles.
+#[derive(Default)]
+pub(crate) struct TaskMemory {
+    /// The working status, ahead of the API server's copy by at most one status interval.
+    status: TaskStatus,
+    /// The status last written.
+    written: Option<TaskStatus>,
+    /// When it was written.
+    written_at: Option<Instant>,
+    /// Events folded into `status` but not yet acked (they are acked once it is written).
+    unacked: Vec<EntryId>,
+    /// The Task's event consumer.
+    consumer: Option<EventConsumer>,
+    /// The task that wakes the controller when events arrive.
+    pump: Option<JoinHandle<()>>,
+    /// The Redis registration was checked by this process.
+    registered: bool,
+}
+
+impl Drop for TaskMemory {
+    fn drop(&mut self) {
+        if let Some(pump) = self.pump.take() {
+            pump.abort();
+        }
+    }
+}
+
+/// Reconciles one Task.
+pub async fn reconcile(task: Arc<Task>, ctx: Arc<Context>) -> Result<Action, Error> {
+    let started = Instant::now();
+    let namespace = task
+        .namespace()
+        .ok_or(Error::MissingMetadata("namespace"))?;
+    let api: Api<Task> = Api::namespaced(ctx.client.clone(), &namespace);
+    let result = finalizer(&api, FINALIZER_TASK, task, |event| async {
+        match event {
+            Finalize::Apply(task) => apply(&task, &ctx, &api).await,
+            Finalize::Cleanup(task) => cleanup(&task, &ctx).await,
+        }
+    })
+    .await
+    .map_err(from_finalizer);
+    ctx.metrics
+        .observe_reconcile("task", started.elapsed().as_secs_f64());
+    result
+}
+
+fn take_memory(ctx: &Context, uid: &str) -> Option<TaskMemory> {
+    ctx.tasks.lock().ok().and_then(|mut m| m.remove(uid))
+}
+
+fn keep_memory(ctx: &Context, uid: &str, memory: TaskMemory) {
+    if let Ok(mut m) = ctx.tasks.lock() {
+        m.insert(uid.to_owned(), memory);
+    }
+}
+
+async fn apply(task: &Task, ctx: &Arc<Context>, api: &Api<Task>) -> Result<Action, Error> {
+    let uid = task.uid().ok_or(Error::MissingMetadata("uid"))?;
+    let mut memory = take_memory(ctx, &uid).unwrap_or_else(|| {
+        let mut fresh = TaskMemory::default();
+        fresh.status = task.status.clone().unwrap_or_default();
+        fresh.written = task.status.clone();
+        fresh
+    });
+    let result = step(task, ctx, api, &mut memory).await;
+    let finished = is_finished(&memory.status);
+    if finished && let Some(pump) = memory.pump.take() {
+        pump.abort();
+    }
+    keep_memory(ctx, &uid, memory);
+    result
+}
+
+/// One reconcile of a live Task.
+async fn step(
+    task: &Task,
+    ctx: &Arc<Context>,
+    api: &Api<Task>,
+    memory: &mut TaskMemory,
+) -> Result<Action, Error> {
+    let now = now();
+    let generation = task.metadata.generation;
+    let uid = task.uid().ok_or(Error::MissingMetadata("uid"))?;
+    let namespace = task.namespace().unwrap_or_default();
+    let before = phase_of(&memory.status);
+    init_conditions(&mut memory.status, generation, now);
+    memory.status.observed_generation = generation;
+
+    if is_finished(&memory.status) {
+        write_status(task, ctx, api, memory, before, true).await?;
+        return finished(task, ctx, &memory.status, now).await;
+    }
+
+    if let Err(errors) = task.validate() {
+        let message = errors.to_string();
+        lifecycle::set(
+            &mut memory.status,
+            cond::ACCEPTED,
+            "False",
+            reason::INVALID_SPEC,
+            &message,
+            generation,
+            now,
+        );
+        finish_failed(
+            &mut memory.status,
+            reason::INVALID_SPEC,
+            &message,
+            generation,
+            now,
+        );
+        write_status(task, ctx, api, memory, before, true).await?;
+        return Ok(Action::await_change());
+    }
+
+    // The pool: looked up until the Task is registered; its uid then names the Task's keys.
+    let pool_uid = match memory.status.pool_uid.clone() {
+        Some(uid) => uid,
+        None => {
+            let pools: Api<AgentPool> = Api::namespaced(ctx.client.clone(), &namespace);
+            match pools.get_opt(&task.spec.pool_ref.name).await? {
+                Some(pool) => pool.uid().ok_or(Error::MissingMetadata("pool uid"))?,
+                None => {
+                    let message = format!(
+                        "AgentPool {} not found in namespace {namespace}; waiting for it",
+                        task.spec.pool_ref.name
+                    );
+                    lifecycle::set(
+                        &mut memory.status,
+                        cond::ACCEPTED,
+                        "False",
+                        reason::POOL_NOT_FOUND,
+                        &message,
+                        generation,
+                        now,
+                    );
+                    write_status(task, ctx, api, memory, before, true).await?;
+                    return Ok(Action::requeue(POOL_RECHECK));
+                }
+            }
+        }
+    };
+    let pool = Pool::new(ctx.redis.clone(), &PoolUid::new(&pool_uid)?);
+    let coord = pool.task(&TaskUid::new(&uid)?);
+
+    if !memory.registered || memory.status.pool_uid.is_none() {
+        if memory.status.pool_uid.is_some() && !coord.exists().await? {
+            return state_lost(task, ctx, api, memory, before).await;
+        }
+        coord
+            .register(task.spec.budget.as_ref().and_then(|b| b.max_tokens))
+            .await?;
+        coord
+            .plan()
+            .set_goal(&Goal {
+                prompt: task.spec.prompt.clone(),
+                max_subtasks: task.spec.max_subtasks,
+            })
+            .await?;
+        pool.queue().ensure_group().await?;
+        memory.registered = true;
+        memory.status.pool_uid = Some(pool_uid.clone());
+        lifecycle::set(
+            &mut memory.status,
+            cond::ACCEPTED,
+            "True",
+            "Registered",
+            &format!("registered with AgentPool {}", task.spec.pool_ref.name),
+            generation,
+            now,
+        );
+    } else if !coord.exists().await? {
+        return state_lost(task, ctx, api, memory, before).await;
+    }
+    ensure_pump(ctx, memory, &coord, task);
+
+    // Fold what the agents reported.
+    let retry_limit = task.spec.retry_strategy.limit;
+    let mut budget_spent_by_agent = false;
+    let mut newest_event_ms: Option<u64> = None;
+    let consumer = memory
+        .consumer
+        .get_or_insert_with(|| coord.events().consumer(GROUP_OPERATOR, EVENT_CONSUMER));
+    for _ in 0..EVENT_BATCHES {
+        let batch = consumer.next(EVENT_BATCH, None).await?;
+        if batch.is_empty() {
+            break;
+        }
+        let full = batch.len() >= EVENT_BATCH;
+        for delivered in batch {
+            memory.unacked.push(delivered.entry.clone());
+            let Some(position) = EntryPosition::parse(delivered.entry.as_str()) else {
+                continue;
+            };
+            let last = memory
+                .status
+                .last_event_id
+                .as_deref()
+                .and_then(EntryPosition::parse);
+            let cost_before = cost_of(&memory.status);
+            let subtask_before = memory
+                .status
+                .subtasks
+                .iter()
+                .find(|s| s.name == delivered.event.subtask)
+                .cloned();
+            let folded = fold(
+                &mut memory.status,
+                &position,
+                last.as_ref(),
+                &delivered.event,
+                retry_limit,
+                &ctx.settings.prices,
+                now,
+            );
+            if folded == Folded::AlreadyFolded {
+                continue;
+            }
+            memory.status.last_event_id = Some(delivered.entry.to_string());
+            newest_event_ms = Some(position.millis());
+            match &delivered.event.kind {
+                EventKind::TokensUsed {
+                    model,
+                    input,
+                    output,
+                    cache_read,
+                    cache_creation,
+                } => {
+                    ctx.metrics.add_tokens(model, "input", *input);
+                    ctx.metrics.add_tokens(model, "output", *output);
+                    ctx.metrics.add_tokens(model, "cache_read", *cache_read);
+                    ctx.metrics
+                        .add_tokens(model, "cache_creation", *cache_creation);
+                    let added = cost_of(&memory.status) - cost_before;
+                    if added > 0.0 {
+                        ctx.metrics.add_cost(added);
+                    }
+                }
+                EventKind::SubtaskSucceeded if folded == Folded::Changed => {
+                    if let Some(started) = subtask_before.and_then(|s| s.started_at) {
+                        let seconds = now.duration_since(started.0).as_secs_f64();
+                        ctx.metrics.observe_subtask(seconds.max(0.0));
+                    }
+                }
+                EventKind::SubtaskFailed { reason } if reason.starts_with("BudgetExceeded") => {
+                    budget_spent_by_agent = true;
+                }
+                _ => {}
+            }
+        }
+        if !full {
+            break;
+        }
+    }
+
+    // Facts from Redis the decision needs.
+    let plan_result = if memory.status.plan_revision.is_none()
+        && memory
+            .status
+            .subtasks
+            .iter()
+            .any(|s| s.name == PLAN && s.phase == SubtaskPhase::Succeeded)
+    {
+        coord
+            .results()
+            .get(&SubtaskName::new(PLAN).map_err(|e| Error::Finalizer(e.to_string()))?)
+            .await?
+            .map(|r| r.result)
+    } else {
+        None
+    };
+    let budget_exhausted =
+        budget_exhausted(task, &memory.status, &coord, budget_spent_by_agent).await?;
+    let accepted_at = find_condition(&memory.status.conditions, cond::ACCEPTED)
+        .filter(|c| c.status == "True")
+        .map_or(now, |c| c.last_transition_time.0);
+    let facts = Facts {
+        now,
+        accepted_at,
+        plan_result: plan_result.as_deref(),
+        budget_exhausted,
+        generation,
+    };
+    let outcome = lifecycle::advance(&task.spec, &mut memory.status, &facts);
+
+    for effect in outcome.effects {
+        match effect {
+            Effect::AcceptPlan(subtasks) => coord.plan().set_subtasks(&subtasks).await?,
+            Effect::RejectPlan { feedback } => {
+                let plan = SubtaskName::new(PLAN).map_err(|e| Error::Finalizer(e.to_string()))?;
+                coord.results().forget(&plan).await?;
+                coord.journal(&plan).clear().await?;
+                coord.plan().set_feedback(&feedback).await?;
+            }
+            Effect::Dispatch(orders) => {
+                let deadline = deadline_ms(task, accepted_at, now);
+                let items: Vec<WorkItem> = orders
+                    .into_iter()
+                    .map(|order| WorkItem {
+                        task: coord.keys().task().clone(),
+                        subtask: order.subtask,
+                        attempt: order.attempt,
+                        kind: order.kind,
+                        deadline_ms: deadline,
+                    })
+                    .collect();
+                pool.queue().enqueue_many_once(&items).await?;
+                if let Some(ready_ms) = newest_event_ms {
+                    let waited = unix_ms().saturating_sub(ready_ms);
+                    for _ in &items {
+                        ctx.metrics.observe_dispatch(waited as f64 / 1000.0);
+                    }
+                }
+            }
+            Effect::Cancel { reason } => {
+                coord.cancel(&reason).await?;
+                pool.queue().purge_task(coord.keys().task()).await?;
+            }
+            Effect::Complete => {
+                complete(task, ctx, &coord, &mut memory.status, now).await?;
+            }
+        }
+    }
+
+    let wrote = write_status(task, ctx, api, memory, before, false).await?;
+    if is_finished(&memory.status) {
+        return finished(task, ctx, &memory.status, now).await;
+    }
+    // Woken at once by events; otherwise at the next due moment.
+    let mut wait = SAFETY_REQUEUE;
+    if let Some(at) = outcome.wake_at {
+        wait = wait.min(until(now, at));
+    }
+    if !wrote && memory.written.as_ref() != Some(&memory.status) {
+        let since = memory.written_at.map_or(Duration::ZERO, |at| at.elapsed());
+        wait = wait.min(ctx.settings.status_interval.saturating_sub(since));
+    }
+    Ok(Action::requeue(wait.max(Duration::from_millis(10))))
+}
+
+/// Writes the status if the phase changed, `force` is set, or the status interval passed;
+/// acks the events it folded once written. Returns whether it wrote.
+async fn write_status(
+    task: &Task,
+    ctx: &Arc<Context>,
+    api: &Api<Task>,
+    memory: &mut TaskMemory,
+    before: TaskPhase,
+    force: bool,
+) -> Result<bool, Error> {
+    let phase = phase_of(&memory.status);
+    memory.status.phase = Some(phase);
+    if memory.written.as_ref() == Some(&memory.status) {
+        ack(memory, task).await;
+        return Ok(false);
+    }
+    let written_phase = memory.written.as_ref().and_then(|s| s.phase);
+    let due = memory
+        .written_at
+        .is_none_or(|at| at.elapsed() >= ctx.settings.status_interval);
+    if !(force || due || written_phase != Some(phase)) {
+        return Ok(false);
+    }
+    let patch = serde_json::json!({
+        "apiVersion": Task::api_version(&()),
+        "kind": Task::kind(&()),
+        "status": memory.status,
+    });
+    api.patch_status(
+        &task.name_any(),
+        &PatchParams::apply(FIELD_MANAGER).force(),
+        &Patch::Apply(&patch),
+    )
+    .await?;
+    memory.written = Some(memory.status.clone());
+    memory.written_at = Some(Instant::now());
+    ack(memory, task).await;
+    if let Some(uid) = task.uid() {
+        ctx.metrics.set_task_phase(&uid, Some(phase));
+    }
+    if written_phase != Some(phase) || before != phase {
+        phase_event(task, ctx, &memory.status, phase).await;
+    }
+    Ok(true)
+}
+
+async fn ack(memory: &mut TaskMemory, task: &Task) {
+    if memory.unacked.is_empty() {
+        return;
+    }
+    let Some(consumer) = &memory.consumer else {
+        return;
+    };
+    match consumer.ack(&memory.unacked).await {
+        Ok(()) => memory.unacked.clear(),
+        // Redelivered later and skipped by position: harmless.
+        Err(err) => {
+            tracing::warn!(task = %task.name_any(), error = %err, "acking folded events failed")
+        }
+    }
+}
+
+async fn phase_event(task: &Task, ctx: &Context, status: &TaskStatus, phase: TaskPhase) {
+    let succeeded = find_condition(&status.conditions, cond::SUCCEEDED);
+    let (type_, reason, note) = match phase {
+        TaskPhase::Failed => (
+            EventType::Warning,
+            succeeded.map_or("Failed".to_owned(), |c| c.reason.clone()),
+            succeeded.map_or(String::new(), |c| c.message.clone()),
+        ),
+        TaskPhase::Succeeded => (
+            EventType::Normal,
+            "Succeeded".to_owned(),
+            format!(
+                "{} subtasks succeeded; result in ConfigMap {}-result",
+                status.counts.as_ref().map_or(0, |c| c.succeeded),
+                task.name_any()
+            ),
+        ),
+        TaskPhase::Pending => {
+            let accepted = find_condition(&status.conditions, cond::ACCEPTED);
+            (
+                EventType::Warning,
+                accepted.map_or("Pending".to_owned(), |c| c.reason.clone()),
+                accepted.map_or(String::new(), |c| c.message.clone()),
+            )
+        }
+        other => (
+            EventType::Normal,
+            format!("{other:?}"),
+            format!("Task is {other:?}"),
+        ),
+    };
+    ctx.event(task, type_, &reason, "Reconcile", note).await;
+}
+
+/// Whether the Task's budget is spent: tokens (from Redis), cost (from status), or an agent
+/// that could not reserve its next call.
+async fn budget_exhausted(
+    task: &Task,
+    status: &TaskStatus,
+    coord: &maos_core::coord::Task,
+    refused: bool,
+) -> Result<Option<String>, Error> {
+    let Some(budget) = &task.spec.budget else {
+        return Ok(None);
+    };
+    if let Some(limit) = budget.max_tokens {
+        let usage = coord.budget().usage().await?;
+        if usage.spent >= limit {
+            return Ok(Some(format!(
+                "the token budget ({limit}) is spent: {} tokens used",
+                usage.spent
+            )));
+        }
+    }
+    if let Some(max) = budget
+        .max_cost_usd
+        .as_deref()
+        .and_then(|c| c.parse::<f64>().ok())
+    {
+        let cost = cost_of(status);
+        if cost >= max {
+            return Ok(Some(format!(
+                "the cost budget (${max:.2}) is spent: ${cost:.4} used"
+            )));
+        }
+    }
+    if refused {
+        return Ok(Some(
+            "an agent could not reserve tokens for its next model call: the budget is spent"
+                .to_owned(),
+        ));
+    }
+    Ok(None)
+}
+
+fn cost_of(status: &TaskStatus) -> f64 {
+    status
+        .usage
+        .as_ref()
+        .and_then(|u| u.cost_usd.as_deref())
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0.0)
+}
+
+/// Finishes the Task with its result: the synthesizer's, or every subtask's in plan order.
+async fn complete(
+    task: &Task,
+    ctx: &Context,
+    coord: &maos_core::coord::Task,
+    status: &mut TaskStatus,
+    now: Timestamp,
+) -> Result<(), Error> {
+    let results = coord.results();
+    let text = if task.spec.synthesize {
+        let synthesize =
+            SubtaskName::new(SYNTHESIZE).map_err(|e| Error::Finalizer(e.to_string()))?;
+        results
+            .get(&synthesize)
+            .await?
+            .map(|r| r.result)
+            .unwrap_or_default()
+    } else {
+        let all: BTreeMap<String, String> = results
+            .all()
+            .await?
+            .into_iter()
+            .map(|(name, r)| (name, r.result))
+            .collect();
+        status
+            .subtasks
+            .iter()
+            .filter(|s| s.name != PLAN && s.name != SYNTHESIZE)
+            .filter_map(|s| all.get(&s.name).map(|r| format!("## {}\n\n{r}\n", s.name)))
+            .collect::<Vec<_>>()
+            .join("\n")
+    };
+    let config_map = result_config_map(task, &text)?;
+    let name = config_map.metadata.name.clone().unwrap_or_default();
+    let config_maps: Api<ConfigMap> =
+        Api::namespaced(ctx.client.clone(), &task.namespace().unwrap_or_default());
+    config_maps
+        .patch(
+            &name,
+            &PatchParams::apply(FIELD_MANAGER).force(),
+            &Patch::Apply(&config_map),
+        )
+        .await?;
+    status.result = Some(prefix(&text, MAX_RESULT_LEN as usize).to_owned());
+    status.result_ref = Some(ResultRef {
+        config_map: name,
+        key: RESULT_KEY.to_owned(),
+    });
+    finish_succeeded(status, task.metadata.generation, now);
+    Ok(())
+}
+
+/// The `<task>-result` ConfigMap, owned by the Task.
+fn result_config_map(task: &Task, text: &str) -> Result<ConfigMap, Error> {
+    let uid = task.uid().ok_or(Error::MissingMetadata("uid"))?;
+    let mut value = prefix(text, MAX_CONFIGMAP_RESULT).to_owned();
+    if value.len() < text.len() {
+        value.push_str("\n\n[truncated: the full result is in the Task's Redis results]\n");
+    }
+    Ok(ConfigMap {
+        metadata: ObjectMeta {
+            name: Some(format!("{}-result", task.name_any())),
+            namespace: task.namespace(),
+            labels: Some(
+                [
+                    (LABEL_TASK.to_owned(), task.name_any()),
+                    (LABEL_MANAGED_BY.to_owned(), MANAGED_BY.to_owned()),
+                ]
+                .into(),
+            ),
+            owner_references: Some(vec![OwnerReference {
+                api_version: Task::api_version(&()).into_owned(),
+                kind: Task::kind(&()).into_owned(),
+                name: task.name_any(),
+                uid,
+                controller: Some(true),
+                block_owner_deletion: Some(true),
+            }]),
+            ..ObjectMeta::default()
+        },
+        data: Some([(RESULT_KEY.to_owned(), value)].into()),
+        ..ConfigMap::default()
+    })
+}
+
+/// The longest prefix of `text` of at most `max` bytes that ends on a character boundary.
+fn prefix(text: &str, max: usize) -> &str {
+    if text.len() <= max {
+        return text;
+    }
+    let mut end = max;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    &text[..end]
+}
+
+/// A finished Task: deleted after `ttlSecondsAfterFinished`, as Kubernetes Jobs are.
+async fn finished(
+    task: &Task,
+    ctx: &Context,
+    status: &TaskStatus,
+    now: Timestamp,
+) -> Result<Action, Error> {
+    let Some(ttl) = task.spec.ttl_seconds_after_finished else {
+        return Ok(Action::await_change());
+    };
+    let completed = status.completed_at.as_ref().map_or(now, |t| t.0);
+    let expires = completed
+        .checked_add(SignedDuration::from_secs(i64::from(ttl)))
+        .unwrap_or(Timestamp::MAX);
+    if now < expires {
+        return Ok(Action::requeue(until(now, expires)));
+    }
+    let api: Api<Task> = Api::namespaced(ctx.client.clone(), &task.namespace().unwrap_or_default());
+    tracing::info!(task = %task.name_any(), ttl, "deleting the finished Task: ttlSecondsAfterFinished passed");
+    match api
+        .delete(&task.name_any(), &DeleteParams::background())
+        .await
+    {
+        Ok(_) => {}
+        Err(kube::Error::Api(status)) if status.code == 404 => {}
+        Err(err) => return Err(err.into()),
+    }
+    Ok(Action::await_change())
+}
+
+async fn state_lost(
+    task: &Task,
+    ctx: &Arc<Context>,
+    api: &Api<Task>,
+    memory: &mut TaskMemory,
+    before: TaskPhase,
+) -> Result<Action, Error> {
+    let now = now();
+    finish_failed(
+        &mut memory.status,
+        reason::STATE_LOST,
+        "the Task's state in Redis is gone (its meta key is missing) and no checkpoint restored it",
+        task.metadata.generation,
+        now,
+    );
+    write_status(task, ctx, api, memory, before, true).await?;
+    Ok(Action::await_change())
+}
+
+/// Deletion: stop the agents, drop queued work, wait (bounded) for agents still holding an
+/// item of the Task, then remove every key of the Task.
+async fn cleanup(task: &Task, ctx: &Context) -> Result<Action, Error> {
+    let uid = task.uid().ok_or(Error::MissingMetadata("uid"))?;
+    drop(take_memory(ctx, &uid));
+    ctx.metrics.set_task_phase(&uid, None);
+    let Some(pool_uid) = task.status.as_ref().and_then(|s| s.pool_uid.clone()) else {
+        return Ok(Action::await_change());
+    };
+    let pool = Pool::new(ctx.redis.clone(), &PoolUid::new(&pool_uid)?);
+    let task_uid = TaskUid::new(&uid)?;
+    let coord = pool.task(&task_uid);
+    let queue = pool.queue();
+    coord.cancel("the Task was deleted").await?;
+    queue.purge_task(&task_uid).await?;
+    let working = queue.pending_for_task(&task_uid).await?;
+    let deleted_at = task
+        .metadata
+        .deletion_timestamp
+        .as_ref()
+        .map_or_else(now, |t| t.0);
+    let grace =
+        SignedDuration::try_from(ctx.settings.cleanup_grace).unwrap_or(SignedDuration::ZERO);
+    if working > 0 && now() < deleted_at.checked_add(grace).unwrap_or(Timestamp::MAX) {
+        return Err(Error::AgentsStillWorking(task.name_any()));
+    }
+    let removed = coord.delete_all().await?;
+    tracing::info!(task = %task.name_any(), keys = removed, "removed the Task's Redis keys");
+    Ok(Action::await_change())
+}
+
+/// Starts the task that wakes the controller when the Task's events stream grows.
+fn ensure_pump(
+    ctx: &Arc<Context>,
+    memory: &mut TaskMemory,
+    coord: &maos_core::coord::Task,
+    task: &Task,
+) {
+    if memory.pump.as_ref().is_some_and(|p| !p.is_finished()) {
+        return;
+    }
+    let events = coord.events();
+    let redis = ctx.redis.clone();
+    let wake = ctx.wake.clone();
+    let reference = ObjectRef::from_obj(task);
+    let keys = coord.keys().clone();
+    memory.pump = Some(tokio::spawn(async move {
+        let dedicated = match redis.dedicated(PUMP_BLOCK).await {
+            Ok(redis) => redis,
+            Err(err) => {
+                tracing::warn!(error = %err, "the event pump could not connect; relying on periodic reconciles");
+                return;
+            }
+        };
+        let events_blocking = maos_core::coord::events::EventLog::new(dedicated, keys);
+        let mut after = match events.newest().await {
+            Ok(Some(id)) => id,
+            _ => EntryId::zero(),
+        };
+        loop {
+            match events_blocking.wait_after(&after, PUMP_BLOCK).await {
+                Ok(Some(newest)) => {
+                    after = newest;
+                    if wake.unbounded_send(reference.clone()).is_err() {
+                        return;
+                    }
+                }
+                Ok(None) => {}
+                Err(err) => {
+                    tracing::debug!(error = %err, "event pump read failed; retrying");
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                }
+            }
+        }
+    }));
+}
+
+fn deadline_ms(task: &Task, accepted_at: Timestamp, now: Timestamp) -> u64 {
+    let timeout = SignedDuration::from_secs(i64::from(task.spec.subtask_timeout_seconds));
+    let active = SignedDuration::from_secs(i64::from(task.spec.active_deadline_seconds));
+    let by_timeout = now.checked_add(timeout).unwrap_or(Timestamp::MAX);
+    let by_deadline = accepted_at.checked_add(active).unwrap_or(Timestamp::MAX);
+    u64::try_from(by_timeout.min(by_deadline).as_millisecond()).unwrap_or(0)
+}
+
+fn unix_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+fn until(now: Timestamp, at: Timestamp) -> Duration {
+    Duration::try_from(at.duration_since(now)).unwrap_or(Duration::ZERO)
+}
+
+/// Tasks that use the pool `pool` (for waking them when it appears).
+pub fn tasks_of_pool(
+    store: &kube::runtime::reflector::Store<Task>,
+    pool: &AgentPool,
+) -> Vec<ObjectRef<Task>> {
+    let (name, namespace) = (pool.name_any(), pool.namespace());
+    store
+        .state()
+        .iter()
+        .filter(|t| t.namespace() == namespace && t.spec.pool_ref.name == name)
+        .filter(|t| t.status.as_ref().is_none_or(|s| s.pool_uid.is_none()))
+        .map(|t| ObjectRef::from_obj(t.as_ref()))
+        .collect()
+}

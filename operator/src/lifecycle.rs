@@ -1,0 +1,660 @@
+//! What a Task does next: a pure decision over its spec, its status (with the agents' events
+//! already folded in) and a few facts read from Redis.
+//!
+//! The Task's status is the whole memory of the decision: the planner and the synthesizer are
+//! entries `plan` and `synthesize` of `status.subtasks` beside the work subtasks, the accepted
+//! DAG is rebuilt from the entries' names and `dependsOn`, and every attempt dispatched is
+//! counted in its entry. An operator restarted mid-task reads the same status and decides the
+//! same; the queue's enqueue-once marker absorbs a dispatch repeated after a crash.
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use k8s_openapi::jiff::{SignedDuration, Timestamp};
+use maos_core::api::v1alpha1::conditions::{
+    condition, find_condition, reason, set_condition, task as cond,
+};
+use maos_core::api::v1alpha1::{
+    Shutdown, SubtaskPhase, SubtaskSpec, SubtaskStatus, TaskPhase, TaskSpec, TaskStatus,
+};
+use maos_core::coord::queue::WorkKind;
+use maos_core::dag::{DraftNode, Plan, SubtaskName};
+use maos_core::validate::check_subtasks;
+
+use crate::scheduler::{self, Dispatch};
+use crate::status::{fail_attempt, is_done, summarize, truncate};
+
+/// The status entry (and work-item subtask) of the planner.
+pub const PLAN: &str = "plan";
+/// The status entry (and work-item subtask) of the final merge.
+pub const SYNTHESIZE: &str = "synthesize";
+/// How long past its `subtaskTimeoutSeconds` a running attempt may go before the operator
+/// counts it as failed: the agent itself stops at the deadline, this catches a stuck agent.
+pub const TIMEOUT_GRACE: SignedDuration = SignedDuration::from_secs(30);
+/// Longest condition message written.
+const MAX_CONDITION_MESSAGE: usize = 300;
+
+/// What the reconciler read for this decision, besides the Task itself.
+#[derive(Clone, Debug)]
+pub struct Facts<'a> {
+    /// The time of the decision.
+    pub now: Timestamp,
+    /// When the Task was accepted: `activeDeadlineSeconds` counts from here.
+    pub accepted_at: Timestamp,
+    /// The planner's recorded answer (`results["plan"]`), read once the plan entry succeeded.
+    pub plan_result: Option<&'a str>,
+    /// Why the Task's budget is spent, if it is.
+    pub budget_exhausted: Option<String>,
+    /// The Task's `metadata.generation`.
+    pub generation: Option<i64>,
+}
+
+/// A work item to put on the pool's queue.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct WorkOrder {
+    /// The subtask (`plan` and `synthesize` for those kinds).
+    pub subtask: SubtaskName,
+    /// The attempt it starts.
+    pub attempt: u32,
+    /// Plan, work or synthesize.
+    pub kind: WorkKind,
+}
+
+/// A side effect the reconciler carries out, in order, before it writes the status.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Effect {
+    /// Write the accepted plan's subtasks to Redis, where agents read their prompts.
+    AcceptPlan(Vec<SubtaskSpec>),
+    /// Drop the rejected plan (its result and journal) and tell the next planner why.
+    RejectPlan {
+        /// Why it was rejected, for the planner.
+        feedback: String,
+    },
+    /// Enqueue these work items.
+    Dispatch(Vec<WorkOrder>),
+    /// Tell running agents to stop and drop the Task's queued items.
+    Cancel {
+        /// Why, in a short fixed form.
+        reason: String,
+    },
+    /// Every subtask is done: read the results and finish the Task with its result.
+    Complete,
+}
+
+/// What [`advance`] decided.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Outcome {
+    /// Effects to carry out, in order.
+    pub effects: Vec<Effect>,
+    /// The earliest moment something waits for (a retry backoff, a timeout, the deadline).
+    pub wake_at: Option<Timestamp>,
+}
+
+impl Outcome {
+    fn wake(&mut self, at: Timestamp) {
+        self.wake_at = Some(self.wake_at.map_or(at, |w| w.min(at)));
+    }
+}
+
+/// Sets every condition a Task has to `Unknown` (and `Suspended` to False) if it is missing:
+/// conditions exist from the first reconcile on.
+pub fn init_conditions(status: &mut TaskStatus, generation: Option<i64>, now: Timestamp) {
+    for (type_, status_value) in [
+        (cond::ACCEPTED, "Unknown"),
+        (cond::PLANNED, "Unknown"),
+        (cond::SUSPENDED, "False"),
+        (cond::SUCCEEDED, "Unknown"),
+    ] {
+        if find_condition(&status.conditions, type_).is_none() {
+            set_condition(
+                &mut status.conditions,
+                condition(
+                    type_,
+                    status_value,
+                    reason::RECONCILING,
+                    "",
+                    generation,
+                    Time(now),
+                ),
+            );
+        }
+    }
+}
+
+/// Sets condition `type_` (messages are cut to a bounded length).
+pub fn set(
+    status: &mut TaskStatus,
+    type_: &str,
+    value: &str,
+    why: &str,
+    message: &str,
+    generation: Option<i64>,
+    now: Timestamp,
+) {
+    set_condition(
+        &mut status.conditions,
+        condition(
+            type_,
+            value,
+            why,
+            truncate(message, MAX_CONDITION_MESSAGE),
+            generation,
+            Time(now),
+        ),
+    );
+}
+
+/// Whether the Task has finished, successfully or not.
+pub fn is_finished(status: &TaskStatus) -> bool {
+    find_condition(&status.conditions, cond::SUCCEEDED).is_some_and(|c| c.status != "Unknown")
+}
+
+/// The one-word summary of the status, for printer columns.
+pub fn phase_of(status: &TaskStatus) -> TaskPhase {
+    match find_condition(&status.conditions, cond::SUCCEEDED).map(|c| c.status.as_str()) {
+        Some("True") => return TaskPhase::Succeeded,
+        Some("False") => return TaskPhase::Failed,
+        _ => {}
+    }
+    if find_condition(&status.conditions, cond::ACCEPTED).is_none_or(|c| c.status != "True") {
+        return TaskPhase::Pending;
+    }
+    if status.plan_revision.is_none() {
+        return TaskPhase::Planning;
+    }
+    if status.subtasks.iter().any(|s| s.name == SYNTHESIZE) {
+        return TaskPhase::Synthesizing;
+    }
+    TaskPhase::Running
+}
+
+/// Ends the Task without a result: `Succeeded=False` with `why`; every subtask not yet done is
+/// cancelled.
+pub fn finish_failed(
+    status: &mut TaskStatus,
+    why: &str,
+    message: &str,
+    generation: Option<i64>,
+    now: Timestamp,
+) {
+    for subtask in &mut status.subtasks {
+        if !is_done(subtask.phase) {
+            subtask.phase = SubtaskPhase::Cancelled;
+            subtask.finished_at = Some(Time(now));
+            subtask.message = Some(format!("cancelled: {why}"));
+        }
+    }
+    set(
+        status,
+        cond::SUCCEEDED,
+        "False",
+        why,
+        message,
+        generation,
+        now,
+    );
+    finish(status, now);
+}
+
+/// Ends the Task with its result.
+pub fn finish_succeeded(status: &mut TaskStatus, generation: Option<i64>, now: Timestamp) {
+    set(
+        status,
+        cond::SUCCEEDED,
+        "True",
+        reason::COMPLETED,
+        "every subtask succeeded",
+        generation,
+        now,
+    );
+    finish(status, now);
+}
+
+fn finish(status: &mut TaskStatus, now: Timestamp) {
+    status.completed_at = Some(Time(now));
+    set(
+        status,
+        cond::SUSPENDED,
+        "False",
+        "Finished",
+        "",
+        status.observed_generation,
+        now,
+    );
+    summarize(status, now);
+}
+
+/// Parses and checks a planner's answer: a JSON list of `{name, prompt, dependsOn}` with at most
+/// `max_subtasks` entries forming a valid DAG.
+pub fn parse_plan(answer: &str, max_subtasks: u32) -> Result<Vec<SubtaskSpec>, String> {
+    let subtasks: Vec<SubtaskSpec> = serde_json::from_str(answer)
+        .map_err(|e| format!("the plan is not a list of {{name, prompt, dependsOn}}: {e}"))?;
+    if subtasks.is_empty() {
+        return Err("the plan has no subtasks".to_owned());
+    }
+    if subtasks.len() > max_subtasks as usize {
+        return Err(format!(
+            "the plan has {} subtasks; at most {max_subtasks} are allowed",
+            subtasks.len()
+        ));
+    }
+    check_subtasks(&subtasks, "plan").map_err(|e| e.to_string())?;
+    Ok(subtasks)
+}
+
+/// The status entry of an accepted subtask, waiting for its dependencies.
+pub fn pending_entry(name: &str, depends_on: Vec<String>) -> SubtaskStatus {
+    SubtaskStatus {
+        name: name.to_owned(),
+        phase: SubtaskPhase::Pending,
+        depends_on,
+        agent: None,
+        attempts: None,
+        started_at: None,
+        finished_at: None,
+        tokens: None,
+        message: None,
+    }
+}
+
+/// Decides the Task's next step at `facts.now`, updating `status` (subtask entries, plan,
+/// conditions) and returning the effects to carry out. A finished Task decides nothing.
+pub fn advance(spec: &TaskSpec, status: &mut TaskStatus, facts: &Facts<'_>) -> Outcome {
+    let (now, generation) = (facts.now, facts.generation);
+    let mut outcome = Outcome::default();
+    if is_finished(status) {
+        return outcome;
+    }
+    let retry = &spec.retry_strategy;
+
+    // A running attempt far past its timeout: its agent is stuck; count the attempt as failed.
+    let timeout = SignedDuration::from_secs(i64::from(spec.subtask_timeout_seconds));
+    for subtask in &mut status.subtasks {
+        if subtask.phase != SubtaskPhase::Running {
+            continue;
+        }
+        let Some(started) = subtask.started_at.as_ref().map(|t| t.0) else {
+            continue;
+        };
+        let limit = started
+            .checked_add(timeout)
+            .and_then(|t| t.checked_add(TIMEOUT_GRACE))
+            .unwrap_or(Timestamp::MAX);
+        if now >= limit {
+            let attempts = subtask.attempts.unwrap_or(1);
+            fail_attempt(
+                subtask,
+                attempts,
+                "DeadlineExceeded: no result within subtaskTimeoutSeconds",
+                retry.limit,
+                now,
+            );
+        } else {
+            outcome.wake(limit);
+        }
+    }
+
+    // Endings that stop everything, most deliberate first.
+    let deadline = facts
+        .accepted_at
+        .checked_add(SignedDuration::from_secs(i64::from(
+            spec.active_deadline_seconds,
+        )))
+        .unwrap_or(Timestamp::MAX);
+    let stop = if spec.shutdown == Some(Shutdown::Terminate) {
+        Some((
+            reason::CANCELLED,
+            "spec.shutdown is Terminate: running subtasks were stopped".to_owned(),
+        ))
+    } else if now >= deadline {
+        Some((
+            reason::DEADLINE_EXCEEDED,
+            format!(
+                "the Task ran longer than activeDeadlineSeconds ({} s)",
+                spec.active_deadline_seconds
+            ),
+        ))
+    } else if let Some(why) = &facts.budget_exhausted {
+        Some((reason::BUDGET_EXCEEDED, why.clone()))
+    } else {
+        status
+            .subtasks
+            .iter()
+            .find(|s| s.phase == SubtaskPhase::Failed)
+            .map(|failed| {
+                let message = failed.message.clone().unwrap_or_default();
+                let attempts = failed.attempts.unwrap_or(1);
+                if message.starts_with("BudgetExceeded") {
+                    (
+                        reason::BUDGET_EXCEEDED,
+                        format!("subtask {} stopped: {message}", failed.name),
+                    )
+                } else {
+                    (
+                        reason::SUBTASK_FAILED,
+                        format!(
+                            "subtask {} failed after {attempts} attempt(s): {message}",
+                            failed.name
+                        ),
+                    )
+                }
+            })
+    };
+    if let Some((why, message)) = stop {
+        outcome.effects.push(Effect::Cancel {
+            reason: why.to_owned(),
+        });
+        finish_failed(status, why, &message, generation, now);
+        return outcome;
+    }
+    outcome.wake(deadline);
+
+    let hold = spec.suspend || spec.shutdown == Some(Shutdown::Graceful);
+    let (suspended, why, message) = match (spec.suspend, spec.shutdown) {
+        (_, Some(Shutdown::Graceful)) => (
+            "True",
+            "ShuttingDown",
+            "spec.shutdown is Graceful: no new dispatch",
+        ),
+        (true, _) => ("True", "Suspended", "spec.suspend is true: no new dispatch"),
+        (false, _) => ("False", "Running", ""),
+    };
+    set(
+        status,
+        cond::SUSPENDED,
+        suspended,
+        why,
+        message,
+        generation,
+        now,
+    );
+    let graceful = spec.shutdown == Some(Shutdown::Graceful);
+    let in_flight = status
+        .subtasks
+        .iter()
+        .any(|s| matches!(s.phase, SubtaskPhase::Queued | SubtaskPhase::Running));
+    if graceful && !in_flight {
+        outcome.effects.push(Effect::Cancel {
+            reason: reason::CANCELLED.to_owned(),
+        });
+        finish_failed(
+            status,
+            reason::CANCELLED,
+            "spec.shutdown is Graceful: stopped after the running subtasks",
+            generation,
+            now,
+        );
+        return outcome;
+    }
+
+    if status.plan_revision.is_none() {
+        plan_step(spec, status, facts, hold, &mut outcome);
+        summarize(status, now);
+        return outcome;
+    }
+
+    let work: Vec<&SubtaskStatus> = status
+        .subtasks
+        .iter()
+        .filter(|s| s.name != PLAN && s.name != SYNTHESIZE)
+        .collect();
+    let all_succeeded = work.iter().all(|s| s.phase == SubtaskPhase::Succeeded);
+    if all_succeeded {
+        if !spec.synthesize {
+            outcome.effects.push(Effect::Complete);
+            return outcome;
+        }
+        if !status.subtasks.iter().any(|s| s.name == SYNTHESIZE) {
+            let all = work.iter().map(|s| s.name.clone()).collect();
+            status.subtasks.push(pending_entry(SYNTHESIZE, all));
+        }
+        let synthesized = status
+            .subtasks
+            .iter()
+            .any(|s| s.name == SYNTHESIZE && s.phase == SubtaskPhase::Succeeded);
+        if synthesized {
+            outcome.effects.push(Effect::Complete);
+        } else if !hold {
+            single_step(
+                status,
+                SYNTHESIZE,
+                WorkKind::Synthesize,
+                retry,
+                now,
+                &mut outcome,
+            );
+        }
+        summarize(status, now);
+        return outcome;
+    }
+    if hold {
+        summarize(status, now);
+        return outcome;
+    }
+
+    let drafts: Vec<DraftNode<'_>> = work
+        .iter()
+        .map(|s| DraftNode {
+            name: &s.name,
+            depends_on: &s.depends_on,
+        })
+        .collect();
+    let plan = match Plan::new(&drafts, "status.subtasks") {
+        Ok(plan) => plan,
+        Err(errors) => {
+            // Only an edited status can get here: the plan was checked when it was accepted.
+            let message = errors
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join("; ");
+            outcome.effects.push(Effect::Cancel {
+                reason: reason::INVALID_SPEC.to_owned(),
+            });
+            finish_failed(
+                status,
+                reason::INVALID_SPEC,
+                &format!("the accepted plan in status is not a DAG: {message}"),
+                generation,
+                now,
+            );
+            return outcome;
+        }
+    };
+    let statuses: Vec<SubtaskStatus> = work.iter().map(|s| (*s).clone()).collect();
+    let decision = scheduler::next_dispatch(&plan, &statuses, spec.parallelism, retry, now);
+    if let Some(at) = decision.wake_at {
+        outcome.wake(at);
+    }
+    let orders: Vec<WorkOrder> = decision
+        .dispatch
+        .into_iter()
+        .map(|Dispatch { subtask, attempt }| WorkOrder {
+            subtask,
+            attempt,
+            kind: WorkKind::Work,
+        })
+        .collect();
+    mark_queued(status, &orders);
+    if !orders.is_empty() {
+        outcome.effects.push(Effect::Dispatch(orders));
+    }
+    summarize(status, now);
+    outcome
+}
+
+/// Planning: a manual DAG is accepted at once; otherwise the planner runs, and its answer is
+/// accepted, or rejected once with feedback and then for good.
+fn plan_step(
+    spec: &TaskSpec,
+    status: &mut TaskStatus,
+    facts: &Facts<'_>,
+    hold: bool,
+    outcome: &mut Outcome,
+) {
+    let (now, generation) = (facts.now, facts.generation);
+    if !spec.subtasks.is_empty() {
+        accept(
+            status,
+            spec.subtasks.clone(),
+            "Manual",
+            generation,
+            now,
+            outcome,
+        );
+        return;
+    }
+    if !status.subtasks.iter().any(|s| s.name == PLAN) {
+        status.subtasks.push(pending_entry(PLAN, Vec::new()));
+    }
+    let planned = status
+        .subtasks
+        .iter()
+        .find(|s| s.name == PLAN)
+        .is_some_and(|s| s.phase == SubtaskPhase::Succeeded);
+    if !planned {
+        if !hold {
+            single_step(
+                status,
+                PLAN,
+                WorkKind::Plan,
+                &spec.retry_strategy,
+                now,
+                outcome,
+            );
+        }
+        return;
+    }
+    let verdict = match facts.plan_result {
+        Some(answer) => parse_plan(answer, spec.max_subtasks),
+        None => Err("the planner finished without submitting a plan".to_owned()),
+    };
+    match verdict {
+        Ok(subtasks) => accept(status, subtasks, "PlanAccepted", generation, now, outcome),
+        Err(problem) => {
+            let rejected_before = find_condition(&status.conditions, cond::PLANNED)
+                .is_some_and(|c| c.reason == reason::PLAN_REJECTED);
+            let message = format!("the planner's plan was rejected: {problem}");
+            if rejected_before {
+                outcome.effects.push(Effect::Cancel {
+                    reason: reason::PLAN_REJECTED.to_owned(),
+                });
+                set(
+                    status,
+                    cond::PLANNED,
+                    "False",
+                    reason::PLAN_REJECTED,
+                    &message,
+                    generation,
+                    now,
+                );
+                finish_failed(status, reason::PLAN_REJECTED, &message, generation, now);
+                return;
+            }
+            set(
+                status,
+                cond::PLANNED,
+                "False",
+                reason::PLAN_REJECTED,
+                &format!("{message}; asking the planner once more"),
+                generation,
+                now,
+            );
+            outcome
+                .effects
+                .push(Effect::RejectPlan { feedback: problem });
+            let Some(entry) = status.subtasks.iter_mut().find(|s| s.name == PLAN) else {
+                return;
+            };
+            let attempt = entry.attempts.unwrap_or(1) + 1;
+            entry.phase = SubtaskPhase::Queued;
+            entry.attempts = Some(attempt);
+            entry.finished_at = None;
+            entry.message = Some("plan rejected; planning again".to_owned());
+            if let Ok(subtask) = SubtaskName::new(PLAN) {
+                outcome.effects.push(Effect::Dispatch(vec![WorkOrder {
+                    subtask,
+                    attempt,
+                    kind: WorkKind::Plan,
+                }]));
+            }
+        }
+    }
+}
+
+fn accept(
+    status: &mut TaskStatus,
+    subtasks: Vec<SubtaskSpec>,
+    why: &str,
+    generation: Option<i64>,
+    now: Timestamp,
+    outcome: &mut Outcome,
+) {
+    for subtask in &subtasks {
+        status
+            .subtasks
+            .push(pending_entry(&subtask.name, subtask.depends_on.clone()));
+    }
+    status.plan_revision = Some(status.plan_revision.unwrap_or(0) + 1);
+    set(
+        status,
+        cond::PLANNED,
+        "True",
+        why,
+        &format!("{} subtasks", subtasks.len()),
+        generation,
+        now,
+    );
+    outcome.effects.push(Effect::AcceptPlan(subtasks));
+}
+
+/// Dispatches the lone subtask `name` (the planner or the synthesizer) when it is due.
+fn single_step(
+    status: &mut TaskStatus,
+    name: &str,
+    kind: WorkKind,
+    retry: &maos_core::api::v1alpha1::RetryStrategy,
+    now: Timestamp,
+    outcome: &mut Outcome,
+) {
+    let Some(entry) = status.subtasks.iter().find(|s| s.name == name) else {
+        return;
+    };
+    if entry.phase != SubtaskPhase::Pending {
+        return;
+    }
+    let attempts = entry.attempts.unwrap_or(0);
+    if attempts > 0 {
+        let failed_at = entry.finished_at.as_ref().map_or(now, |t| t.0);
+        let delay = SignedDuration::try_from(scheduler::retry_delay(retry, attempts))
+            .unwrap_or(SignedDuration::MAX);
+        let ready_at = failed_at.checked_add(delay).unwrap_or(Timestamp::MAX);
+        if ready_at > now {
+            outcome.wake(ready_at);
+            return;
+        }
+    }
+    let Ok(subtask) = SubtaskName::new(name) else {
+        return;
+    };
+    let order = WorkOrder {
+        subtask,
+        attempt: attempts + 1,
+        kind,
+    };
+    mark_queued(status, std::slice::from_ref(&order));
+    outcome.effects.push(Effect::Dispatch(vec![order]));
+}
+
+fn mark_queued(status: &mut TaskStatus, orders: &[WorkOrder]) {
+    for order in orders {
+        if let Some(entry) = status
+            .subtasks
+            .iter_mut()
+            .find(|s| s.name == order.subtask.as_str())
+        {
+            entry.phase = SubtaskPhase::Queued;
+            entry.attempts = Some(order.attempt);
+            entry.finished_at = None;
+            entry.started_at = None;
+        }
+    }
+}
