@@ -387,8 +387,11 @@ pub fn advance(spec: &TaskSpec, status: &mut TaskStatus, facts: &Facts<'_>) -> O
 
     if status.plan_revision.is_none() {
         plan_step(spec, status, facts, hold, &mut outcome);
-        summarize(status, now);
-        return outcome;
+        if status.plan_revision.is_none() || is_finished(status) {
+            summarize(status, now);
+            return outcome;
+        }
+        // A plan accepted just now: its first subtasks go out in the same step.
     }
 
     let work: Vec<&SubtaskStatus> = status
@@ -656,5 +659,406 @@ fn mark_queued(status: &mut TaskStatus, orders: &[WorkOrder]) {
             entry.finished_at = None;
             entry.started_at = None;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use maos_core::api::v1alpha1::Budget;
+
+    fn at(seconds: i64) -> Timestamp {
+        Timestamp::from_second(1_000_000 + seconds).expect("valid")
+    }
+
+    fn spec(subtasks: &[(&str, &[&str])]) -> TaskSpec {
+        let mut spec: TaskSpec = serde_json::from_value(serde_json::json!({
+            "prompt": "Compare vector databases.",
+            "poolRef": {"name": "default"},
+        }))
+        .expect("spec");
+        spec.subtasks = subtasks
+            .iter()
+            .map(|(name, deps)| SubtaskSpec {
+                name: (*name).into(),
+                prompt: format!("do {name}"),
+                depends_on: deps.iter().map(|d| (*d).into()).collect(),
+                voters: None,
+            })
+            .collect();
+        spec
+    }
+
+    fn facts(now: i64) -> Facts<'static> {
+        Facts {
+            now: at(now),
+            accepted_at: at(0),
+            plan_result: None,
+            budget_exhausted: None,
+            generation: Some(1),
+        }
+    }
+
+    fn accepted() -> TaskStatus {
+        let mut status = TaskStatus::default();
+        init_conditions(&mut status, Some(1), at(0));
+        set(
+            &mut status,
+            cond::ACCEPTED,
+            "True",
+            "Registered",
+            "",
+            Some(1),
+            at(0),
+        );
+        status
+    }
+
+    fn dispatched(outcome: &Outcome) -> Vec<(String, u32, WorkKind)> {
+        outcome
+            .effects
+            .iter()
+            .filter_map(|e| match e {
+                Effect::Dispatch(orders) => Some(orders),
+                _ => None,
+            })
+            .flatten()
+            .map(|o| (o.subtask.as_str().to_owned(), o.attempt, o.kind))
+            .collect()
+    }
+
+    fn entry<'a>(status: &'a TaskStatus, name: &str) -> &'a SubtaskStatus {
+        status
+            .subtasks
+            .iter()
+            .find(|s| s.name == name)
+            .unwrap_or_else(|| panic!("{name} has a status entry"))
+    }
+
+    fn entry_mut<'a>(status: &'a mut TaskStatus, name: &str) -> &'a mut SubtaskStatus {
+        status
+            .subtasks
+            .iter_mut()
+            .find(|s| s.name == name)
+            .unwrap_or_else(|| panic!("{name} has a status entry"))
+    }
+
+    fn succeed(status: &mut TaskStatus, name: &str) {
+        let e = entry_mut(status, name);
+        e.phase = SubtaskPhase::Succeeded;
+        e.finished_at = Some(Time(at(1)));
+    }
+
+    fn reason_of(status: &TaskStatus) -> (String, String) {
+        let c = find_condition(&status.conditions, cond::SUCCEEDED).expect("Succeeded");
+        (c.status.clone(), c.reason.clone())
+    }
+
+    #[test]
+    fn a_manual_dag_is_accepted_at_once_and_only_its_roots_are_dispatched() {
+        let spec = spec(&[("a", &[]), ("b", &["a"])]);
+        let mut status = accepted();
+        let outcome = advance(&spec, &mut status, &facts(1));
+        assert!(matches!(&outcome.effects[0], Effect::AcceptPlan(s) if s.len() == 2));
+        assert_eq!(dispatched(&outcome), [("a".into(), 1, WorkKind::Work)]);
+        assert_eq!(status.plan_revision, Some(1));
+        assert_eq!(entry(&status, "a").phase, SubtaskPhase::Queued);
+        assert_eq!(entry(&status, "b").phase, SubtaskPhase::Pending);
+        assert_eq!(phase_of(&status), TaskPhase::Running);
+        let planned = find_condition(&status.conditions, cond::PLANNED).expect("Planned");
+        assert_eq!(
+            (planned.status.as_str(), planned.reason.as_str()),
+            ("True", "Manual")
+        );
+    }
+
+    #[test]
+    fn without_subtasks_the_planner_runs_first() {
+        let spec = spec(&[]);
+        let mut status = accepted();
+        let outcome = advance(&spec, &mut status, &facts(1));
+        assert_eq!(dispatched(&outcome), [(PLAN.into(), 1, WorkKind::Plan)]);
+        assert_eq!(phase_of(&status), TaskPhase::Planning);
+        // Nothing more while the planner works.
+        let again = advance(&spec, &mut status, &facts(2));
+        assert!(again.effects.is_empty(), "{again:?}");
+    }
+
+    #[test]
+    fn a_valid_plan_is_accepted_and_dispatched() {
+        let spec = spec(&[]);
+        let mut status = accepted();
+        advance(&spec, &mut status, &facts(1));
+        succeed(&mut status, PLAN);
+        let answer = r#"[{"name":"x","prompt":"p"},{"name":"y","prompt":"q","dependsOn":["x"]}]"#;
+        let outcome = advance(
+            &spec,
+            &mut status,
+            &Facts {
+                plan_result: Some(answer),
+                ..facts(2)
+            },
+        );
+        assert!(matches!(&outcome.effects[0], Effect::AcceptPlan(s) if s.len() == 2));
+        assert_eq!(status.plan_revision, Some(1));
+        assert_eq!(entry(&status, "y").depends_on, vec!["x".to_owned()]);
+        assert_eq!(dispatched(&outcome), [("x".into(), 1, WorkKind::Work)]);
+    }
+
+    #[test]
+    fn a_rejected_plan_is_asked_for_once_more_with_the_reason_then_fails_the_task() {
+        let spec = spec(&[]);
+        let mut status = accepted();
+        advance(&spec, &mut status, &facts(1));
+        succeed(&mut status, PLAN);
+        let cyclic = r#"[{"name":"x","prompt":"p","dependsOn":["y"]},{"name":"y","prompt":"q","dependsOn":["x"]}]"#;
+        let first = advance(
+            &spec,
+            &mut status,
+            &Facts {
+                plan_result: Some(cyclic),
+                ..facts(2)
+            },
+        );
+        assert!(
+            matches!(&first.effects[0], Effect::RejectPlan { feedback } if feedback.contains("cycle")),
+            "{first:?}"
+        );
+        assert_eq!(dispatched(&first), [(PLAN.into(), 2, WorkKind::Plan)]);
+        assert!(!is_finished(&status));
+        succeed(&mut status, PLAN);
+        let second = advance(
+            &spec,
+            &mut status,
+            &Facts {
+                plan_result: Some(cyclic),
+                ..facts(3)
+            },
+        );
+        assert!(second.effects.contains(&Effect::Cancel {
+            reason: reason::PLAN_REJECTED.into()
+        }));
+        assert_eq!(
+            reason_of(&status),
+            ("False".into(), reason::PLAN_REJECTED.into())
+        );
+    }
+
+    #[test]
+    fn a_plan_over_max_subtasks_or_not_json_is_rejected_with_why() {
+        assert!(
+            parse_plan("not json", 4)
+                .expect_err("not json")
+                .contains("not a list")
+        );
+        let three =
+            r#"[{"name":"a","prompt":"p"},{"name":"b","prompt":"p"},{"name":"c","prompt":"p"}]"#;
+        assert!(
+            parse_plan(three, 2)
+                .expect_err("too many")
+                .contains("at most 2")
+        );
+        assert!(
+            parse_plan("[]", 2)
+                .expect_err("empty")
+                .contains("no subtasks")
+        );
+        let reserved = r#"[{"name":"plan","prompt":"p"}]"#;
+        assert!(parse_plan(reserved, 2).is_err());
+    }
+
+    #[test]
+    fn when_every_subtask_succeeded_the_synthesizer_runs_then_the_task_completes() {
+        let spec = spec(&[("a", &[]), ("b", &[])]);
+        let mut status = accepted();
+        advance(&spec, &mut status, &facts(1));
+        succeed(&mut status, "a");
+        succeed(&mut status, "b");
+        let outcome = advance(&spec, &mut status, &facts(2));
+        assert_eq!(
+            dispatched(&outcome),
+            [(SYNTHESIZE.into(), 1, WorkKind::Synthesize)]
+        );
+        assert_eq!(phase_of(&status), TaskPhase::Synthesizing);
+        assert_eq!(entry(&status, SYNTHESIZE).depends_on, vec!["a", "b"]);
+        succeed(&mut status, SYNTHESIZE);
+        let done = advance(&spec, &mut status, &facts(3));
+        assert_eq!(done.effects, vec![Effect::Complete]);
+    }
+
+    #[test]
+    fn without_synthesis_the_task_completes_when_its_subtasks_do() {
+        let mut spec = spec(&[("a", &[])]);
+        spec.synthesize = false;
+        let mut status = accepted();
+        advance(&spec, &mut status, &facts(1));
+        succeed(&mut status, "a");
+        assert_eq!(
+            advance(&spec, &mut status, &facts(2)).effects,
+            vec![Effect::Complete]
+        );
+    }
+
+    #[test]
+    fn a_subtask_failed_for_good_fails_the_task_and_cancels_the_rest() {
+        let spec = spec(&[("a", &[]), ("b", &[])]);
+        let mut status = accepted();
+        advance(&spec, &mut status, &facts(1));
+        let a = entry_mut(&mut status, "a");
+        a.phase = SubtaskPhase::Failed;
+        a.attempts = Some(3);
+        a.message = Some("ModelError: 400".into());
+        let outcome = advance(&spec, &mut status, &facts(2));
+        assert!(matches!(&outcome.effects[0], Effect::Cancel { .. }));
+        assert_eq!(
+            reason_of(&status),
+            ("False".into(), reason::SUBTASK_FAILED.into())
+        );
+        let message = &find_condition(&status.conditions, cond::SUCCEEDED)
+            .expect("c")
+            .message;
+        assert!(
+            message.contains("subtask a failed after 3 attempt(s)"),
+            "{message}"
+        );
+        assert_eq!(entry(&status, "b").phase, SubtaskPhase::Cancelled);
+        assert!(status.completed_at.is_some());
+        assert_eq!(phase_of(&status), TaskPhase::Failed);
+    }
+
+    #[test]
+    fn a_subtask_stopped_by_the_budget_fails_the_task_with_budget_exceeded() {
+        let spec = spec(&[("a", &[])]);
+        let mut status = accepted();
+        advance(&spec, &mut status, &facts(1));
+        let a = entry_mut(&mut status, "a");
+        a.phase = SubtaskPhase::Failed;
+        a.message = Some("BudgetExceeded: spent".into());
+        advance(&spec, &mut status, &facts(2));
+        assert_eq!(reason_of(&status).1, reason::BUDGET_EXCEEDED);
+    }
+
+    #[test]
+    fn a_spent_budget_fails_the_task() {
+        let mut spec = spec(&[("a", &[])]);
+        spec.budget = Some(Budget {
+            max_tokens: Some(10),
+            max_cost_usd: None,
+        });
+        let mut status = accepted();
+        let outcome = advance(
+            &spec,
+            &mut status,
+            &Facts {
+                budget_exhausted: Some("the token budget (10) is spent".into()),
+                ..facts(1)
+            },
+        );
+        assert!(matches!(&outcome.effects[0], Effect::Cancel { .. }));
+        assert_eq!(reason_of(&status).1, reason::BUDGET_EXCEEDED);
+    }
+
+    #[test]
+    fn the_active_deadline_counts_from_acceptance() {
+        let mut spec = spec(&[("a", &[])]);
+        spec.active_deadline_seconds = 60;
+        let mut status = accepted();
+        let running = advance(&spec, &mut status, &facts(59));
+        assert!(!is_finished(&status));
+        assert_eq!(running.wake_at, Some(at(60)));
+        advance(&spec, &mut status, &facts(60));
+        assert_eq!(reason_of(&status).1, reason::DEADLINE_EXCEEDED);
+    }
+
+    #[test]
+    fn terminate_cancels_at_once() {
+        let mut spec = spec(&[("a", &[])]);
+        let mut status = accepted();
+        advance(&spec, &mut status, &facts(1));
+        spec.shutdown = Some(Shutdown::Terminate);
+        let outcome = advance(&spec, &mut status, &facts(2));
+        assert!(matches!(&outcome.effects[0], Effect::Cancel { .. }));
+        assert_eq!(reason_of(&status).1, reason::CANCELLED);
+        assert_eq!(entry(&status, "a").phase, SubtaskPhase::Cancelled);
+    }
+
+    #[test]
+    fn graceful_shutdown_lets_running_subtasks_finish_then_cancels() {
+        let mut spec = spec(&[("a", &[]), ("b", &["a"])]);
+        let mut status = accepted();
+        advance(&spec, &mut status, &facts(1));
+        spec.shutdown = Some(Shutdown::Graceful);
+        let waiting = advance(&spec, &mut status, &facts(2));
+        assert!(waiting.effects.is_empty(), "{waiting:?}");
+        assert!(!is_finished(&status));
+        succeed(&mut status, "a");
+        advance(&spec, &mut status, &facts(3));
+        assert_eq!(reason_of(&status).1, reason::CANCELLED);
+        assert_eq!(entry(&status, "b").phase, SubtaskPhase::Cancelled);
+        assert_eq!(entry(&status, "a").phase, SubtaskPhase::Succeeded);
+    }
+
+    #[test]
+    fn a_suspended_task_dispatches_nothing_until_resumed() {
+        let mut spec = spec(&[("a", &[])]);
+        spec.suspend = true;
+        let mut status = accepted();
+        let held = advance(&spec, &mut status, &facts(1));
+        assert!(dispatched(&held).is_empty());
+        let suspended = find_condition(&status.conditions, cond::SUSPENDED).expect("Suspended");
+        assert_eq!(suspended.status, "True");
+        spec.suspend = false;
+        let resumed = advance(&spec, &mut status, &facts(2));
+        assert_eq!(dispatched(&resumed), [("a".into(), 1, WorkKind::Work)]);
+        let suspended = find_condition(&status.conditions, cond::SUSPENDED).expect("Suspended");
+        assert_eq!(suspended.status, "False");
+    }
+
+    #[test]
+    fn an_attempt_stuck_past_its_timeout_and_grace_is_failed_and_retried() {
+        let mut spec = spec(&[("a", &[])]);
+        spec.subtask_timeout_seconds = 10;
+        spec.retry_strategy.backoff.duration_seconds = 0;
+        let mut status = accepted();
+        advance(&spec, &mut status, &facts(1));
+        let a = entry_mut(&mut status, "a");
+        a.phase = SubtaskPhase::Running;
+        a.started_at = Some(Time(at(1)));
+        let before = advance(&spec, &mut status, &facts(40));
+        assert!(dispatched(&before).is_empty());
+        assert_eq!(before.wake_at, Some(at(41)));
+        let after = advance(&spec, &mut status, &facts(41));
+        assert_eq!(dispatched(&after), [("a".into(), 2, WorkKind::Work)]);
+    }
+
+    #[test]
+    fn a_finished_task_decides_nothing() {
+        let spec = spec(&[("a", &[])]);
+        let mut status = accepted();
+        finish_failed(&mut status, reason::CANCELLED, "stop", Some(1), at(1));
+        let before = status.clone();
+        assert_eq!(advance(&spec, &mut status, &facts(2)), Outcome::default());
+        assert_eq!(status, before);
+    }
+
+    #[test]
+    fn the_phase_summarises_the_conditions() {
+        let mut status = TaskStatus::default();
+        init_conditions(&mut status, Some(1), at(0));
+        assert_eq!(phase_of(&status), TaskPhase::Pending);
+        set(
+            &mut status,
+            cond::ACCEPTED,
+            "True",
+            "Registered",
+            "",
+            Some(1),
+            at(0),
+        );
+        assert_eq!(phase_of(&status), TaskPhase::Planning);
+        status.plan_revision = Some(1);
+        assert_eq!(phase_of(&status), TaskPhase::Running);
+        finish_succeeded(&mut status, Some(1), at(1));
+        assert_eq!(phase_of(&status), TaskPhase::Succeeded);
     }
 }

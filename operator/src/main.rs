@@ -2,6 +2,7 @@
 //! prints the CustomResourceDefinitions.
 
 use std::path::PathBuf;
+use std::process::ExitCode;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -43,20 +44,28 @@ enum Command {
     },
 }
 
-fn main() -> anyhow::Result<()> {
-    match Cli::parse().command {
+fn main() -> ExitCode {
+    let result = match Cli::parse().command {
         Command::Crds { dir } => print_crds(dir),
         Command::Run(config) => {
             init_logs(config.log_format);
-            let runtime = tokio::runtime::Builder::new_multi_thread()
+            tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
                 .build()
-                .context("starting the runtime")?;
-            let result = runtime.block_on(run(*config));
-            if let Err(err) = &result {
+                .context("starting the runtime")
+                .and_then(|runtime| runtime.block_on(run(*config)))
+        }
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            // Once, in the log format chosen, with its causes; no backtrace for a user error.
+            if tracing::dispatcher::has_been_set() {
                 tracing::error!("{err:#}");
+            } else {
+                eprintln!("maos-operator: {err:#}");
             }
-            result
+            ExitCode::FAILURE
         }
     }
 }

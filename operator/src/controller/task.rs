@@ -123,8 +123,11 @@ async fn apply(task: &Task, ctx: &Arc<Context>, api: &Api<Task>) -> Result<Actio
         fresh
     });
     let result = step(task, ctx, api, &mut memory).await;
-    let finished = is_finished(&memory.status);
-    if finished && let Some(pump) = memory.pump.take() {
+    // Kept while the Task exists, finished or not: the cache may still hold an older status
+    // than the one written last, and this memory is the newer of the two.
+    if is_finished(&memory.status)
+        && let Some(pump) = memory.pump.take()
+    {
         pump.abort();
     }
     keep_memory(ctx, &uid, memory);
