@@ -143,7 +143,8 @@ async fn step(
         Some(_) => None,
     };
     if let Some((why, message)) = problem {
-        set(&mut status, cond::READY, "False", why, message);
+        set(&mut status, cond::READY, "False", why, message.clone());
+        set(&mut status, cond::DEGRADED, "True", why, message);
         set(
             &mut status,
             cond::SCALING,

@@ -475,8 +475,12 @@ async fn phase_event(task: &Task, ctx: &Context, status: &TaskStatus, phase: Tas
             EventType::Normal,
             "Succeeded".to_owned(),
             format!(
-                "{} subtasks succeeded; result in ConfigMap {}-result",
-                status.counts.as_ref().map_or(0, |c| c.succeeded),
+                "{} subtask(s) succeeded; result in ConfigMap {}-result",
+                status
+                    .subtasks
+                    .iter()
+                    .filter(|s| s.name != PLAN && s.name != SYNTHESIZE)
+                    .count(),
                 task.name_any()
             ),
         ),
