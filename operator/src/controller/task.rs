@@ -711,7 +711,8 @@ async fn cleanup(task: &Task, ctx: &Context) -> Result<Action, Error> {
     let coord = pool.task(&task_uid);
     let queue = pool.queue();
     coord.cancel("the Task was deleted").await?;
-    queue.purge_task(&task_uid).await?;
+    // Counted before the purge, which drops claimed items too: an agent that holds one stops
+    // at its next turn (it sees the cancel) and acks it.
     let working = queue.pending_for_task(&task_uid).await?;
     let deleted_at = task
         .metadata
@@ -723,6 +724,7 @@ async fn cleanup(task: &Task, ctx: &Context) -> Result<Action, Error> {
     if working > 0 && now() < deleted_at.checked_add(grace).unwrap_or(Timestamp::MAX) {
         return Err(Error::AgentsStillWorking(task.name_any()));
     }
+    queue.purge_task(&task_uid).await?;
     let removed = coord.delete_all().await?;
     tracing::info!(task = %task.name_any(), keys = removed, "removed the Task's Redis keys");
     Ok(Action::await_change())
