@@ -7,3 +7,4 @@ pub mod claude_standin;
 pub mod cluster;
 pub mod kubelet;
 pub mod launch;
+pub mod stack;

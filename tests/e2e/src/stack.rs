@@ -1,0 +1,1137 @@
+//! The whole MAOS stack for one end-to-end test or benchmark, started with one call.
+//!
+//! [`Stack::start`] brings up, in order: the cluster ([`TestCluster`]: a fresh testbed, or the
+//! real cluster `MAOS_E2E_KUBECONFIG` names), on the testbed a process kubelet that runs
+//! `maos-agent` for the agent image, Redis (a 6-node Redis Cluster by default, or one server),
+//! the Claude stand-in, the CRDs from `crds/` (installed with the real `kubectl`), the stack's
+//! namespace with the `anthropic` Secret holding the stand-in's key, and N `maos-operator run`
+//! processes whose output goes to files in the stack's directory. It returns once one operator
+//! leads.
+//!
+//! The helpers are what a test needs around that: `kubectl` in the stack's namespace, typed
+//! reads of Tasks, polling with deadlines that fail with the Task's status and the operators'
+//! logs, the operator's view of Redis, Events, and the crash hooks (SIGKILL an agent pod or an
+//! operator, restart an operator). Dropping the stack stops everything: operators first (so
+//! nothing reacts to the rest going away), then the kubelet with every agent pod, then Redis,
+//! the stand-in and the API server. The directory is removed, unless the test is failing, in
+//! which case its path is printed so the logs can be read.
+//!
+//! On a real cluster the stack cannot run agent processes itself: the agent pods must be able to
+//! reach this machine's Redis and stand-in (set `MAOS_E2E_AGENT_REDIS_URLS` and
+//! `MAOS_E2E_AGENT_ANTHROPIC_BASE_URL` to addresses they can reach), the operators watch only
+//! the stack's namespace and hold their Lease there (so stacks of parallel tests do not meet),
+//! and [`Stack::kill_agent_pod`] deletes the pod without grace instead of killing its process.
+
+use std::fmt::Write as _;
+use std::fs::File;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::core::v1::Event;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+use kube::api::{Api, ListParams};
+use maos_core::api::v1alpha1::{SubtaskStatus, Task};
+use maos_core::coord::keys::field;
+use maos_core::coord::{CoordError, PoolKeys, PoolUid, Redis, RedisConfig, TaskUid, Topology};
+use serde_json::Value;
+
+use crate::apiserver::{TestbedConfig, TestbedError};
+use crate::binaries::MissingBinary;
+use crate::claude_standin::{
+    Behaviour, ClaudeStandIn, FaultMarkers, MaosAgent, PlanShape, RecordedRequest, StandInConfig,
+    StandInError, parse_request,
+};
+use crate::cluster::{KubectlError, TestCluster, repo_root};
+use crate::kubelet::{ImageMap, ImageTarget, Kubelet, KubeletConfig, KubeletError, KubeletLogs};
+use crate::launch::LaunchError;
+use crate::launch::redis::{RedisCluster, RedisServer};
+
+/// The image reference agent pods get; the testbed kubelet runs `maos-agent` for it.
+pub const AGENT_IMAGE_PATTERN: &str = "ghcr.io/maos/agent-runner:*";
+/// The Secret (and its key) that holds the API key agents send to the stand-in.
+pub const API_KEY_SECRET: &str = "anthropic";
+/// The Lease the operators contend for.
+pub const OPERATOR_LEASE: &str = "maos-operator";
+/// What an operator logs once it leads and starts its controllers.
+pub const LEADING_LOG_LINE: &str = "leading: starting the controllers";
+/// What an operator logs once its HTTP server listens (with `address=<addr>`).
+pub const SERVING_LOG_LINE: &str = "serving /healthz, /readyz and /metrics";
+/// Redis URLs agent pods use on a real cluster, when this machine's loopback is not theirs.
+pub const AGENT_REDIS_URLS_ENV: &str = "MAOS_E2E_AGENT_REDIS_URLS";
+/// The stand-in's base URL as agent pods on a real cluster reach it.
+pub const AGENT_ANTHROPIC_BASE_URL_ENV: &str = "MAOS_E2E_AGENT_ANTHROPIC_BASE_URL";
+/// `RUST_LOG` for the operators (default `info,kube_runtime=warn`, the operator's own).
+pub const OPERATOR_LOG_ENV: &str = "MAOS_E2E_OPERATOR_LOG";
+
+/// How long the stack waits for an operator to lead when it starts.
+const LEADER_PATIENCE: Duration = Duration::from_secs(60);
+/// How often polling helpers look again.
+const POLL_INTERVAL: Duration = Duration::from_millis(200);
+/// Lines of each operator's log a failure message shows.
+const LOG_TAIL_LINES: usize = 60;
+/// Prefix of the line written into an operator's log file before each start.
+const START_MARKER: &str = "=== maos-e2e: starting operator";
+
+/// Which Redis the stack runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RedisMode {
+    /// A 6-node Redis Cluster (3 masters, 3 replicas), as production runs it.
+    Cluster,
+    /// One `redis-server`: faster to start.
+    Standalone,
+}
+
+/// What to start.
+#[derive(Clone)]
+pub struct StackConfig {
+    /// The namespace the stack creates and the test's objects live in.
+    pub namespace: String,
+    /// Redis Cluster or a single server.
+    pub redis: RedisMode,
+    /// How many operator replicas run (they elect a leader).
+    pub operators: usize,
+    /// The stand-in's latency per model call.
+    pub claude_latency: Duration,
+    /// What the stand-in model says.
+    pub claude_behaviour: Arc<dyn Behaviour>,
+    /// `--lease-duration-seconds` of the operators; `None`: the operator's default.
+    pub lease_duration_seconds: Option<u64>,
+    /// Further arguments for `maos-operator run`.
+    pub operator_args: Vec<String>,
+}
+
+impl std::fmt::Debug for StackConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StackConfig")
+            .field("namespace", &self.namespace)
+            .field("redis", &self.redis)
+            .field("operators", &self.operators)
+            .field("claude_latency", &self.claude_latency)
+            .field("lease_duration_seconds", &self.lease_duration_seconds)
+            .field("operator_args", &self.operator_args)
+            .finish_non_exhaustive()
+    }
+}
+
+impl StackConfig {
+    /// One operator, a Redis Cluster, and a stand-in that answers at once as [`MaosAgent`]
+    /// (planning 4 parallel subtasks) with `[[fault:…]]` prompt markers honoured; objects in
+    /// `namespace`.
+    pub fn new(namespace: impl Into<String>) -> Self {
+        Self {
+            namespace: namespace.into(),
+            redis: RedisMode::Cluster,
+            operators: 1,
+            claude_latency: Duration::ZERO,
+            claude_behaviour: Arc::new(FaultMarkers::new(MaosAgent::default())),
+            lease_duration_seconds: None,
+            operator_args: Vec::new(),
+        }
+    }
+
+    /// Runs one Redis server instead of a cluster.
+    pub fn standalone_redis(mut self) -> Self {
+        self.redis = RedisMode::Standalone;
+        self
+    }
+
+    /// Runs `count` operator replicas.
+    pub fn operators(mut self, count: usize) -> Self {
+        self.operators = count;
+        self
+    }
+
+    /// Delays every model answer by `latency`.
+    pub fn claude_latency(mut self, latency: Duration) -> Self {
+        self.claude_latency = latency;
+        self
+    }
+
+    /// The stand-in model says what `behaviour` decides.
+    pub fn claude_behaviour(mut self, behaviour: impl Behaviour + 'static) -> Self {
+        self.claude_behaviour = Arc::new(behaviour);
+        self
+    }
+
+    /// The stand-in plans `size` subtasks of `shape` (fault markers still honoured).
+    pub fn plan(self, size: usize, shape: PlanShape) -> Self {
+        self.claude_behaviour(FaultMarkers::new(MaosAgent {
+            plan_size: size,
+            plan_shape: shape,
+            ..MaosAgent::default()
+        }))
+    }
+
+    /// The operators' Lease lasts `seconds` without renewal.
+    pub fn lease_duration_seconds(mut self, seconds: u64) -> Self {
+        self.lease_duration_seconds = Some(seconds);
+        self
+    }
+
+    /// Adds an argument to every `maos-operator run`.
+    pub fn operator_arg(mut self, arg: impl Into<String>) -> Self {
+        self.operator_args.push(arg.into());
+        self
+    }
+}
+
+/// Why the stack, or one of its helpers, failed.
+#[derive(Debug, thiserror::Error)]
+pub enum StackError {
+    /// The cluster could not be started or reached.
+    #[error("the cluster: {0}")]
+    Cluster(#[from] TestbedError),
+    /// The process kubelet could not start.
+    #[error(transparent)]
+    Kubelet(#[from] KubeletError),
+    /// Redis could not be started.
+    #[error("starting Redis: {0}")]
+    RedisLaunch(#[from] LaunchError),
+    /// The Claude stand-in could not start.
+    #[error(transparent)]
+    StandIn(#[from] StandInError),
+    /// A workspace binary is not built.
+    #[error(transparent)]
+    Binary(#[from] MissingBinary),
+    /// A kubectl command failed.
+    #[error(transparent)]
+    Kubectl(#[from] KubectlError),
+    /// A Kubernetes API call failed.
+    #[error("Kubernetes API: {0}")]
+    Kube(#[from] kube::Error),
+    /// The coordination layer failed.
+    #[error("Redis: {0}")]
+    Coord(#[from] CoordError),
+    /// A raw Redis command failed.
+    #[error("Redis command: {0}")]
+    RedisCommand(#[from] redis::RedisError),
+    /// A file or process operation failed.
+    #[error("{what}: {source}")]
+    Io {
+        /// What was being done.
+        what: String,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// An operator did not start or lead.
+    #[error("operator: {0}")]
+    Operator(String),
+}
+
+fn io_error(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> StackError {
+    let what = what.into();
+    move |source| StackError::Io { what, source }
+}
+
+/// The Redis processes of a stack.
+#[derive(Debug)]
+pub enum RedisBackend {
+    /// One server.
+    Standalone(RedisServer),
+    /// Six cluster nodes.
+    Cluster(RedisCluster),
+}
+
+impl RedisBackend {
+    async fn start(mode: RedisMode) -> Result<Self, StackError> {
+        // The launchers block while they wait for the servers.
+        let started = tokio::task::spawn_blocking(move || match mode {
+            RedisMode::Standalone => RedisServer::start().map(RedisBackend::Standalone),
+            RedisMode::Cluster => RedisCluster::start().map(RedisBackend::Cluster),
+        })
+        .await
+        .map_err(|e| StackError::Operator(format!("the Redis launcher thread failed: {e}")))?;
+        Ok(started?)
+    }
+
+    /// Every node's `redis://` URL.
+    pub fn urls(&self) -> Vec<String> {
+        match self {
+            RedisBackend::Standalone(server) => vec![server.url()],
+            RedisBackend::Cluster(cluster) => cluster.urls(),
+        }
+    }
+
+    /// Standalone or cluster.
+    pub fn topology(&self) -> Topology {
+        match self {
+            RedisBackend::Standalone(_) => Topology::Standalone,
+            RedisBackend::Cluster(_) => Topology::Cluster,
+        }
+    }
+}
+
+/// The stack's directory: operator logs and agent pods' working directories and logs. Removed
+/// on drop unless the thread is panicking (a failing test), so its logs stay readable.
+#[derive(Debug)]
+struct StackDir {
+    path: PathBuf,
+}
+
+impl StackDir {
+    fn new(namespace: &str) -> Result<Self, StackError> {
+        let path = std::env::temp_dir().join(format!(
+            "maos-stack-{namespace}-{}-{}",
+            std::process::id(),
+            uuid::Uuid::new_v4().simple()
+        ));
+        std::fs::create_dir_all(&path).map_err(io_error(format!("creating {}", path.display())))?;
+        Ok(Self { path })
+    }
+}
+
+impl Drop for StackDir {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!(
+                "maos-e2e: the stack's logs are kept in {}",
+                self.path.display()
+            );
+        } else {
+            let _ = std::fs::remove_dir_all(&self.path);
+        }
+    }
+}
+
+/// One `maos-operator run` process, with its output in a log file; killable and restartable
+/// under the same identity (as a container restarted in its pod).
+#[derive(Debug)]
+pub struct OperatorProcess {
+    identity: String,
+    program: PathBuf,
+    args: Vec<String>,
+    env: Vec<(String, String)>,
+    log: PathBuf,
+    child: Option<Child>,
+    starts: u32,
+}
+
+impl OperatorProcess {
+    fn start(
+        identity: String,
+        program: PathBuf,
+        args: Vec<String>,
+        env: Vec<(String, String)>,
+        log: PathBuf,
+    ) -> Result<Self, StackError> {
+        let mut operator = Self {
+            identity,
+            program,
+            args,
+            env,
+            log,
+            child: None,
+            starts: 0,
+        };
+        operator.spawn()?;
+        Ok(operator)
+    }
+
+    fn spawn(&mut self) -> Result<(), StackError> {
+        self.starts += 1;
+        let mut file = File::options()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .map_err(io_error(format!("opening {}", self.log.display())))?;
+        {
+            use std::io::Write as _;
+            writeln!(file, "{START_MARKER} {} ({})", self.identity, self.starts)
+                .map_err(io_error(format!("writing {}", self.log.display())))?;
+        }
+        let stderr = file
+            .try_clone()
+            .map_err(io_error(format!("opening {}", self.log.display())))?;
+        let child = Command::new(&self.program)
+            .args(&self.args)
+            // A clean environment: only what the stack decides reaches the operator.
+            .env_clear()
+            .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            .stdin(Stdio::null())
+            .stdout(Stdio::from(file))
+            .stderr(Stdio::from(stderr))
+            .spawn()
+            .map_err(io_error(format!("running {}", self.program.display())))?;
+        self.child = Some(child);
+        Ok(())
+    }
+
+    /// The identity it holds the Lease under (`--identity`).
+    pub fn identity(&self) -> &str {
+        &self.identity
+    }
+
+    /// Its log file (stdout and stderr of every start).
+    pub fn log_path(&self) -> &Path {
+        &self.log
+    }
+
+    /// The process id, while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
+    /// Whether the process is still running.
+    pub fn is_running(&mut self) -> bool {
+        match &mut self.child {
+            Some(child) => matches!(child.try_wait(), Ok(None)),
+            None => false,
+        }
+    }
+
+    /// Its whole log, every start included, without terminal colours.
+    pub fn log(&self) -> String {
+        std::fs::read(&self.log)
+            .map(|bytes| strip_ansi(&String::from_utf8_lossy(&bytes)))
+            .unwrap_or_default()
+    }
+
+    /// What the current (or last) start logged.
+    pub fn log_since_start(&self) -> String {
+        let log = self.log();
+        match log.rfind(START_MARKER) {
+            Some(at) => log[at..].to_owned(),
+            None => log,
+        }
+    }
+
+    /// Whether the current start leads (it logged [`LEADING_LOG_LINE`] and still runs).
+    pub fn leads(&mut self) -> bool {
+        self.is_running() && self.log_since_start().contains(LEADING_LOG_LINE)
+    }
+
+    /// The address its `/healthz`, `/readyz` and `/metrics` are served on, once logged.
+    pub fn http_address(&self) -> Option<SocketAddr> {
+        self.log_since_start()
+            .lines()
+            .filter(|line| line.contains(SERVING_LOG_LINE))
+            .find_map(|line| {
+                let value = line.split("address=").nth(1)?;
+                let value = value.trim_start_matches('"');
+                let end = value
+                    .find(|c: char| c.is_whitespace() || c == '"' || c == ',')
+                    .unwrap_or(value.len());
+                value[..end].parse().ok()
+            })
+    }
+
+    /// Kills the process with SIGKILL (a crash: no Lease release, nothing finished) and reaps it.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Sends SIGTERM and waits up to `grace` for the process to exit, then kills it.
+    pub fn terminate(&mut self, grace: Duration) {
+        let Some(mut child) = self.child.take() else {
+            return;
+        };
+        if let Ok(pid) = i32::try_from(child.id()) {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid),
+                nix::sys::signal::Signal::SIGTERM,
+            );
+        }
+        let deadline = Instant::now() + grace;
+        while Instant::now() < deadline {
+            if !matches!(child.try_wait(), Ok(None)) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+
+    /// Starts the process again (killing it first if it runs), same identity and flags.
+    pub fn restart(&mut self) -> Result<(), StackError> {
+        self.kill();
+        self.spawn()
+    }
+}
+
+impl Drop for OperatorProcess {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// Removes terminal colour sequences (`ESC [ … m`) from log text.
+fn strip_ansi(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut chars = text.chars().peekable();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' && chars.peek() == Some(&'[') {
+            for next in chars.by_ref() {
+                if next.is_ascii_alphabetic() {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// The last `lines` lines of `text`.
+fn tail(text: &str, lines: usize) -> String {
+    let all: Vec<&str> = text.lines().collect();
+    all[all.len().saturating_sub(lines)..].join("\n")
+}
+
+/// A running MAOS stack; see the module documentation. Fields drop in declaration order:
+/// operators, kubelet, Redis, stand-in, cluster, directory.
+pub struct Stack {
+    operators: Vec<OperatorProcess>,
+    kubelet: Option<Kubelet>,
+    redis: RedisBackend,
+    standin: ClaudeStandIn,
+    client: kube::Client,
+    cluster: TestCluster,
+    namespace: String,
+    api_key: String,
+    dir: StackDir,
+}
+
+impl std::fmt::Debug for Stack {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Stack")
+            .field("namespace", &self.namespace)
+            .field("dir", &self.dir.path)
+            .field("operators", &self.operators)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Stack {
+    /// Starts everything `config` asks for and returns once an operator leads.
+    pub async fn start(config: StackConfig) -> Result<Self, StackError> {
+        let dir = StackDir::new(&config.namespace)?;
+        let pods_root = dir.path.join("pods");
+        let cluster = TestCluster::start_with(TestbedConfig {
+            logs: Arc::new(KubeletLogs::new(&pods_root)),
+            ..TestbedConfig::default()
+        })?;
+        let client = cluster.client().await?;
+        let kubelet = match cluster.testbed() {
+            Some(_) => {
+                let agent = crate::binaries::agent()?;
+                Some(Kubelet::start(
+                    client.clone(),
+                    KubeletConfig {
+                        images: ImageMap::default()
+                            .with(AGENT_IMAGE_PATTERN, ImageTarget::Binary(agent)),
+                        ..KubeletConfig::new(&pods_root)
+                    },
+                )?)
+            }
+            None => None,
+        };
+        let redis = RedisBackend::start(config.redis).await?;
+        let api_key = format!("sk-ant-standin-{}", uuid::Uuid::new_v4().simple());
+        let standin = ClaudeStandIn::start(StandInConfig {
+            latency: config.claude_latency,
+            behaviour: config.claude_behaviour.clone(),
+            ..StandInConfig::new(api_key.clone())
+        })?;
+        let mut stack = Stack {
+            operators: Vec::new(),
+            kubelet,
+            redis,
+            standin,
+            client,
+            cluster,
+            namespace: config.namespace.clone(),
+            api_key,
+            dir,
+        };
+        stack.install()?;
+        let program = crate::binaries::find("maos-operator", "maos-operator")?;
+        for index in 0..config.operators {
+            let identity = format!("operator-{index}");
+            let args = stack.operator_args(&config, &identity);
+            let env = stack.operator_env();
+            let log = stack.dir.path.join(format!("{identity}.log"));
+            stack.operators.push(OperatorProcess::start(
+                identity,
+                program.clone(),
+                args,
+                env,
+                log,
+            )?);
+        }
+        if config.operators > 0 {
+            stack.await_leader(LEADER_PATIENCE).await?;
+        }
+        Ok(stack)
+    }
+
+    /// CRDs, the namespace and the API key Secret, as a user would install them.
+    fn install(&self) -> Result<(), StackError> {
+        let crds = repo_root().join("crds");
+        let crds = crds.to_string_lossy();
+        self.cluster
+            .run_kubectl(&["apply", "-f", crds.as_ref()], None)?;
+        self.cluster.run_kubectl(
+            &[
+                "wait",
+                "--for=condition=Established",
+                "--timeout=60s",
+                "-f",
+                crds.as_ref(),
+            ],
+            None,
+        )?;
+        if self.namespace != "default" {
+            self.cluster
+                .run_kubectl(&["create", "namespace", &self.namespace], None)?;
+        }
+        let literal = format!("--from-literal=api-key={}", self.api_key);
+        self.kubectl(
+            &["create", "secret", "generic", API_KEY_SECRET, &literal],
+            None,
+        )?;
+        Ok(())
+    }
+
+    fn operator_args(&self, config: &StackConfig, identity: &str) -> Vec<String> {
+        let base_url = std::env::var(AGENT_ANTHROPIC_BASE_URL_ENV)
+            .ok()
+            .filter(|_| self.kubelet.is_none())
+            .unwrap_or_else(|| self.standin.base_url());
+        let mut args: Vec<String> = [
+            "run",
+            "--http-addr",
+            "127.0.0.1:0",
+            // Every testbed pod shares 127.0.0.1: each agent takes a free port.
+            "--agent-http-addr",
+            "127.0.0.1:0",
+            "--agent-anthropic-base-url",
+            &base_url,
+            "--log-format",
+            "text",
+            "--identity",
+            identity,
+        ]
+        .into_iter()
+        .map(str::to_owned)
+        .collect();
+        if let Some(seconds) = config.lease_duration_seconds {
+            args.push("--lease-duration-seconds".into());
+            args.push(seconds.to_string());
+        }
+        if self.kubelet.is_none() {
+            // A shared real cluster: watch only this stack's namespace and elect there.
+            args.push("--namespace".into());
+            args.push(self.namespace.clone());
+            if let Ok(urls) = std::env::var(AGENT_REDIS_URLS_ENV) {
+                args.push("--agent-redis-urls".into());
+                args.push(urls);
+            }
+        }
+        args.extend(config.operator_args.iter().cloned());
+        args
+    }
+
+    fn operator_env(&self) -> Vec<(String, String)> {
+        let mut env = vec![
+            (
+                "KUBECONFIG".to_owned(),
+                self.cluster.kubeconfig().display().to_string(),
+            ),
+            ("MAOS_REDIS_URLS".to_owned(), self.redis.urls().join(",")),
+            (
+                "MAOS_REDIS_CLUSTER".to_owned(),
+                (self.redis.topology() == Topology::Cluster).to_string(),
+            ),
+            (
+                "RUST_LOG".to_owned(),
+                std::env::var(OPERATOR_LOG_ENV)
+                    .unwrap_or_else(|_| "info,kube_runtime=warn".to_owned()),
+            ),
+            ("RUST_BACKTRACE".to_owned(), "1".to_owned()),
+            ("NO_COLOR".to_owned(), "1".to_owned()),
+            ("HOME".to_owned(), self.dir.path.display().to_string()),
+        ];
+        if let Ok(path) = std::env::var("PATH") {
+            env.push(("PATH".to_owned(), path));
+        }
+        if self.kubelet.is_none() {
+            env.push(("POD_NAMESPACE".to_owned(), self.namespace.clone()));
+        }
+        env
+    }
+
+    /// The namespace the stack's objects live in.
+    pub fn namespace(&self) -> &str {
+        &self.namespace
+    }
+
+    /// The stack's directory (operator logs, agent pods' logs under `pods/`).
+    pub fn dir(&self) -> &Path {
+        &self.dir.path
+    }
+
+    /// The cluster.
+    pub fn cluster(&self) -> &TestCluster {
+        &self.cluster
+    }
+
+    /// A kube-rs client for the cluster.
+    pub fn client(&self) -> kube::Client {
+        self.client.clone()
+    }
+
+    /// The Claude stand-in (its `requests()` log every model call the agents made).
+    pub fn standin(&self) -> &ClaudeStandIn {
+        &self.standin
+    }
+
+    /// The API key the stand-in accepts (in the `anthropic` Secret).
+    pub fn api_key(&self) -> &str {
+        &self.api_key
+    }
+
+    /// The Redis processes.
+    pub fn redis_backend(&self) -> &RedisBackend {
+        &self.redis
+    }
+
+    /// The process kubelet, on the testbed.
+    pub fn kubelet(&self) -> Option<&Kubelet> {
+        self.kubelet.as_ref()
+    }
+
+    /// The operator replicas, in start order.
+    pub fn operators(&mut self) -> &mut [OperatorProcess] {
+        &mut self.operators
+    }
+
+    /// Operator replica `index`.
+    ///
+    /// # Panics
+    /// If there is no such replica (a mistake in the test).
+    pub fn operator(&mut self, index: usize) -> &mut OperatorProcess {
+        let count = self.operators.len();
+        self.operators
+            .get_mut(index)
+            .unwrap_or_else(|| panic!("the stack runs {count} operators, not {}", index + 1))
+    }
+
+    /// Runs the real kubectl in the stack's namespace with `args` (and `stdin`); its stdout.
+    pub fn kubectl(&self, args: &[&str], stdin: Option<&str>) -> Result<String, KubectlError> {
+        let mut all = vec!["--namespace", self.namespace.as_str()];
+        all.extend_from_slice(args);
+        self.cluster.run_kubectl(&all, stdin)
+    }
+
+    /// `kubectl apply -f -` of `yaml` in the stack's namespace.
+    pub fn apply(&self, yaml: &str) -> Result<String, KubectlError> {
+        self.kubectl(&["apply", "-f", "-"], Some(yaml))
+    }
+
+    /// `kubectl apply -f <repo>/<path>` (e.g. `examples/hello-task.yaml`) in the namespace.
+    pub fn apply_file(&self, path: &str) -> Result<String, KubectlError> {
+        let file = repo_root().join(path);
+        self.kubectl(&["apply", "-f", &file.to_string_lossy()], None)
+    }
+
+    /// The Task `name` as the API server has it.
+    pub async fn task(&self, name: &str) -> Result<Task, StackError> {
+        Ok(self.tasks().get(name).await?)
+    }
+
+    /// The Task `name`, or `None` if it does not exist.
+    pub async fn task_opt(&self, name: &str) -> Result<Option<Task>, StackError> {
+        Ok(self.tasks().get_opt(name).await?)
+    }
+
+    fn tasks(&self) -> Api<Task> {
+        Api::namespaced(self.client.clone(), &self.namespace)
+    }
+
+    /// Polls the Task `name` until `predicate` holds and returns it.
+    ///
+    /// # Panics
+    /// After `deadline`, with `what` it waited for, the Task's status and the operators' logs.
+    pub async fn wait_task(
+        &self,
+        name: &str,
+        what: &str,
+        deadline: Duration,
+        predicate: impl Fn(&Task) -> bool,
+    ) -> Task {
+        let tasks = self.tasks();
+        let predicate = &predicate;
+        self.wait_until(&format!("Task {name}: {what}"), deadline, || {
+            let tasks = tasks.clone();
+            async move {
+                match tasks.get_opt(name).await {
+                    Ok(Some(task)) if predicate(&task) => Some(task),
+                    _ => None,
+                }
+            }
+        })
+        .await
+    }
+
+    /// Polls until the Task `name` has finished (`Succeeded` is True or False).
+    pub async fn wait_task_finished(&self, name: &str, deadline: Duration) -> Task {
+        self.wait_task(name, "finished", deadline, |task| {
+            condition(task, "Succeeded").is_some_and(|c| c.status != "Unknown")
+        })
+        .await
+    }
+
+    /// Polls `probe` until it returns `Some`, and returns its value.
+    ///
+    /// # Panics
+    /// After `deadline`, with `what` and [`Stack::diagnostics`].
+    pub async fn wait_until<T, F, Fut>(&self, what: &str, deadline: Duration, mut probe: F) -> T
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = Option<T>>,
+    {
+        let started = Instant::now();
+        loop {
+            if let Some(value) = probe().await {
+                return value;
+            }
+            if started.elapsed() >= deadline {
+                panic!(
+                    "timed out after {deadline:?} waiting for {what}\n{}",
+                    self.diagnostics()
+                );
+            }
+            tokio::time::sleep(POLL_INTERVAL).await;
+        }
+    }
+
+    /// What a failing test shows: the Tasks, pools and pods, and the tail of every operator's
+    /// log.
+    pub fn diagnostics(&self) -> String {
+        let mut text = String::new();
+        let tasks = self
+            .kubectl(&["get", "tasks", "-o", "yaml"], None)
+            .unwrap_or_else(|e| e.to_string());
+        let _ = writeln!(text, "--- kubectl get tasks -o yaml\n{tasks}");
+        let objects = self
+            .kubectl(&["get", "agentpools,pods", "-o", "wide"], None)
+            .unwrap_or_else(|e| e.to_string());
+        let _ = writeln!(text, "--- kubectl get agentpools,pods\n{objects}");
+        for operator in &self.operators {
+            let _ = writeln!(
+                text,
+                "--- tail of {} ({})\n{}",
+                operator.identity,
+                operator.log.display(),
+                tail(&operator.log(), LOG_TAIL_LINES)
+            );
+        }
+        text
+    }
+
+    /// Waits until one running operator leads and returns its index.
+    ///
+    /// # Panics
+    /// After `deadline`, with the operators' logs.
+    pub async fn wait_leader(&mut self, deadline: Duration) -> usize {
+        match self.await_leader(deadline).await {
+            Ok(index) => index,
+            Err(err) => panic!("{err}\n{}", self.diagnostics()),
+        }
+    }
+
+    async fn await_leader(&mut self, deadline: Duration) -> Result<usize, StackError> {
+        let started = Instant::now();
+        loop {
+            if let Some(index) = self.operators.iter_mut().position(|o| o.leads()) {
+                return Ok(index);
+            }
+            if !self.operators.iter_mut().any(|o| o.is_running()) {
+                let logs: Vec<String> = self
+                    .operators
+                    .iter()
+                    .map(|o| format!("{}:\n{}", o.identity, tail(&o.log(), LOG_TAIL_LINES)))
+                    .collect();
+                return Err(StackError::Operator(format!(
+                    "every operator exited before leading:\n{}",
+                    logs.join("\n")
+                )));
+            }
+            if started.elapsed() >= deadline {
+                return Err(StackError::Operator(format!(
+                    "no operator led within {deadline:?}"
+                )));
+            }
+            tokio::time::sleep(POLL_INTERVAL).await;
+        }
+    }
+
+    /// The identity holding the operators' Lease, as the cluster records it.
+    pub fn lease_holder(&self) -> Result<Option<String>, KubectlError> {
+        let namespace = if self.kubelet.is_some() {
+            "default"
+        } else {
+            self.namespace.as_str()
+        };
+        let holder = self.cluster.run_kubectl(
+            &[
+                "get",
+                "lease",
+                OPERATOR_LEASE,
+                "--namespace",
+                namespace,
+                "-o",
+                "jsonpath={.spec.holderIdentity}",
+            ],
+            None,
+        )?;
+        let holder = holder.trim();
+        Ok((!holder.is_empty()).then(|| holder.to_owned()))
+    }
+
+    /// A connection to Redis as the operator's user (which reaches every key).
+    pub async fn redis(&self) -> Result<Redis, StackError> {
+        Ok(Redis::connect(RedisConfig::new(self.redis.topology(), self.redis.urls())).await?)
+    }
+
+    /// Every key matching the glob `pattern`, found with SCAN on every master, sorted.
+    pub async fn keys_matching(&self, pattern: &str) -> Result<Vec<String>, StackError> {
+        let mut keys = Vec::new();
+        for url in self.redis.urls() {
+            let mut connection = redis::Client::open(url.as_str())?
+                .get_multiplexed_async_connection()
+                .await?;
+            // Replicas hold copies of their masters' keys; only masters are scanned.
+            let role: redis::Value = redis::cmd("ROLE").query_async(&mut connection).await?;
+            let is_master = matches!(&role, redis::Value::Array(items)
+                if matches!(items.first(), Some(redis::Value::BulkString(b)) if b == b"master"));
+            if !is_master {
+                continue;
+            }
+            let mut cursor: u64 = 0;
+            loop {
+                let (next, batch): (u64, Vec<String>) = redis::cmd("SCAN")
+                    .arg(cursor)
+                    .arg("MATCH")
+                    .arg(pattern)
+                    .arg("COUNT")
+                    .arg(1000)
+                    .query_async(&mut connection)
+                    .await?;
+                keys.extend(batch);
+                if next == 0 {
+                    break;
+                }
+                cursor = next;
+            }
+        }
+        keys.sort();
+        keys.dedup();
+        Ok(keys)
+    }
+
+    /// The work items of task `task_uid` in the queue of pool `pool_uid` (waiting or claimed),
+    /// as stream entry ids, and the task's enqueue-once markers.
+    pub async fn queue_entries_of_task(
+        &self,
+        pool_uid: &str,
+        task_uid: &str,
+    ) -> Result<(Vec<String>, Vec<String>), StackError> {
+        let redis = self.redis().await?;
+        let mut connection = redis.connection();
+        let keys = PoolKeys::new(&PoolUid::new(pool_uid)?);
+        let (work, dispatched) = (keys.work(), keys.dispatched());
+        let entries: redis::streams::StreamRangeReply = redis::cmd("XRANGE")
+            .arg(&work)
+            .arg("-")
+            .arg("+")
+            .query_async(&mut connection)
+            .await?;
+        let items = entries
+            .ids
+            .into_iter()
+            .filter(|entry| {
+                entry
+                    .get::<String>(field::TASK)
+                    .is_some_and(|task| task == task_uid)
+            })
+            .map(|entry| entry.id)
+            .collect();
+        let fields: Vec<String> = redis::cmd("HKEYS")
+            .arg(&dispatched)
+            .query_async(&mut connection)
+            .await?;
+        let prefix = format!("{task_uid}/");
+        let markers = fields
+            .into_iter()
+            .filter(|f| f.starts_with(&prefix))
+            .collect();
+        Ok((items, markers))
+    }
+
+    /// The agents' events of task `task_uid` of pool `pool_uid`, oldest first, as JSON.
+    pub async fn task_events(
+        &self,
+        pool_uid: &str,
+        task_uid: &str,
+    ) -> Result<Vec<Value>, StackError> {
+        let redis = self.redis().await?;
+        let mut connection = redis.connection();
+        let key = PoolKeys::new(&PoolUid::new(pool_uid)?)
+            .task(&TaskUid::new(task_uid)?)
+            .events();
+        let entries: redis::streams::StreamRangeReply = redis::cmd("XRANGE")
+            .arg(&key)
+            .arg("-")
+            .arg("+")
+            .query_async(&mut connection)
+            .await?;
+        Ok(entries
+            .ids
+            .into_iter()
+            .filter_map(|entry| entry.get::<String>(field::EVENT))
+            .filter_map(|json| serde_json::from_str(&json).ok())
+            .collect())
+    }
+
+    /// The Events (core/v1 view) about the object of `kind` named `name` in the namespace.
+    pub async fn events_for(&self, kind: &str, name: &str) -> Result<Vec<Event>, StackError> {
+        let events: Api<Event> = Api::namespaced(self.client.clone(), &self.namespace);
+        let selector = format!("involvedObject.kind={kind},involvedObject.name={name}");
+        Ok(events
+            .list(&ListParams::default().fields(&selector))
+            .await?
+            .items)
+    }
+
+    /// The names of the running (not terminating) agent pods of pool `pool`.
+    pub fn agent_pods(&self, pool: &str) -> Result<Vec<String>, KubectlError> {
+        let selector = format!("{}={pool}", maos_core::meta::LABEL_POOL);
+        let out = self.kubectl(
+            &[
+                "get",
+                "pods",
+                "-l",
+                &selector,
+                "-o",
+                "jsonpath={range .items[?(@.status.phase==\"Running\")]}{.metadata.name} {.metadata.deletionTimestamp}{\"\\n\"}{end}",
+            ],
+            None,
+        )?;
+        Ok(out
+            .lines()
+            .filter_map(|line| {
+                let mut parts = line.split_whitespace();
+                let name = parts.next()?;
+                // A second word is a deletionTimestamp: the pod is going.
+                parts.next().is_none().then(|| name.to_owned())
+            })
+            .collect())
+    }
+
+    /// Crashes agent pod `name`: on the testbed its processes get SIGKILL (the kubelet then
+    /// applies the restart policy); on a real cluster the pod is deleted without grace.
+    /// Returns whether anything was killed.
+    pub fn kill_agent_pod(&self, name: &str) -> Result<bool, KubectlError> {
+        match &self.kubelet {
+            Some(kubelet) => Ok(kubelet.kill_pod_processes(&self.namespace, name) > 0),
+            None => {
+                self.kubectl(
+                    &["delete", "pod", name, "--grace-period=0", "--force"],
+                    None,
+                )?;
+                Ok(true)
+            }
+        }
+    }
+
+    /// Freezes agent pod `name` with SIGSTOP to its process group, as a hung process: it keeps
+    /// its pod and its claimed work but stops heartbeating. Testbed only: returns `false` on a
+    /// real cluster, or if the pod has no running process.
+    pub fn freeze_agent_pod(&self, name: &str) -> bool {
+        let Some(pid) = self
+            .kubelet
+            .as_ref()
+            .and_then(|kubelet| kubelet.pid(&self.namespace, name, None))
+            .and_then(|pid| i32::try_from(pid).ok())
+        else {
+            return false;
+        };
+        nix::sys::signal::killpg(
+            nix::unistd::Pid::from_raw(pid),
+            nix::sys::signal::Signal::SIGSTOP,
+        )
+        .is_ok()
+    }
+
+    /// The stand-in's requests whose conversation text (system prompt and first user message)
+    /// contains `needle`, in arrival order.
+    pub fn model_requests_mentioning(&self, needle: &str) -> Vec<RecordedRequest> {
+        self.standin
+            .requests()
+            .into_iter()
+            .filter(|request| conversation_text(request).contains(needle))
+            .collect()
+    }
+}
+
+/// The system prompt and first user message of a recorded model request ("" if unreadable).
+pub fn conversation_text(request: &RecordedRequest) -> String {
+    request
+        .body
+        .as_ref()
+        .and_then(|body| parse_request(body.to_string().as_bytes()).ok())
+        .map(|parsed| format!("{}\n{}", parsed.system, parsed.first_user_text()))
+        .unwrap_or_default()
+}
+
+/// The condition `type_` of a Task, if set.
+pub fn condition<'a>(task: &'a Task, type_: &str) -> Option<&'a Condition> {
+    task.status
+        .as_ref()?
+        .conditions
+        .iter()
+        .find(|c| c.type_ == type_)
+}
+
+/// Whether the Task's condition `type_` has `status` (and, if given, `reason`).
+pub fn has_condition(task: &Task, type_: &str, status: &str, reason: Option<&str>) -> bool {
+    condition(task, type_)
+        .is_some_and(|c| c.status == status && reason.is_none_or(|r| c.reason == r))
+}
+
+/// The status entry of subtask `name` of a Task.
+pub fn subtask<'a>(task: &'a Task, name: &str) -> Option<&'a SubtaskStatus> {
+    task.status
+        .as_ref()?
+        .subtasks
+        .iter()
+        .find(|s| s.name == name)
+}
+
+/// An AgentPool manifest named `name` with `min`..`max` agents, using the `anthropic` Secret,
+/// with rate limits high enough never to slow a test down.
+pub fn pool_manifest(name: &str, min: u32, max: u32) -> String {
+    format!(
+        "apiVersion: maos.dev/v1alpha1
+kind: AgentPool
+metadata:
+  name: {name}
+spec:
+  replicas: {{min: {min}, max: {max}}}
+  apiKeySecretRef: {{name: {API_KEY_SECRET}, key: api-key}}
+  rateLimits:
+    requestsPerMinute: 100000
+    inputTokensPerMinute: 100000000
+    outputTokensPerMinute: 100000000
+"
+    )
+}

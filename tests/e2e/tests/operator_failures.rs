@@ -1,0 +1,288 @@
+//! How Tasks fail, end to end: a subtask retried per its retryStrategy, a subtask that keeps
+//! failing, the active deadline, the token budget, and specs only the operator can reject.
+//! Faults come from `[[fault:…]]` markers in subtask prompts, which the Claude stand-in honours
+//! for the first calls of that subtask's conversation.
+
+use std::time::Duration;
+
+use maos_core::api::v1alpha1::{SubtaskPhase, Task};
+use maos_e2e::stack::{Stack, StackConfig, condition, has_condition, pool_manifest, subtask};
+
+/// Long enough for a whole Task on a loaded 2-core machine.
+const TASK_DEADLINE: Duration = Duration::from_secs(120);
+
+fn finished(task: &Task) -> bool {
+    condition(task, "Succeeded").is_some_and(|c| c.status != "Unknown")
+}
+
+/// A stack with one pool `default` of `agents` agents.
+async fn stack_with_pool(namespace: &str, agents: u32) -> Stack {
+    let stack = Stack::start(StackConfig::new(namespace))
+        .await
+        .expect("the stack starts");
+    stack
+        .apply(&pool_manifest("default", agents, agents))
+        .expect("kubectl apply the pool");
+    stack
+}
+
+/// A Task on pool `default` with a manual DAG (`subtasks` is the YAML list) and `extra` spec
+/// lines.
+fn task_manifest(name: &str, extra: &str, subtasks: &str) -> String {
+    format!(
+        "apiVersion: maos.dev/v1alpha1
+kind: Task
+metadata:
+  name: {name}
+spec:
+  prompt: Write a short report.
+  poolRef: {{name: default}}
+  synthesize: false
+{extra}  subtasks:
+{subtasks}"
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn subtask_failing_twice_then_succeeding_is_retried_to_success_in_three_attempts() {
+    let stack = stack_with_pool("e2e-retry", 1).await;
+    stack
+        .apply(&task_manifest(
+            "flaky",
+            "  retryStrategy: {limit: 2, backoff: {durationSeconds: 1, factor: 1}}\n",
+            "  - {name: shaky, prompt: 'Fetch the figures. [[fault:400*2]]'}\n",
+        ))
+        .expect("kubectl apply the task");
+
+    let task = stack
+        .wait_task("flaky", "finished", TASK_DEADLINE, finished)
+        .await;
+    assert!(
+        has_condition(&task, "Succeeded", "True", Some("Completed")),
+        "{:?}",
+        task.status
+    );
+    let shaky = subtask(&task, "shaky").expect("status entry");
+    assert_eq!(shaky.phase, SubtaskPhase::Succeeded);
+    assert_eq!(shaky.attempts, Some(3), "{shaky:?}");
+    // The model saw two refused attempts, then a conversation that went through.
+    let statuses: Vec<u16> = stack
+        .model_requests_mentioning("Fetch the figures.")
+        .iter()
+        .map(|r| r.status)
+        .collect();
+    assert_eq!(
+        statuses.iter().filter(|s| **s == 400).count(),
+        2,
+        "{statuses:?}"
+    );
+    assert_eq!(statuses.first(), Some(&400), "{statuses:?}");
+    assert_eq!(statuses.last(), Some(&200), "{statuses:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn subtask_failing_past_its_retries_fails_the_task_naming_the_subtask() {
+    let stack = stack_with_pool("e2e-exhausted", 2).await;
+    stack
+        .apply(&task_manifest(
+            "doomed",
+            "  retryStrategy: {limit: 1, backoff: {durationSeconds: 0}}\n",
+            "  - {name: broken-step, prompt: 'Query the archive. [[fault:400*5]]'}
+  - {name: after-broken, prompt: Summarise the archive., dependsOn: [broken-step]}
+",
+        ))
+        .expect("kubectl apply the task");
+
+    let task = stack
+        .wait_task("doomed", "finished", TASK_DEADLINE, finished)
+        .await;
+    let succeeded = condition(&task, "Succeeded").expect("Succeeded condition");
+    assert_eq!(
+        (succeeded.status.as_str(), succeeded.reason.as_str()),
+        ("False", "SubtaskFailed"),
+        "{succeeded:?}"
+    );
+    assert!(
+        succeeded.message.contains("broken-step"),
+        "the message names the subtask: {}",
+        succeeded.message
+    );
+    let broken = subtask(&task, "broken-step").expect("status entry");
+    assert_eq!(broken.phase, SubtaskPhase::Failed);
+    assert_eq!(broken.attempts, Some(2), "1 retry after the first attempt");
+    let after = subtask(&task, "after-broken").expect("status entry");
+    assert_eq!(after.phase, SubtaskPhase::Cancelled, "{after:?}");
+    assert!(after.started_at.is_none(), "the dependent never started");
+    assert!(
+        stack
+            .model_requests_mentioning("Summarise the archive.")
+            .is_empty(),
+        "no agent worked on the dependent subtask"
+    );
+    assert_eq!(
+        task.status.as_ref().and_then(|s| s.phase),
+        Some(maos_core::api::v1alpha1::TaskPhase::Failed)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn task_running_past_its_active_deadline_fails_with_deadline_exceeded() {
+    let stack = stack_with_pool("e2e-deadline", 1).await;
+    stack
+        .apply(&task_manifest(
+            "late",
+            "  activeDeadlineSeconds: 10\n",
+            "  - {name: stuck, prompt: 'Wait for the slow source. [[fault:slow*5]]'}\n",
+        ))
+        .expect("kubectl apply the task");
+
+    let task = stack
+        .wait_task("late", "finished", Duration::from_secs(60), finished)
+        .await;
+    let succeeded = condition(&task, "Succeeded").expect("Succeeded condition");
+    assert_eq!(
+        (succeeded.status.as_str(), succeeded.reason.as_str()),
+        ("False", "DeadlineExceeded"),
+        "{succeeded:?}"
+    );
+    let stuck = subtask(&task, "stuck").expect("status entry");
+    assert_eq!(stuck.phase, SubtaskPhase::Cancelled, "{stuck:?}");
+    // It ended at the deadline, not after the hung model call (30 s) came back.
+    let status = task.status.as_ref().expect("status");
+    let (created, completed) = (
+        task.metadata
+            .creation_timestamp
+            .as_ref()
+            .expect("creationTimestamp")
+            .0,
+        status.completed_at.as_ref().expect("completedAt").0,
+    );
+    let took = completed.duration_since(created).as_secs_f64();
+    assert!(
+        (10.0..28.0).contains(&took),
+        "finished {took:.1} s after creation; the deadline was 10 s"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn task_over_its_token_budget_fails_with_budget_exceeded() {
+    let stack = stack_with_pool("e2e-budget", 1).await;
+    stack
+        .apply(&task_manifest(
+            "thrifty",
+            "  budget: {maxTokens: 2000}\n",
+            "  - {name: expensive, prompt: Write a long essay.}\n",
+        ))
+        .expect("kubectl apply the task");
+
+    let task = stack
+        .wait_task("thrifty", "finished", TASK_DEADLINE, finished)
+        .await;
+    let succeeded = condition(&task, "Succeeded").expect("Succeeded condition");
+    assert_eq!(
+        (succeeded.status.as_str(), succeeded.reason.as_str()),
+        ("False", "BudgetExceeded"),
+        "{succeeded:?}"
+    );
+    let expensive = subtask(&task, "expensive").expect("status entry");
+    assert_ne!(expensive.phase, SubtaskPhase::Succeeded, "{expensive:?}");
+    assert!(
+        task.status
+            .as_ref()
+            .and_then(|s| s.result.as_ref())
+            .is_none(),
+        "no result"
+    );
+    // Enforced before the call: a call reserves its max_tokens (4096) first, which a budget of
+    // 2000 cannot cover, so the model was never called.
+    assert!(
+        stack.standin().requests().is_empty(),
+        "{} model calls were made past the budget",
+        stack.standin().requests().len()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn manual_dag_with_an_unknown_dependency_fails_as_invalid_spec_naming_the_field() {
+    let stack = stack_with_pool("e2e-unknown-dep", 1).await;
+    stack
+        .apply(&task_manifest(
+            "dangling",
+            "",
+            "  - {name: a, prompt: Gather the facts.}
+  - {name: b, prompt: Analyse them., dependsOn: [a, ghost]}
+",
+        ))
+        .expect("kubectl apply accepts what the schema cannot reject");
+
+    let task = stack
+        .wait_task("dangling", "finished", Duration::from_secs(60), finished)
+        .await;
+    let succeeded = condition(&task, "Succeeded").expect("Succeeded condition");
+    assert_eq!(
+        (succeeded.status.as_str(), succeeded.reason.as_str()),
+        ("False", "InvalidSpec"),
+        "{succeeded:?}"
+    );
+    assert!(
+        succeeded.message.contains("spec.subtasks[1].dependsOn[1]"),
+        "the message names the field: {}",
+        succeeded.message
+    );
+    assert!(succeeded.message.contains("ghost"), "{}", succeeded.message);
+    assert!(
+        stack.standin().requests().is_empty(),
+        "no agent worked on an invalid Task"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn manual_dag_with_a_cycle_fails_as_invalid_spec_naming_the_cycle() {
+    let stack = stack_with_pool("e2e-cycle", 1).await;
+    stack
+        .apply(&task_manifest(
+            "circular",
+            "",
+            "  - {name: a, prompt: Gather the facts., dependsOn: [c]}
+  - {name: b, prompt: Analyse them., dependsOn: [a]}
+  - {name: c, prompt: Check the analysis., dependsOn: [b]}
+",
+        ))
+        .expect("kubectl apply accepts what the schema cannot reject");
+
+    let task = stack
+        .wait_task("circular", "finished", Duration::from_secs(60), finished)
+        .await;
+    let succeeded = condition(&task, "Succeeded").expect("Succeeded condition");
+    assert_eq!(
+        (succeeded.status.as_str(), succeeded.reason.as_str()),
+        ("False", "InvalidSpec"),
+        "{succeeded:?}"
+    );
+    assert!(
+        succeeded.message.contains("spec.subtasks"),
+        "the message names the field: {}",
+        succeeded.message
+    );
+    // The cycle's path, e.g. "a -> c -> b -> a".
+    let path: Vec<&str> = succeeded
+        .message
+        .split("dependency cycle: ")
+        .nth(1)
+        .unwrap_or_else(|| panic!("no cycle path in: {}", succeeded.message))
+        .split(';')
+        .next()
+        .unwrap_or_default()
+        .split(" -> ")
+        .map(str::trim)
+        .collect();
+    let mut nodes = path.clone();
+    nodes.sort_unstable();
+    nodes.dedup();
+    assert_eq!(nodes, ["a", "b", "c"], "{path:?}");
+    assert_eq!(path.first(), path.last(), "a closed path: {path:?}");
+    assert!(
+        stack.standin().requests().is_empty(),
+        "no agent worked on an invalid Task"
+    );
+}

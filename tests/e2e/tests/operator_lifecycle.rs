@@ -1,0 +1,313 @@
+//! What users do to a Task while it lives, end to end with the real kubectl: suspend and resume
+//! it, terminate it, delete it mid-run (its Redis state goes with it), and create it before its
+//! pool exists.
+
+use std::time::{Duration, Instant};
+
+use maos_core::api::v1alpha1::{SubtaskPhase, Task};
+use maos_e2e::stack::{Stack, StackConfig, condition, has_condition, pool_manifest, subtask};
+
+/// Long enough for a whole Task on a loaded 2-core machine.
+const TASK_DEADLINE: Duration = Duration::from_secs(120);
+/// How long a test watches that something does not happen.
+const OBSERVATION: Duration = Duration::from_secs(3);
+/// The stand-in's latency where a subtask must still be running when the test acts.
+const SLOW_CALLS: Duration = Duration::from_secs(2);
+
+fn finished(task: &Task) -> bool {
+    condition(task, "Succeeded").is_some_and(|c| c.status != "Unknown")
+}
+
+fn running(task: &Task) -> Vec<String> {
+    task.status
+        .iter()
+        .flat_map(|s| &s.subtasks)
+        .filter(|s| s.phase == SubtaskPhase::Running)
+        .map(|s| s.name.clone())
+        .collect()
+}
+
+/// A Task on pool `default` with two independent subtasks; `extra` adds spec lines.
+fn two_part_task(name: &str, extra: &str) -> String {
+    format!(
+        "apiVersion: maos.dev/v1alpha1
+kind: Task
+metadata:
+  name: {name}
+spec:
+  prompt: Write a short report.
+  poolRef: {{name: default}}
+  synthesize: false
+{extra}  subtasks:
+  - {{name: left, prompt: Research the left side.}}
+  - {{name: right, prompt: Research the right side.}}
+"
+    )
+}
+
+/// Model calls made for the two parts of [`two_part_task`].
+fn part_calls(stack: &Stack) -> usize {
+    stack
+        .model_requests_mentioning("Research the left side.")
+        .len()
+        + stack
+            .model_requests_mentioning("Research the right side.")
+            .len()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn suspended_task_dispatches_nothing_until_resumed_then_completes() {
+    let stack = Stack::start(StackConfig::new("e2e-suspend"))
+        .await
+        .expect("the stack starts");
+    stack
+        .apply(&pool_manifest("default", 1, 2))
+        .expect("kubectl apply the pool");
+    stack
+        .apply(
+            "apiVersion: maos.dev/v1alpha1
+kind: Task
+metadata:
+  name: paused
+spec:
+  prompt: Compare three message brokers.
+  poolRef: {name: default}
+  suspend: true
+",
+        )
+        .expect("kubectl apply the suspended task");
+
+    stack
+        .wait_task("paused", "Suspended=True", TASK_DEADLINE, |t| {
+            has_condition(t, "Suspended", "True", None)
+        })
+        .await;
+    // An observation window, not synchronisation: nothing may start while it lasts.
+    let watched = Instant::now();
+    while watched.elapsed() < OBSERVATION {
+        let task = stack.task("paused").await.expect("get the task");
+        let started: Vec<_> = task
+            .status
+            .iter()
+            .flat_map(|s| &s.subtasks)
+            .filter(|s| s.phase != SubtaskPhase::Pending || s.started_at.is_some())
+            .collect();
+        assert!(
+            started.is_empty(),
+            "a suspended Task dispatched: {started:?}"
+        );
+        assert!(
+            stack.standin().requests().is_empty(),
+            "an agent called the model for a suspended Task"
+        );
+        assert!(!finished(&task), "{:?}", task.status);
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+
+    stack
+        .kubectl(
+            &[
+                "patch",
+                "task",
+                "paused",
+                "--type",
+                "merge",
+                "-p",
+                r#"{"spec":{"suspend":false}}"#,
+            ],
+            None,
+        )
+        .expect("kubectl patch suspend false");
+    let task = stack
+        .wait_task("paused", "finished", TASK_DEADLINE, finished)
+        .await;
+    assert!(
+        has_condition(&task, "Succeeded", "True", Some("Completed")),
+        "{:?}",
+        task.status
+    );
+    assert!(
+        has_condition(&task, "Suspended", "False", None),
+        "{:?}",
+        condition(&task, "Suspended")
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_terminate_cancels_a_running_task_and_stops_its_agents() {
+    let stack = Stack::start(StackConfig::new("e2e-terminate").claude_latency(SLOW_CALLS))
+        .await
+        .expect("the stack starts");
+    stack
+        .apply(&pool_manifest("default", 2, 2))
+        .expect("kubectl apply the pool");
+    stack
+        .apply(&two_part_task("halted", ""))
+        .expect("kubectl apply the task");
+    let task = stack
+        .wait_task("halted", "a subtask running", TASK_DEADLINE, |t| {
+            !running(t).is_empty()
+        })
+        .await;
+    let was_running = running(&task);
+
+    stack
+        .kubectl(
+            &[
+                "patch",
+                "task",
+                "halted",
+                "--type",
+                "merge",
+                "-p",
+                r#"{"spec":{"shutdown":"Terminate"}}"#,
+            ],
+            None,
+        )
+        .expect("kubectl patch shutdown Terminate");
+    let task = stack
+        .wait_task("halted", "finished", Duration::from_secs(60), finished)
+        .await;
+    let calls_when_cancelled = part_calls(&stack);
+    let succeeded = condition(&task, "Succeeded").expect("Succeeded condition");
+    assert_eq!(
+        (succeeded.status.as_str(), succeeded.reason.as_str()),
+        ("False", "Cancelled"),
+        "{succeeded:?}"
+    );
+    for name in &was_running {
+        let entry = subtask(&task, name).expect("status entry");
+        assert_eq!(entry.phase, SubtaskPhase::Cancelled, "{entry:?}");
+    }
+    assert!(
+        task.status
+            .as_ref()
+            .and_then(|s| s.result.as_ref())
+            .is_none(),
+        "a terminated Task has no result"
+    );
+
+    // The agents stop between model calls: at most the call each had just begun follows.
+    // Working on, each would make a call every 2 s.
+    let watched = Instant::now();
+    while watched.elapsed() < 2 * SLOW_CALLS + OBSERVATION {
+        let calls = part_calls(&stack);
+        assert!(
+            calls <= calls_when_cancelled + 2,
+            "the agents kept calling the model after the Task was cancelled: {calls_when_cancelled} → {calls}"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn task_deleted_mid_run_leaves_no_redis_key_and_no_queue_entry() {
+    let stack = Stack::start(StackConfig::new("e2e-delete").claude_latency(SLOW_CALLS))
+        .await
+        .expect("the stack starts");
+    stack
+        .apply(&pool_manifest("default", 1, 1))
+        .expect("kubectl apply the pool");
+    stack
+        .apply(&two_part_task("doomed", "  parallelism: 1\n"))
+        .expect("kubectl apply the task");
+    let task = stack
+        .wait_task("doomed", "a subtask running", TASK_DEADLINE, |t| {
+            !running(t).is_empty()
+        })
+        .await;
+    let task_uid = task.metadata.uid.clone().expect("uid");
+    let pool_uid = task
+        .status
+        .as_ref()
+        .and_then(|s| s.pool_uid.clone())
+        .expect("status.poolUID");
+    let pattern = format!("maos:pool:{pool_uid}:{{task:{task_uid}}}*");
+    assert!(
+        !stack
+            .keys_matching(&pattern)
+            .await
+            .expect("scan")
+            .is_empty(),
+        "the running Task has keys in Redis ({pattern})"
+    );
+    let (items, markers) = stack
+        .queue_entries_of_task(&pool_uid, &task_uid)
+        .await
+        .expect("read the queue");
+    assert!(
+        !items.is_empty() && !markers.is_empty(),
+        "the running Task has queue entries"
+    );
+
+    stack
+        .kubectl(&["delete", "task", "doomed", "--timeout=90s"], None)
+        .expect("kubectl delete the task");
+    let gone = stack
+        .kubectl(&["get", "task", "doomed"], None)
+        .expect_err("the Task is gone");
+    assert!(gone.stderr().contains("NotFound"), "{}", gone.stderr());
+
+    // Nothing of the Task stays in Redis, and nothing comes back once its agent stops.
+    let watched = Instant::now();
+    while watched.elapsed() < 2 * SLOW_CALLS + OBSERVATION {
+        let keys = stack.keys_matching(&pattern).await.expect("scan");
+        assert!(keys.is_empty(), "keys of the deleted Task: {keys:?}");
+        let (items, markers) = stack
+            .queue_entries_of_task(&pool_uid, &task_uid)
+            .await
+            .expect("read the queue");
+        assert!(
+            items.is_empty() && markers.is_empty(),
+            "queue entries of the deleted Task: {items:?} {markers:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn task_waits_with_pool_not_found_then_completes_once_the_pool_exists() {
+    let stack = Stack::start(StackConfig::new("e2e-late-pool"))
+        .await
+        .expect("the stack starts");
+    stack
+        .apply(
+            "apiVersion: maos.dev/v1alpha1
+kind: Task
+metadata:
+  name: early
+spec:
+  prompt: Say hello.
+  poolRef: {name: late}
+  synthesize: false
+  subtasks:
+  - {name: greet, prompt: Greet the user.}
+",
+        )
+        .expect("kubectl apply the task");
+    let task = stack
+        .wait_task("early", "Accepted=False PoolNotFound", TASK_DEADLINE, |t| {
+            has_condition(t, "Accepted", "False", Some("PoolNotFound"))
+        })
+        .await;
+    assert!(!finished(&task), "PoolNotFound is not final");
+    let accepted = condition(&task, "Accepted").expect("Accepted");
+    assert!(accepted.message.contains("late"), "{}", accepted.message);
+    assert_eq!(
+        task.status.as_ref().and_then(|s| s.phase),
+        Some(maos_core::api::v1alpha1::TaskPhase::Pending)
+    );
+
+    stack
+        .apply(&pool_manifest("late", 1, 1))
+        .expect("kubectl apply the pool");
+    let task = stack
+        .wait_task("early", "finished", TASK_DEADLINE, finished)
+        .await;
+    assert!(
+        has_condition(&task, "Succeeded", "True", Some("Completed")),
+        "{:?}",
+        task.status
+    );
+    assert!(has_condition(&task, "Accepted", "True", None));
+}
