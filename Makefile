@@ -30,6 +30,9 @@ crds: ## Regenerate crds/ from the Rust types.
 bench: ## Run the benchmarks (release builds) and record them in BENCHMARKS.md.
 	scripts/bench.sh
 
-demo: ## Testbed + operator + agents + an example Task, with live progress.
-	@echo "make demo arrives with the operator (issue 6); see README.md for what works today." >&2
-	@exit 1
+# Debug builds: much quicker to build than release, and fast enough for the demo.
+DEMO_BINS := -p maos-operator --bin maos-operator -p maos-agent-runner --bin maos-agent -p maos-e2e --bin maos-testbed
+
+demo: deps ## Testbed + operator + agents + an example Task, with live progress (DEMO_ARGS=--keep-running).
+	$(CARGO) build --locked $(DEMO_BINS)
+	$(or $(CARGO_TARGET_DIR),target)/debug/maos-testbed demo $(DEMO_ARGS)

@@ -5,6 +5,7 @@ pub mod apiserver;
 pub mod binaries;
 pub mod claude_standin;
 pub mod cluster;
+pub mod demo;
 pub mod kubelet;
 pub mod launch;
 pub mod stack;

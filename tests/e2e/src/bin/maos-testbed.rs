@@ -3,8 +3,11 @@
 //! `up` starts the Kubernetes API server and the process kubelet (and, on request, Redis and the
 //! Claude stand-in), prints the kubeconfig and the environment to use them, and runs until
 //! Ctrl-C or SIGTERM, then stops everything it started. `claude` runs the Claude stand-in alone.
+//! `demo` (what `make demo` runs) adds the operator, the example pool and Task, and shows the
+//! Task live until it finishes (see `maos_e2e::demo`).
 
 use std::path::{Path, PathBuf};
+use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -12,11 +15,9 @@ use anyhow::Context as _;
 use clap::{Parser, Subcommand, ValueEnum};
 use maos_e2e::apiserver::{Testbed, TestbedConfig};
 use maos_e2e::claude_standin::{ClaudeStandIn, StandInConfig};
+use maos_e2e::demo::{AGENT_IMAGE_PATTERN, ClaudeChoice, DemoConfig};
 use maos_e2e::kubelet::{ImageMap, ImageTarget, Kubelet, KubeletConfig, KubeletLogs};
 use maos_e2e::launch::redis::{RedisCluster, RedisServer};
-
-/// The image reference the operator gives agent pods; the kubelet runs `maos-agent` for it.
-const AGENT_IMAGE_PATTERN: &str = "ghcr.io/maos/agent-runner:*";
 
 /// A local stand-in cluster for MAOS.
 #[derive(Parser)]
@@ -50,6 +51,30 @@ enum Command {
         #[arg(long)]
         agent_bin: Option<PathBuf>,
     },
+    /// Run the whole system on this machine with the example pool and Task, showing the Task
+    /// live until it finishes; exits 0 only if it succeeded. Uses the real Claude API when
+    /// ANTHROPIC_API_KEY is set, else the stand-in.
+    Demo {
+        /// Directory for the kubeconfig, the operator's log and the pods' logs (default: a new
+        /// temporary one, removed at the end if the Task succeeded).
+        #[arg(long)]
+        dir: Option<PathBuf>,
+        /// The stand-in's latency per model call, in milliseconds.
+        #[arg(long, default_value_t = 1500)]
+        latency_ms: u64,
+        /// How many subtasks the stand-in's planner makes.
+        #[arg(long, default_value_t = 6)]
+        plan_size: usize,
+        /// How long the Task may take, in seconds.
+        #[arg(long, default_value_t = 900)]
+        timeout_seconds: u64,
+        /// After the Task, keep everything running for kubectl until Ctrl-C or SIGTERM.
+        #[arg(long)]
+        keep_running: bool,
+        /// The repository holding crds/ and examples/ (default: the one this was built from).
+        #[arg(long)]
+        repo: Option<PathBuf>,
+    },
     /// Run only the Claude stand-in and print its base URL and API key.
     Claude {
         /// Latency per model call, in milliseconds.
@@ -71,10 +96,17 @@ enum RedisMode {
     Cluster,
 }
 
-fn main() -> anyhow::Result<()> {
+fn main() -> anyhow::Result<ExitCode> {
+    let cli = Cli::parse();
+    // The demo's own output is the view; its parts log only warnings unless RUST_LOG says more.
+    let default_filter = match cli.command {
+        Command::Demo { .. } => "warn",
+        _ => "info",
+    };
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| default_filter.into()),
         )
         .with_writer(std::io::stderr)
         .init();
@@ -83,7 +115,7 @@ fn main() -> anyhow::Result<()> {
         .enable_all()
         .build()
         .context("starting the runtime")?;
-    match Cli::parse().command {
+    match cli.command {
         Command::Up {
             port,
             dir,
@@ -99,17 +131,47 @@ fn main() -> anyhow::Result<()> {
             claude,
             claude_latency_ms,
             agent_bin,
-        ),
+        )
+        .map(|()| ExitCode::SUCCESS),
+        Command::Demo {
+            dir,
+            latency_ms,
+            plan_size,
+            timeout_seconds,
+            keep_running,
+            repo,
+        } => {
+            let config = DemoConfig {
+                dir,
+                repo: {
+                    let repo = repo.unwrap_or_else(maos_e2e::cluster::repo_root);
+                    repo.canonicalize().unwrap_or(repo)
+                },
+                claude: ClaudeChoice::from_env(Duration::from_millis(latency_ms), plan_size),
+                timeout: Duration::from_secs(timeout_seconds),
+                keep_running,
+            };
+            // Ctrl-C, SIGTERM and SIGHUP only set this flag: the demo then stops everything in order.
+            let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+            let terminated = termination(&runtime)?;
+            runtime.spawn(async move {
+                terminated.await;
+                let _ = stop_tx.send(true);
+            });
+            let outcome = maos_e2e::demo::run(&runtime, &config, stop_rx)?;
+            Ok(ExitCode::from(outcome.exit_code()))
+        }
         Command::Claude {
             latency_ms,
             api_key,
         } => {
+            let terminated = termination(&runtime)?;
             let key = api_key.unwrap_or_else(generated_key);
             let standin = start_standin(&key, latency_ms)?;
             println!("export ANTHROPIC_BASE_URL={}", standin.base_url());
             println!("export ANTHROPIC_API_KEY={key}");
-            runtime.block_on(wait_for_termination())?;
-            Ok(())
+            runtime.block_on(terminated);
+            Ok(ExitCode::SUCCESS)
         }
     }
 }
@@ -123,6 +185,8 @@ fn up(
     claude_latency_ms: u64,
     agent_bin: Option<PathBuf>,
 ) -> anyhow::Result<()> {
+    // Signals that come during start-up stop the testbed once it is up.
+    let terminated = termination(runtime)?;
     let testbed_dir = dir.clone();
     let pods_root = match &dir {
         Some(dir) => dir.join("pods"),
@@ -185,7 +249,7 @@ fn up(
         None
     };
     tracing::info!("testbed up; Ctrl-C stops it");
-    runtime.block_on(wait_for_termination())?;
+    runtime.block_on(terminated);
     // The kubelet first: it stops every pod process before the services they use go.
     drop(kubelet);
     if dir.is_none() {
@@ -205,14 +269,24 @@ fn generated_key() -> String {
     format!("sk-ant-standin-{}", uuid::Uuid::new_v4().simple())
 }
 
-async fn wait_for_termination() -> anyhow::Result<()> {
+/// Ctrl-C, SIGTERM or SIGHUP (the terminal closed): the future completes on the first of them,
+/// so the caller can stop what it started rather than leave it running. The handlers are
+/// installed before this returns.
+fn termination(
+    runtime: &tokio::runtime::Runtime,
+) -> anyhow::Result<impl std::future::Future<Output = ()> + Send + 'static> {
     use tokio::signal::unix::{SignalKind, signal};
+    let _context = runtime.enter();
+    let mut interrupt = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
     let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
-    tokio::select! {
-        result = tokio::signal::ctrl_c() => result.context("waiting for Ctrl-C")?,
-        _ = term.recv() => {}
-    }
-    Ok(())
+    let mut hangup = signal(SignalKind::hangup()).context("installing the SIGHUP handler")?;
+    Ok(async move {
+        tokio::select! {
+            _ = interrupt.recv() => {}
+            _ = term.recv() => {}
+            _ = hangup.recv() => {}
+        }
+    })
 }
 
 fn remove_quietly(path: &Path) {
