@@ -370,6 +370,7 @@ pub async fn run(work: WorkItemRun<'_>) -> Result<Ending, AgentError> {
             estimated_input,
             u64::from(settings.max_tokens),
             item,
+            stop,
         )
         .await?
         {
@@ -644,13 +645,20 @@ async fn run_tools(
 }
 
 /// Waits until the pool's buckets admit the call, or the item's deadline.
+/// The longest a waiting agent sleeps before it asks the pool's rate limiter again.
+const RATE_LIMIT_POLL: Duration = Duration::from_millis(500);
+
 async fn wait_for_rate_limit(
     limiter: &RateLimiter,
     input: u64,
     output: u64,
     item: &WorkItem,
+    stop: Option<&tokio::sync::watch::Receiver<bool>>,
 ) -> Result<Option<Ending>, CoordError> {
     loop {
+        if stop.is_some_and(|stop| *stop.borrow()) {
+            return Ok(Some(Ending::Interrupted));
+        }
         let admission = match limiter.acquire(1, input, output).await {
             Ok(admission) => admission,
             // Waiting can never help: the call is larger than a bucket holds.
@@ -678,7 +686,11 @@ async fn wait_for_rate_limit(
                         "the subtask's deadline passed while waiting for the pool's rate limit",
                     )));
                 }
-                tokio::time::sleep(delay.min(left).max(Duration::from_millis(1))).await;
+                // Asked again at least every RATE_LIMIT_POLL: another agent's call that ends
+                // under its reservation refunds tokens long before the bucket refills.
+                let jitter = Duration::from_millis(fastrand::u64(0..50));
+                let nap = delay.min(left).min(RATE_LIMIT_POLL) + jitter;
+                tokio::time::sleep(nap.max(Duration::from_millis(1))).await;
             }
         }
     }

@@ -20,6 +20,8 @@ use crate::metrics::{AgentMetrics, OutcomeLabel};
 const CLAIM_BLOCK: Duration = Duration::from_secs(1);
 /// How long each shutdown step (release, leave the heartbeats) may take.
 const CLEANUP_TIMEOUT: Duration = Duration::from_secs(5);
+/// Most items held before a restart that are resumed at start.
+const RESUME_BATCH: usize = 16;
 /// The pause after a coordination failure before the loop goes on.
 const FAILURE_PAUSE: Duration = Duration::from_secs(1);
 
@@ -87,10 +89,24 @@ pub async fn run(
     ));
     tracing::info!(agent = %agent, pool = %pool_uid, "agent ready");
 
+    // First what this agent held before a restart under the same name (a container restart
+    // keeps the pod name): never redelivered by a plain claim, it is resumed from its journal.
+    let mut resume = true;
     while !*shutdown.borrow() {
-        let claimed = tokio::select! {
-            claimed = claimer.claim(&agent, 1, Some(CLAIM_BLOCK)) => claimed,
-            _ = shutdown.changed() => break,
+        let claimed = if resume {
+            let held = claimer.claim_own_pending(&agent, RESUME_BATCH).await;
+            if let Ok(items) = &held {
+                resume = false;
+                if !items.is_empty() {
+                    tracing::info!(items = items.len(), "resuming work held before a restart");
+                }
+            }
+            held
+        } else {
+            tokio::select! {
+                claimed = claimer.claim(&agent, 1, Some(CLAIM_BLOCK)) => claimed,
+                _ = shutdown.changed() => break,
+            }
         };
         let items = match claimed {
             Ok(items) => items,

@@ -1,6 +1,7 @@
 //! `maos-operator`: the MAOS control plane. `run` reconciles AgentPools and Tasks; `crds`
 //! prints the CustomResourceDefinitions.
 
+use std::io::IsTerminal as _;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -75,7 +76,8 @@ fn init_logs(format: LogFormat) {
         .unwrap_or_else(|_| "info,kube_runtime=warn".into());
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal());
     match format {
         LogFormat::Json => builder.json().flatten_event(true).init(),
         LogFormat::Text => builder.init(),

@@ -519,6 +519,28 @@ impl WorkQueue {
         count: usize,
         block: Option<Duration>,
     ) -> CoordResult<Vec<Claimed>> {
+        self.read_group(agent, count, block, ">").await
+    }
+
+    /// The items delivered to `agent` earlier and never acked, up to `count`: what an agent
+    /// restarted under the same name (a container restart keeps the pod name) held when it
+    /// died. It resumes them from their journals; no reclaim is needed, and none happens if it
+    /// is back before it is declared dead.
+    pub async fn claim_own_pending(
+        &self,
+        agent: &AgentName,
+        count: usize,
+    ) -> CoordResult<Vec<Claimed>> {
+        self.read_group(agent, count, None, "0").await
+    }
+
+    async fn read_group(
+        &self,
+        agent: &AgentName,
+        count: usize,
+        block: Option<Duration>,
+        from: &str,
+    ) -> CoordResult<Vec<Claimed>> {
         let work = self.keys.work();
         let read = |mut c: super::conn::Conn| {
             let work = &work;
@@ -532,7 +554,7 @@ impl WorkQueue {
                 if let Some(block) = block {
                     cmd.arg("BLOCK").arg(block.as_millis().max(1) as u64);
                 }
-                cmd.arg("STREAMS").arg(work).arg(">");
+                cmd.arg("STREAMS").arg(work).arg(from);
                 let reply: redis::RedisResult<Option<StreamReadReply>> =
                     cmd.query_async(&mut c).await;
                 reply

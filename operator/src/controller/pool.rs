@@ -54,6 +54,8 @@ const STUCK_REASONS: [&str; 5] = [
 pub(crate) struct PoolMemory {
     /// Since when each idle agent has been idle.
     idle_since: HashMap<String, Timestamp>,
+    /// Container restarts seen per agent pod, to report each new one once.
+    restarts: HashMap<String, i32>,
     /// When the ACL user was last applied.
     acl_applied: Option<Instant>,
     /// The status last written and when.
@@ -270,6 +272,28 @@ async fn step(
             .await;
             continue;
         }
+        if let Some((count, how)) = restart_of(pod)
+            && memory
+                .restarts
+                .insert(pod_name.clone(), count)
+                .is_some_and(|seen| seen < count)
+        {
+            // The kubelet restarted the agent in place (same name): it resumes the items it
+            // held from their journals, so nothing is reclaimed; say so.
+            let note = format!(
+                "agent {pod_name} restarted ({how}); it resumes the work it held from the journal"
+            );
+            ctx.event(
+                pool,
+                EventType::Warning,
+                "AgentRestarted",
+                "Recover",
+                note.clone(),
+            )
+            .await;
+            ctx.metrics.agent_recovered();
+            degraded.push(note);
+        }
         if let Some(reason) = stuck_reason(pod) {
             degraded.push(format!("agent pod {pod_name} cannot start: {reason}"));
         }
@@ -324,6 +348,7 @@ async fn step(
     memory
         .idle_since
         .retain(|agent, _| live.iter().any(|p| p.name_any() == *agent));
+    memory.restarts.retain(|agent, _| pod_names.contains(agent));
 
     // Status.
     let agents: Vec<AgentStatus> = live
@@ -535,6 +560,23 @@ fn has_key(secret: &Secret, key: &str) -> bool {
             .string_data
             .as_ref()
             .is_some_and(|d| d.contains_key(key))
+}
+
+/// The agent container's restart count and how it last ended, once it restarted.
+fn restart_of(pod: &Pod) -> Option<(i32, String)> {
+    let status = pod.status.as_ref()?.container_statuses.as_ref()?.first()?;
+    let how = status
+        .last_state
+        .as_ref()
+        .and_then(|s| s.terminated.as_ref())
+        .map_or_else(
+            || "no exit status".to_owned(),
+            |t| match &t.reason {
+                Some(reason) => format!("{reason}, exit code {}", t.exit_code),
+                None => format!("exit code {}", t.exit_code),
+            },
+        );
+    Some((status.restart_count, how))
 }
 
 fn stuck_reason(pod: &Pod) -> Option<String> {

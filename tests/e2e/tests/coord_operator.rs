@@ -348,7 +348,43 @@ async fn wait_after_returns_at_once_with_the_newest_of_events_already_there(fx: 
     assert_eq!(from_start, ids.last().cloned());
 }
 
+async fn an_agent_restarted_under_its_name_gets_back_only_what_it_held(fx: &Fixture) {
+    let q = queue(fx).await;
+    let task = task_uid();
+    q.enqueue_many(&[
+        attempt_of(&task, "held", 1),
+        attempt_of(&task, "other", 1),
+        attempt_of(&task, "waiting", 1),
+    ])
+    .await
+    .expect("enqueue");
+    let held = q.claim(&agent("a1"), 1, None).await.expect("claim");
+    q.claim(&agent("a2"), 1, None).await.expect("claim");
+    // A plain claim never hands a1 its own unacked item again.
+    let fresh = q.claim(&agent("a1"), 10, None).await.expect("claim");
+    assert_eq!(fresh.len(), 1);
+    assert_eq!(fresh[0].item.subtask.as_str(), "waiting");
+    q.ack(&[fresh[0].id.clone()]).await.expect("ack");
+
+    let resumed = q
+        .claim_own_pending(&agent("a1"), 10)
+        .await
+        .expect("own pending");
+    assert_eq!(resumed.len(), 1);
+    assert_eq!(resumed[0].id, held[0].id);
+    assert_eq!(resumed[0].item.subtask.as_str(), "held");
+    assert_eq!(resumed[0].item.attempt, 1);
+    q.ack(&[resumed[0].id.clone()]).await.expect("ack");
+    assert!(
+        q.claim_own_pending(&agent("a1"), 10)
+            .await
+            .expect("own pending")
+            .is_empty()
+    );
+}
+
 both_backends!(
+    an_agent_restarted_under_its_name_gets_back_only_what_it_held,
     the_same_attempt_is_enqueued_only_once,
     a_later_attempt_of_the_same_subtask_is_enqueued_again,
     enqueue_many_once_skips_attempts_already_dispatched,

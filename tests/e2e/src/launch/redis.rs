@@ -5,6 +5,7 @@
 //! Readiness is polled with a deadline (PING; for the cluster, `CLUSTER INFO` on every node and
 //! replication links up), never assumed after a sleep.
 
+use std::os::unix::process::CommandExt as _;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
@@ -112,6 +113,9 @@ impl Node {
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(stderr)
+            // Its own process group: a Ctrl-C at the terminal reaches the launcher, which stops
+            // the processes that use Redis before Redis itself.
+            .process_group(0)
             .spawn()
             .map_err(|source| LaunchError::BinaryNotRunnable {
                 program: REDIS_SERVER.to_owned(),
