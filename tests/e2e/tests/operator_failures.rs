@@ -5,6 +5,7 @@
 
 use std::time::Duration;
 
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use maos_core::api::v1alpha1::{SubtaskPhase, Task};
 use maos_e2e::stack::{Stack, StackConfig, condition, has_condition, pool_manifest, subtask};
 
@@ -16,6 +17,19 @@ fn finished(task: &Task) -> bool {
 }
 
 /// A stack with one pool `default` of `agents` agents.
+/// The Task's `Succeeded` condition, asserted to be False with `reason`.
+fn failed_with(task: &Task, reason: &str) -> Condition {
+    let succeeded = condition(task, "Succeeded")
+        .expect("Succeeded condition")
+        .clone();
+    assert_eq!(
+        (succeeded.status.as_str(), succeeded.reason.as_str()),
+        ("False", reason),
+        "{succeeded:?}"
+    );
+    succeeded
+}
+
 async fn stack_with_pool(namespace: &str, agents: u32) -> Stack {
     let stack = Stack::start(StackConfig::new(namespace))
         .await
@@ -96,12 +110,7 @@ async fn subtask_failing_past_its_retries_fails_the_task_naming_the_subtask() {
     let task = stack
         .wait_task("doomed", "finished", TASK_DEADLINE, finished)
         .await;
-    let succeeded = condition(&task, "Succeeded").expect("Succeeded condition");
-    assert_eq!(
-        (succeeded.status.as_str(), succeeded.reason.as_str()),
-        ("False", "SubtaskFailed"),
-        "{succeeded:?}"
-    );
+    let succeeded = failed_with(&task, "SubtaskFailed");
     assert!(
         succeeded.message.contains("broken-step"),
         "the message names the subtask: {}",
@@ -139,12 +148,7 @@ async fn task_running_past_its_active_deadline_fails_with_deadline_exceeded() {
     let task = stack
         .wait_task("late", "finished", Duration::from_secs(60), finished)
         .await;
-    let succeeded = condition(&task, "Succeeded").expect("Succeeded condition");
-    assert_eq!(
-        (succeeded.status.as_str(), succeeded.reason.as_str()),
-        ("False", "DeadlineExceeded"),
-        "{succeeded:?}"
-    );
+    failed_with(&task, "DeadlineExceeded");
     let stuck = subtask(&task, "stuck").expect("status entry");
     assert_eq!(stuck.phase, SubtaskPhase::Cancelled, "{stuck:?}");
     // It ended at the deadline, not after the hung model call (30 s) came back.
@@ -178,12 +182,7 @@ async fn task_over_its_token_budget_fails_with_budget_exceeded() {
     let task = stack
         .wait_task("thrifty", "finished", TASK_DEADLINE, finished)
         .await;
-    let succeeded = condition(&task, "Succeeded").expect("Succeeded condition");
-    assert_eq!(
-        (succeeded.status.as_str(), succeeded.reason.as_str()),
-        ("False", "BudgetExceeded"),
-        "{succeeded:?}"
-    );
+    failed_with(&task, "BudgetExceeded");
     let expensive = subtask(&task, "expensive").expect("status entry");
     assert_ne!(expensive.phase, SubtaskPhase::Succeeded, "{expensive:?}");
     assert!(
@@ -218,12 +217,7 @@ async fn manual_dag_with_an_unknown_dependency_fails_as_invalid_spec_naming_the_
     let task = stack
         .wait_task("dangling", "finished", Duration::from_secs(60), finished)
         .await;
-    let succeeded = condition(&task, "Succeeded").expect("Succeeded condition");
-    assert_eq!(
-        (succeeded.status.as_str(), succeeded.reason.as_str()),
-        ("False", "InvalidSpec"),
-        "{succeeded:?}"
-    );
+    let succeeded = failed_with(&task, "InvalidSpec");
     assert!(
         succeeded.message.contains("spec.subtasks[1].dependsOn[1]"),
         "the message names the field: {}",
@@ -253,12 +247,7 @@ async fn manual_dag_with_a_cycle_fails_as_invalid_spec_naming_the_cycle() {
     let task = stack
         .wait_task("circular", "finished", Duration::from_secs(60), finished)
         .await;
-    let succeeded = condition(&task, "Succeeded").expect("Succeeded condition");
-    assert_eq!(
-        (succeeded.status.as_str(), succeeded.reason.as_str()),
-        ("False", "InvalidSpec"),
-        "{succeeded:?}"
-    );
+    let succeeded = failed_with(&task, "InvalidSpec");
     assert!(
         succeeded.message.contains("spec.subtasks"),
         "the message names the field: {}",
