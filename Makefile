@@ -22,6 +22,9 @@ lint: ## clippy on every crate and target, warnings are errors.
 	$(CARGO) clippy --workspace --all-targets --locked -- -D warnings
 
 unit:
+	@# The end-to-end tests run maos-operator, maos-agent and maos-testbed as processes, as a
+	@# cluster would; `cargo test` builds only the binaries of a package with its own tests.
+	$(CARGO) build --locked --bins --workspace
 	$(CARGO) $(TEST_RUNNER) --workspace --locked
 
 crds: ## Regenerate crds/ from the Rust types.
