@@ -398,6 +398,16 @@ impl RedisCluster {
     pub fn wait_healthy(&self, timeout: Duration) -> Result<(), LaunchError> {
         let live: Vec<&Node> = self.nodes.iter().filter(|n| n.child.is_some()).collect();
         poll_until("Redis Cluster healthy", timeout, || {
+            // Replicas as they see themselves; every node's view must agree (gossip about a
+            // node's new role reaches the others a moment after the role changes).
+            let mut replicas = 0;
+            for node in &live {
+                let replication = query_text(&node.url(), redis::cmd("INFO").arg("replication"))
+                    .unwrap_or_default();
+                if replication.contains("role:slave") {
+                    replicas += 1;
+                }
+            }
             for node in &live {
                 let info = match query_text(&node.url(), redis::cmd("CLUSTER").arg("INFO")) {
                     Ok(info) => info,
@@ -415,6 +425,16 @@ impl RedisCluster {
                     .filter(|l| !l.contains("fail") && !l.contains("handshake"))
                     .filter(|l| !l.contains("noaddr"))
                     .count();
+                let seen_replicas = nodes
+                    .lines()
+                    .filter(|l| l.contains("slave") && !l.contains("fail"))
+                    .count();
+                if seen_replicas != replicas {
+                    return Ok(Err(format!(
+                        "port {}: sees {seen_replicas} of {replicas} replicas",
+                        node.port
+                    )));
+                }
                 if connected < live.len() {
                     return Ok(Err(format!(
                         "port {}: sees {connected} of {} nodes",
