@@ -304,11 +304,10 @@ fn main() {
         .expect("maos-testbed starts");
     let stdout = child.stdout.take().expect("piped");
     let server = Server(child);
-    let kubeconfig = BufReader::new(stdout)
-        .lines()
-        .next()
-        .expect("kubeconfig line")
-        .expect("readable");
+    let mut lines = BufReader::new(stdout).lines();
+    let kubeconfig = lines.next().expect("kubeconfig line").expect("readable");
+    // Keep reading what else it prints: a closed pipe would kill it at its next line.
+    std::thread::spawn(move || lines.for_each(drop));
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
