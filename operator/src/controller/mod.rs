@@ -129,6 +129,9 @@ pub enum Error {
     /// An agent pod could not be built.
     #[error(transparent)]
     Pod(#[from] PodError),
+    /// A subtask name is not a valid DNS label (only a bug can make one of MAOS's own names so).
+    #[error("subtask name: {0}")]
+    Name(#[from] maos_core::dag::NameError),
     /// A deleted Task is still worked by an agent; its keys go once the agent stops.
     #[error("agents still work Task {0}; waiting before its keys are removed")]
     AgentsStillWorking(String),
@@ -143,6 +146,7 @@ impl Error {
             Error::Finalizer(_) => "Finalizer",
             Error::MissingMetadata(_) => "MissingMetadata",
             Error::Pod(_) => "PodTemplate",
+            Error::Name(_) => "InvalidName",
             Error::AgentsStillWorking(_) => "AgentsStillWorking",
         }
     }

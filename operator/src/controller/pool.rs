@@ -154,7 +154,7 @@ async fn step(
             why,
             "no agents start without the API key".into(),
         );
-        write_status(pool, ctx, api, memory, status, true).await?;
+        write_status(pool, api, memory, status, true).await?;
         return Ok(Action::requeue(Duration::from_secs(5)));
     }
     let hash = key_secret
@@ -201,8 +201,8 @@ async fn step(
         let Ok(agent_name) = AgentName::new(&agent.name) else {
             continue;
         };
+        // Also drops the agent from the heartbeats, in the same script.
         let reclaimed = queue.reclaim(&agent_name).await?;
-        queue.forget(&agent_name).await?;
         let why = if gone { "PodGone" } else { "MissedHeartbeats" };
         if pod_names.contains(&agent.name) {
             delete_pod(&pods, &agent.name, Some(0)).await?;
@@ -447,7 +447,7 @@ async fn step(
             String::new(),
         ),
     }
-    write_status(pool, ctx, api, memory, status, false).await?;
+    write_status(pool, api, memory, status, false).await?;
     let beat = Duration::from_secs(u64::from(pool.spec.heartbeat_seconds.max(1)));
     Ok(Action::requeue(beat))
 }
@@ -610,7 +610,6 @@ fn suffix() -> String {
 /// Writes the status when it changed in more than heartbeat times, or now and then.
 async fn write_status(
     pool: &AgentPool,
-    ctx: &Context,
     api: &Api<AgentPool>,
     memory: &mut PoolMemory,
     status: AgentPoolStatus,
@@ -642,7 +641,6 @@ async fn write_status(
     )
     .await?;
     memory.written = Some((status, Instant::now()));
-    let _ = ctx;
     Ok(())
 }
 

@@ -326,7 +326,7 @@ async fn step(
     {
         coord
             .results()
-            .get(&SubtaskName::new(PLAN).map_err(|e| Error::Finalizer(e.to_string()))?)
+            .get(&SubtaskName::new(PLAN)?)
             .await?
             .map(|r| r.result)
     } else {
@@ -350,7 +350,7 @@ async fn step(
         match effect {
             Effect::AcceptPlan(subtasks) => coord.plan().set_subtasks(&subtasks).await?,
             Effect::RejectPlan { feedback } => {
-                let plan = SubtaskName::new(PLAN).map_err(|e| Error::Finalizer(e.to_string()))?;
+                let plan = SubtaskName::new(PLAN)?;
                 coord.results().forget(&plan).await?;
                 coord.journal(&plan).clear().await?;
                 coord.plan().set_feedback(&feedback).await?;
@@ -561,8 +561,7 @@ async fn complete(
 ) -> Result<(), Error> {
     let results = coord.results();
     let text = if task.spec.synthesize {
-        let synthesize =
-            SubtaskName::new(SYNTHESIZE).map_err(|e| Error::Finalizer(e.to_string()))?;
+        let synthesize = SubtaskName::new(SYNTHESIZE)?;
         results
             .get(&synthesize)
             .await?

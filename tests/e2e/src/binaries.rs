@@ -46,3 +46,35 @@ pub fn find(name: &str, package: &str) -> Result<PathBuf, MissingBinary> {
 pub fn agent() -> Result<PathBuf, MissingBinary> {
     find("maos-agent", "maos-agent-runner")
 }
+
+/// How [`terminate`] ended a process.
+#[derive(Debug)]
+pub enum Ended {
+    /// It exited within the grace period, with this status.
+    Exited(std::process::ExitStatus),
+    /// It was still running after the grace period and was killed.
+    Killed,
+}
+
+/// Stops `child` as a kubelet stops a container: SIGTERM, then SIGKILL if it has not exited
+/// within `grace` (its exit is polled every 20 ms until then); the process is reaped either way.
+pub fn terminate(child: &mut std::process::Child, grace: std::time::Duration) -> Ended {
+    use std::time::{Duration, Instant};
+    if let Ok(pid) = i32::try_from(child.id()) {
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(pid),
+            nix::sys::signal::Signal::SIGTERM,
+        );
+    }
+    let deadline = Instant::now() + grace;
+    while Instant::now() < deadline {
+        match child.try_wait() {
+            Ok(Some(status)) => return Ended::Exited(status),
+            Ok(None) => std::thread::sleep(Duration::from_millis(20)),
+            Err(_) => break,
+        }
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    Ended::Killed
+}

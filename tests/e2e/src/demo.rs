@@ -25,8 +25,6 @@ use kube::api::Api;
 use kube::runtime::WatchStreamExt as _;
 use kube::runtime::watcher;
 use maos_core::api::v1alpha1::{AgentPool, SubtaskPhase, SubtaskStatus, Task, TaskPhase};
-use nix::sys::signal::{Signal, kill};
-use nix::unistd::Pid;
 use tokio::sync::watch;
 
 use crate::apiserver::{Testbed, TestbedConfig};
@@ -645,19 +643,12 @@ impl OperatorProcess {
         if let Some(status) = self.exited() {
             return format!("had exited ({status})");
         }
-        if let Ok(pid) = i32::try_from(self.child.id()) {
-            let _ = kill(Pid::from_raw(pid), Signal::SIGTERM);
-        }
-        let deadline = Instant::now() + OPERATOR_GRACE;
-        while Instant::now() < deadline {
-            if let Some(status) = self.exited() {
-                return format!("stopped ({status})");
+        match crate::binaries::terminate(&mut self.child, OPERATOR_GRACE) {
+            crate::binaries::Ended::Exited(status) => format!("stopped ({status})"),
+            crate::binaries::Ended::Killed => {
+                format!("killed after {} s", OPERATOR_GRACE.as_secs())
             }
-            std::thread::sleep(Duration::from_millis(20));
         }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        format!("killed after {} s", OPERATOR_GRACE.as_secs())
     }
 
     fn tail(&self, lines: usize) -> String {

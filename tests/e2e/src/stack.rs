@@ -428,24 +428,9 @@ impl OperatorProcess {
 
     /// Sends SIGTERM and waits up to `grace` for the process to exit, then kills it.
     pub fn terminate(&mut self, grace: Duration) {
-        let Some(mut child) = self.child.take() else {
-            return;
-        };
-        if let Ok(pid) = i32::try_from(child.id()) {
-            let _ = nix::sys::signal::kill(
-                nix::unistd::Pid::from_raw(pid),
-                nix::sys::signal::Signal::SIGTERM,
-            );
+        if let Some(mut child) = self.child.take() {
+            crate::binaries::terminate(&mut child, grace);
         }
-        let deadline = Instant::now() + grace;
-        while Instant::now() < deadline {
-            if !matches!(child.try_wait(), Ok(None)) {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        let _ = child.kill();
-        let _ = child.wait();
     }
 
     /// Starts the process again (killing it first if it runs), same identity and flags.
