@@ -90,6 +90,28 @@ pub struct OperatorConfig {
     #[arg(long, env = "MAOS_CLEANUP_GRACE_SECONDS", default_value_t = 30)]
     pub cleanup_grace_seconds: u64,
 
+    /// S3 endpoint for checkpoints, for S3-compatible storage (MinIO, Ceph); unset is AWS S3.
+    /// Credentials come from the standard AWS chain (AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY,
+    /// a profile, web identity, or instance metadata).
+    #[arg(long, env = "MAOS_S3_ENDPOINT")]
+    pub s3_endpoint: Option<String>,
+
+    /// Region checkpoint requests are signed for.
+    #[arg(long, env = "MAOS_S3_REGION", default_value = "us-east-1")]
+    pub s3_region: String,
+
+    /// Bucket for checkpoints a Checkpoint does not name one for.
+    #[arg(long, env = "MAOS_S3_BUCKET", default_value = "maos-checkpoints")]
+    pub s3_bucket: String,
+
+    /// Key prefix for checkpoints a Checkpoint does not name one for, e.g. `prod/`.
+    #[arg(long, env = "MAOS_S3_PREFIX", default_value = "")]
+    pub s3_prefix: String,
+
+    /// Address buckets by path (`<endpoint>/<bucket>`), as most S3-compatible servers need.
+    #[arg(long, env = "MAOS_S3_FORCE_PATH_STYLE", default_value_t = false, action = ArgAction::Set)]
+    pub s3_force_path_style: bool,
+
     /// Log format.
     #[arg(long, env = "MAOS_LOG_FORMAT", value_enum, default_value_t = LogFormat::Json)]
     pub log_format: LogFormat,
@@ -108,6 +130,17 @@ impl OperatorConfig {
     /// The status write interval.
     pub fn status_interval(&self) -> Duration {
         Duration::from_millis(self.status_interval_ms)
+    }
+
+    /// Where checkpoints are stored.
+    pub fn store_config(&self) -> crate::checkpoint::store::StoreConfig {
+        crate::checkpoint::store::StoreConfig {
+            endpoint: self.s3_endpoint.clone(),
+            region: self.s3_region.clone(),
+            bucket: self.s3_bucket.clone(),
+            prefix: self.s3_prefix.clone(),
+            force_path_style: self.s3_force_path_style,
+        }
     }
 
     /// The Redis URLs agent pods use.

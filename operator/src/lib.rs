@@ -2,6 +2,7 @@
 //! they apply (dispatch, autoscaling). The binary `maos-operator` is the entry point.
 
 pub mod autoscale;
+pub mod checkpoint;
 pub mod config;
 pub mod controller;
 pub mod http;

@@ -30,7 +30,7 @@ pub const SYNTHESIZE: &str = "synthesize";
 /// counts it as failed: the agent itself stops at the deadline, this catches a stuck agent.
 pub const TIMEOUT_GRACE: SignedDuration = SignedDuration::from_secs(30);
 /// Longest condition message written.
-const MAX_CONDITION_MESSAGE: usize = 300;
+pub(crate) const MAX_CONDITION_MESSAGE: usize = 300;
 
 /// What the reconciler read for this decision, besides the Task itself.
 #[derive(Clone, Debug)]

@@ -13,10 +13,10 @@ use futures::StreamExt as _;
 use k8s_openapi::api::core::v1::{Pod, Secret};
 use kube::api::{Api, ListParams};
 use kube::runtime::{Controller, watcher};
-use maos_core::api::v1alpha1::{AgentPool, Task};
+use maos_core::api::v1alpha1::{AgentPool, Checkpoint, Task};
 use maos_core::coord::{Redis, RedisConfig, Secret as Password, Topology};
 use maos_operator::config::{LogFormat, OperatorConfig, load_price_table};
-use maos_operator::controller::{self, Context, Settings, pool, task};
+use maos_operator::controller::{self, Context, Settings, checkpoint, pool, task};
 use maos_operator::http::{self, HttpState};
 use maos_operator::leader::{LeaderElector, LeaseSettings};
 use maos_operator::metrics::Metrics;
@@ -164,15 +164,25 @@ async fn run(config: OperatorConfig) -> anyhow::Result<()> {
         prices,
         status_interval: config.status_interval(),
         cleanup_grace: std::time::Duration::from_secs(config.cleanup_grace_seconds),
+        store: maos_operator::checkpoint::store::Store::new(config.store_config()).await,
     };
-    let ctx = Arc::new(Context::new(
-        client.clone(),
-        redis,
-        settings,
-        metrics,
-        Some(identity),
-        wake_tx,
-    ));
+    let checkpoints: Api<Checkpoint> = match &config.namespace {
+        Some(ns) => Api::namespaced(client.clone(), ns),
+        None => Api::all(client.clone()),
+    };
+    let checkpoint_controller = Controller::new(checkpoints.clone(), watcher::Config::default());
+    let checkpoint_store = checkpoint_controller.store();
+    let ctx = Arc::new(
+        Context::new(
+            client.clone(),
+            redis,
+            settings,
+            metrics,
+            Some(identity),
+            wake_tx,
+        )
+        .with_checkpoints(checkpoint_store),
+    );
 
     let (tasks, pools, pods, secrets): (Api<Task>, Api<AgentPool>, Api<Pod>, Api<Secret>) =
         match &config.namespace {
@@ -219,6 +229,9 @@ async fn run(config: OperatorConfig) -> anyhow::Result<()> {
         .watches(pools, watcher::Config::default(), move |pool| {
             task::tasks_of_pool(&task_store, &pool)
         })
+        .watches(checkpoints, watcher::Config::default(), |checkpoint| {
+            task::task_of_checkpoint(&checkpoint)
+        })
         .reconcile_on(wake_rx)
         .graceful_shutdown_on(stopped(stop_rx.clone()))
         .run(
@@ -228,7 +241,17 @@ async fn run(config: OperatorConfig) -> anyhow::Result<()> {
         )
         .for_each(|_| futures::future::ready(()));
 
-    let controllers = futures::future::join(pool_controller, task_controller);
+    let checkpoint_controller = checkpoint_controller
+        .graceful_shutdown_on(stopped(stop_rx.clone()))
+        .run(
+            checkpoint::reconcile,
+            controller::error_policy::<Checkpoint>("checkpoint"),
+            ctx.clone(),
+        )
+        .for_each(|_| futures::future::ready(()));
+
+    let controllers =
+        futures::future::join3(pool_controller, task_controller, checkpoint_controller);
     tokio::pin!(controllers);
     let lost = async {
         match &mut elector {
@@ -263,9 +286,11 @@ async fn check_crds(client: &kube::Client) -> anyhow::Result<()> {
     let probe = ListParams::default().limit(1);
     let tasks: Api<Task> = Api::all(client.clone());
     let pools: Api<AgentPool> = Api::all(client.clone());
+    let checkpoints: Api<Checkpoint> = Api::all(client.clone());
     for (kind, result) in [
         ("Task", tasks.list_metadata(&probe).await.err()),
         ("AgentPool", pools.list_metadata(&probe).await.err()),
+        ("Checkpoint", checkpoints.list_metadata(&probe).await.err()),
     ] {
         match result {
             None => {}

@@ -72,6 +72,12 @@ struct ControllerLabel {
     controller: String,
 }
 
+/// Label of the checkpoint counter.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct OutcomeLabel {
+    outcome: &'static str,
+}
+
 /// Labels of the reconcile-error counter.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ReconcileErrorLabels {
@@ -102,6 +108,10 @@ pub struct Metrics {
     reconcile_duration: Family<ControllerLabel, Histogram, fn() -> Histogram>,
     reconcile_errors: Family<ReconcileErrorLabels, Counter>,
     agent_recoveries: Counter,
+    checkpoints: Family<OutcomeLabel, Counter>,
+    checkpoint_save: Histogram,
+    checkpoint_bytes: Histogram,
+    restores: Family<OutcomeLabel, Counter>,
 }
 
 impl Default for Metrics {
@@ -135,6 +145,11 @@ impl Metrics {
             );
         let reconcile_errors = Family::<ReconcileErrorLabels, Counter>::default();
         let agent_recoveries = Counter::default();
+        let checkpoints = Family::<OutcomeLabel, Counter>::default();
+        let checkpoint_save = Histogram::new(FAST_BUCKETS);
+        // 1 KiB to 1 GiB.
+        let checkpoint_bytes = Histogram::new(exponential_buckets(1024.0, 4.0, 11));
+        let restores = Family::<OutcomeLabel, Counter>::default();
 
         registry.register("tasks", "Tasks, by phase", tasks.clone());
         registry.register(
@@ -174,6 +189,26 @@ impl Metrics {
             "Dead agents whose work was reclaimed",
             agent_recoveries.clone(),
         );
+        registry.register(
+            "checkpoints",
+            "Checkpoints finished, by outcome (saved, failed)",
+            checkpoints.clone(),
+        );
+        registry.register(
+            "checkpoint_save_duration_seconds",
+            "Time to snapshot a Task and store it",
+            checkpoint_save.clone(),
+        );
+        registry.register(
+            "checkpoint_size_bytes",
+            "Size of stored checkpoints (compressed)",
+            checkpoint_bytes.clone(),
+        );
+        registry.register(
+            "state_restores",
+            "Task states restored from a checkpoint, by cause (resume, recovery)",
+            restores.clone(),
+        );
         Self {
             registry,
             tasks,
@@ -188,6 +223,10 @@ impl Metrics {
             reconcile_duration,
             reconcile_errors,
             agent_recoveries,
+            checkpoints,
+            checkpoint_save,
+            checkpoint_bytes,
+            restores,
         }
     }
 
@@ -309,6 +348,24 @@ impl Metrics {
     /// Counts a dead agent whose work was reclaimed.
     pub fn agent_recovered(&self) {
         self.agent_recoveries.inc();
+    }
+
+    /// Counts a finished checkpoint (`saved` or `failed`).
+    pub fn checkpoint_finished(&self, outcome: &'static str) {
+        self.checkpoints
+            .get_or_create(&OutcomeLabel { outcome })
+            .inc();
+    }
+
+    /// Records how long a checkpoint took to save and how large it was.
+    pub fn observe_checkpoint_save(&self, seconds: f64, bytes: u64) {
+        self.checkpoint_save.observe(seconds);
+        self.checkpoint_bytes.observe(bytes as f64);
+    }
+
+    /// Counts a Task state restored from a checkpoint (`resume` or `recovery`).
+    pub fn state_restored(&self, outcome: &'static str) {
+        self.restores.get_or_create(&OutcomeLabel { outcome }).inc();
     }
 
     /// The metrics in the OpenMetrics text format.

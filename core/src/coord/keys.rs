@@ -253,6 +253,11 @@ impl TaskKeys {
         &self.task
     }
 
+    /// What every key of the task starts with (followed by `:`).
+    pub fn prefix(&self) -> &str {
+        &self.prefix
+    }
+
     /// The task identity hash; its absence means the task's state was lost.
     pub fn meta(&self) -> String {
         format!("{}:meta", self.prefix)

@@ -9,6 +9,7 @@
 pub mod acl;
 pub mod budget;
 pub mod conn;
+pub mod dump;
 mod entry;
 pub mod error;
 pub mod events;

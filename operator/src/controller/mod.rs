@@ -2,8 +2,10 @@
 //! pure decisions (`lifecycle`, `scheduler`, `status`, `autoscale`) and applies what they
 //! decide. [`Context`] carries what every reconcile needs.
 
+pub mod checkpoint;
 pub mod pool;
 pub mod task;
+mod task_checkpoints;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -33,6 +35,8 @@ pub struct Settings {
     pub status_interval: Duration,
     /// How long a deleted Task waits for agents still working it before its keys go anyway.
     pub cleanup_grace: Duration,
+    /// Where checkpoints are stored.
+    pub store: crate::checkpoint::store::Store,
 }
 
 /// What every reconcile needs.
@@ -47,6 +51,11 @@ pub struct Context {
     pub metrics: Arc<Metrics>,
     /// Publishes Kubernetes Events.
     pub recorder: Recorder,
+    /// Every Checkpoint the operator watches (filled by the Checkpoint controller), for the
+    /// Tasks' `status.lastCheckpoint`. Decisions that must not act on a cache still filling
+    /// (recovery, pruning) list from the API instead.
+    pub(crate) checkpoints:
+        Option<kube::runtime::reflector::Store<maos_core::api::v1alpha1::Checkpoint>>,
     /// Per-Task memory between reconciles (the working status, the event pump).
     pub(crate) tasks: Mutex<HashMap<String, task::TaskMemory>>,
     /// Per-pool memory between reconciles (idle times).
@@ -82,10 +91,25 @@ impl Context {
             settings,
             metrics,
             recorder,
+            checkpoints: None,
             tasks: Mutex::new(HashMap::new()),
             pools: Mutex::new(HashMap::new()),
             wake,
         }
+    }
+
+    /// The same context, reading `status.lastCheckpoint` from `checkpoints` (a watch cache).
+    pub fn with_checkpoints(
+        mut self,
+        checkpoints: kube::runtime::reflector::Store<maos_core::api::v1alpha1::Checkpoint>,
+    ) -> Self {
+        self.checkpoints = Some(checkpoints);
+        self
+    }
+
+    /// Where checkpoints are stored.
+    pub fn store(&self) -> &crate::checkpoint::store::Store {
+        &self.settings.store
     }
 
     /// Publishes an Event about `object`; a failure is logged, never fatal.
@@ -132,6 +156,9 @@ pub enum Error {
     /// A subtask name is not a valid DNS label (only a bug can make one of MAOS's own names so).
     #[error("subtask name: {0}")]
     Name(#[from] maos_core::dag::NameError),
+    /// Object storage failed a call.
+    #[error("checkpoint storage: {0}")]
+    Store(#[from] crate::checkpoint::store::StoreError),
     /// A deleted Task is still worked by an agent; its keys go once the agent stops.
     #[error("agents still work Task {0}; waiting before its keys are removed")]
     AgentsStillWorking(String),
@@ -148,6 +175,7 @@ impl Error {
             Error::Pod(_) => "PodTemplate",
             Error::Name(_) => "InvalidName",
             Error::AgentsStillWorking(_) => "AgentsStillWorking",
+            Error::Store(err) => err.reason(),
         }
     }
 
@@ -156,6 +184,7 @@ impl Error {
         match self {
             Error::AgentsStillWorking(_) => Duration::from_secs(1),
             Error::Coord(_) => Duration::from_secs(2),
+            Error::Store(_) => Duration::from_secs(10),
             _ => Duration::from_secs(5),
         }
     }

@@ -11,6 +11,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+pub use super::task_checkpoints::task_of_checkpoint;
 use k8s_openapi::api::core::v1::ConfigMap;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use k8s_openapi::jiff::{SignedDuration, Timestamp};
@@ -32,7 +33,9 @@ use maos_core::dag::SubtaskName;
 use maos_core::meta::{FIELD_MANAGER, FINALIZER_TASK, LABEL_MANAGED_BY, LABEL_TASK, MANAGED_BY};
 use tokio::task::JoinHandle;
 
+use super::task_checkpoints::{self, Resume};
 use super::{Context, Error, from_finalizer, now};
+use crate::checkpoint::resume::Restored;
 use crate::lifecycle::{
     self, Effect, Facts, PLAN, SYNTHESIZE, finish_failed, finish_succeeded, init_conditions,
     is_finished, phase_of,
@@ -74,6 +77,8 @@ pub(crate) struct TaskMemory {
     pump: Option<JoinHandle<()>>,
     /// The Redis registration was checked by this process.
     registered: bool,
+    /// When the next periodic checkpoint is due (`None`: not yet looked up).
+    next_checkpoint: Option<Timestamp>,
 }
 
 impl Drop for TaskMemory {
@@ -208,7 +213,72 @@ async fn step(
 
     if !memory.registered || memory.status.pool_uid.is_none() {
         if memory.status.pool_uid.is_some() && !coord.exists().await? {
-            return state_lost(task, ctx, api, memory, before).await;
+            return state_lost(task, ctx, api, memory, before, &pool, &coord).await;
+        }
+        let mut accepted_why = "Registered";
+        let mut accepted_message = format!("registered with AgentPool {}", task.spec.pool_ref.name);
+        if memory.status.pool_uid.is_none()
+            && let Some(from) = &task.spec.resume_from
+        {
+            match task_checkpoints::resume(task, ctx, coord.keys(), now).await? {
+                Resume::Restored(restored) => {
+                    let Restored {
+                        status, redispatch, ..
+                    } = *restored;
+                    adopt(memory, status);
+                    restarted(task, &pool, &coord, &memory.status, redispatch, now).await?;
+                    accepted_why = reason::RESUMED;
+                    accepted_message = format!(
+                        "resumed from Checkpoint {} in AgentPool {}",
+                        from.checkpoint, task.spec.pool_ref.name
+                    );
+                    ctx.event(
+                        task,
+                        EventType::Normal,
+                        reason::RESUMED,
+                        "Resume",
+                        format!(
+                            "resumed from Checkpoint {}: {} of {} subtask(s) already done",
+                            from.checkpoint,
+                            memory
+                                .status
+                                .subtasks
+                                .iter()
+                                .filter(|s| s.phase == SubtaskPhase::Succeeded)
+                                .count(),
+                            memory.status.subtasks.len(),
+                        ),
+                    )
+                    .await;
+                }
+                Resume::Wait { why, message } => {
+                    lifecycle::set(
+                        &mut memory.status,
+                        cond::ACCEPTED,
+                        "False",
+                        why,
+                        &message,
+                        generation,
+                        now,
+                    );
+                    write_status(task, ctx, api, memory, before, true).await?;
+                    return Ok(Action::requeue(POOL_RECHECK));
+                }
+                Resume::Fail { why, message } => {
+                    lifecycle::set(
+                        &mut memory.status,
+                        cond::ACCEPTED,
+                        "False",
+                        why,
+                        &message,
+                        generation,
+                        now,
+                    );
+                    finish_failed(&mut memory.status, why, &message, generation, now);
+                    write_status(task, ctx, api, memory, before, true).await?;
+                    return Ok(Action::await_change());
+                }
+            }
         }
         coord
             .register(task.spec.budget.as_ref().and_then(|b| b.max_tokens))
@@ -227,13 +297,13 @@ async fn step(
             &mut memory.status,
             cond::ACCEPTED,
             "True",
-            "Registered",
-            &format!("registered with AgentPool {}", task.spec.pool_ref.name),
+            accepted_why,
+            &accepted_message,
             generation,
             now,
         );
     } else if !coord.exists().await? {
-        return state_lost(task, ctx, api, memory, before).await;
+        return state_lost(task, ctx, api, memory, before, &pool, &coord).await;
     }
     ensure_pump(ctx, memory, &coord, task);
 
@@ -385,6 +455,16 @@ async fn step(
         }
     }
 
+    if task.spec.checkpoint.is_some() && !is_finished(&memory.status) {
+        let due =
+            task_checkpoints::periodic(task, ctx, memory.next_checkpoint, accepted_at, now).await?;
+        memory.next_checkpoint = Some(due);
+    }
+    let newest = task_checkpoints::last_checkpoint(ctx, &uid);
+    if newest.is_some() && newest != memory.status.last_checkpoint {
+        memory.status.last_checkpoint = newest;
+    }
+
     let wrote = write_status(task, ctx, api, memory, before, false).await?;
     if is_finished(&memory.status) {
         return finished(task, ctx, &memory.status, now).await;
@@ -392,6 +472,9 @@ async fn step(
     // Woken at once by events; otherwise at the next due moment.
     let mut wait = SAFETY_REQUEUE;
     if let Some(at) = outcome.wake_at {
+        wait = wait.min(until(now, at));
+    }
+    if let Some(at) = memory.next_checkpoint {
         wait = wait.min(until(now, at));
     }
     if !wrote && memory.written.as_ref() != Some(&memory.status) {
@@ -677,14 +760,98 @@ async fn finished(
     Ok(Action::await_change())
 }
 
+/// Replaces the working status with one rebuilt from a snapshot; the event consumer starts
+/// afresh (its group was recreated at the snapshot status's newest folded event).
+fn adopt(memory: &mut TaskMemory, status: TaskStatus) {
+    memory.status = status;
+    memory.consumer = None;
+    memory.unacked.clear();
+}
+
+/// After a restore: the task's registration, goal and budget from the spec, the pool's queue
+/// group (gone too if Redis was flushed), and the work the snapshot showed in flight.
+async fn restarted(
+    task: &Task,
+    pool: &Pool,
+    coord: &maos_core::coord::Task,
+    status: &TaskStatus,
+    redispatch: Vec<lifecycle::WorkOrder>,
+    now: Timestamp,
+) -> Result<(), Error> {
+    coord
+        .register(task.spec.budget.as_ref().and_then(|b| b.max_tokens))
+        .await?;
+    coord
+        .plan()
+        .set_goal(&Goal {
+            prompt: task.spec.prompt.clone(),
+            max_subtasks: task.spec.max_subtasks,
+        })
+        .await?;
+    pool.queue().ensure_group().await?;
+    if redispatch.is_empty() {
+        return Ok(());
+    }
+    let accepted_at = find_condition(&status.conditions, cond::ACCEPTED)
+        .filter(|c| c.status == "True")
+        .map_or(now, |c| c.last_transition_time.0);
+    let deadline = deadline_ms(task, accepted_at, now);
+    let items: Vec<WorkItem> = redispatch
+        .into_iter()
+        .map(|order| WorkItem {
+            task: coord.keys().task().clone(),
+            subtask: order.subtask,
+            attempt: order.attempt,
+            kind: order.kind,
+            deadline_ms: deadline,
+        })
+        .collect();
+    pool.queue().enqueue_many_once(&items).await?;
+    Ok(())
+}
+
 async fn state_lost(
     task: &Task,
     ctx: &Arc<Context>,
     api: &Api<Task>,
     memory: &mut TaskMemory,
     before: TaskPhase,
+    pool: &Pool,
+    coord: &maos_core::coord::Task,
 ) -> Result<Action, Error> {
     let now = now();
+    if let Some((checkpoint, restored)) =
+        task_checkpoints::recover(task, ctx, coord.keys(), &memory.status).await?
+    {
+        let Restored {
+            status,
+            redispatch,
+            redone,
+        } = restored;
+        adopt(memory, status);
+        restarted(task, pool, coord, &memory.status, redispatch, now).await?;
+        memory.registered = true;
+        let note = if redone.is_empty() {
+            format!("Redis state lost; restored from Checkpoint {checkpoint}, nothing to redo")
+        } else {
+            format!(
+                "Redis state lost; restored from Checkpoint {checkpoint}; redoing {}: {}",
+                redone.len(),
+                redone.join(", ")
+            )
+        };
+        tracing::warn!(task = %task.name_any(), checkpoint = %checkpoint, redone = redone.len(), "Redis state lost; restored from a checkpoint");
+        ctx.event(
+            task,
+            EventType::Warning,
+            reason::STATE_RESTORED,
+            "Restore",
+            note,
+        )
+        .await;
+        write_status(task, ctx, api, memory, before, true).await?;
+        return Ok(Action::requeue(Duration::from_millis(10)));
+    }
     finish_failed(
         &mut memory.status,
         reason::STATE_LOST,

@@ -101,6 +101,12 @@ pub struct CheckpointStatus {
     #[schemars(length(min = 64, max = 64), pattern(r"^[0-9a-f]{64}$"))]
     pub sha256: Option<String>,
 
+    /// The uid of the Task snapshotted, so a Task recovers only from its own checkpoints (a
+    /// later Task of the same name is another Task).
+    #[serde(default, rename = "taskUID", skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = MAX_LABEL_LEN))]
+    pub task_uid: Option<String>,
+
     /// Number of Redis entries (state keys, messages, journal entries, results) in the snapshot.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub entries: Option<u64>,

@@ -53,6 +53,20 @@ pub mod reason {
     pub const CANCELLED: &str = "Cancelled";
     /// The Task's state in Redis vanished and no checkpoint could restore it.
     pub const STATE_LOST: &str = "StateLost";
+    /// A Task's lost Redis state was restored from a checkpoint (an Event reason).
+    pub const STATE_RESTORED: &str = "StateRestored";
+    /// A Task started from a checkpoint (an Event reason).
+    pub const RESUMED: &str = "Resumed";
+    /// The checkpoint a Task resumes from does not exist (yet).
+    pub const CHECKPOINT_NOT_FOUND: &str = "CheckpointNotFound";
+    /// The checkpoint a Task resumes from failed, so there is nothing to resume from.
+    pub const CHECKPOINT_FAILED: &str = "CheckpointFailed";
+    /// A stored checkpoint's sha256 differs from the one recorded; nothing was restored.
+    pub const CHECKPOINT_CORRUPT: &str = "CheckpointCorrupt";
+    /// A Checkpoint's Task does not exist.
+    pub const TASK_NOT_FOUND: &str = "TaskNotFound";
+    /// A Checkpoint was stored.
+    pub const SAVED: &str = "Saved";
     /// The Task finished with a result.
     pub const COMPLETED: &str = "Completed";
     /// The API-key Secret of a pool is missing.

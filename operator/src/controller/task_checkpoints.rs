@@ -1,0 +1,363 @@
+//! The Task controller's checkpoint duties: periodic Checkpoints with pruning, resuming a new
+//! Task from a Checkpoint, recovering a running Task whose Redis state vanished, and the
+//! `status.lastCheckpoint` summary.
+
+use std::sync::Arc;
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
+use k8s_openapi::jiff::{SignedDuration, Timestamp};
+use kube::api::{Api, DeleteParams, ListParams, ObjectMeta, PostParams};
+use kube::runtime::events::EventType;
+use kube::runtime::reflector::ObjectRef;
+use kube::{Resource, ResourceExt};
+use maos_core::api::v1alpha1::conditions::reason;
+use maos_core::api::v1alpha1::{
+    Checkpoint, CheckpointPhase, CheckpointSpec, LastCheckpoint, Task, TaskRef, TaskStatus,
+};
+use maos_core::coord::dump;
+use maos_core::coord::keys::GROUP_OPERATOR;
+use maos_core::coord::{TaskKeys, queue::EntryId};
+use maos_core::meta::{LABEL_MANAGED_BY, LABEL_TASK, MANAGED_BY};
+
+use super::checkpoint::{is_corrupt, is_saved};
+use super::{Context, Error};
+use crate::checkpoint::resume::{self, Restored};
+use crate::checkpoint::snapshot::Snapshot;
+use crate::checkpoint::store::{ObjectRef as S3Object, StoreError};
+
+/// What resuming a new Task from its `spec.resumeFrom` came to.
+pub(crate) enum Resume {
+    /// The state is restored; continue from this.
+    Restored(Box<Restored>),
+    /// Not possible yet (the Checkpoint is missing or still saving, storage unreachable).
+    Wait {
+        /// Condition reason.
+        why: &'static str,
+        /// Condition message.
+        message: String,
+    },
+    /// Never possible (the Checkpoint failed, its object is corrupt).
+    Fail {
+        /// Condition reason.
+        why: &'static str,
+        /// Condition message.
+        message: String,
+    },
+}
+
+/// The Task a Checkpoint belongs to, to wake it when the Checkpoint changes.
+pub fn task_of_checkpoint(checkpoint: &Checkpoint) -> Option<ObjectRef<Task>> {
+    let namespace = checkpoint.namespace()?;
+    Some(ObjectRef::new(&checkpoint.spec.task_ref.name).within(&namespace))
+}
+
+/// The newest Saved Checkpoint of the Task with `uid`, from the watch cache.
+pub(crate) fn last_checkpoint(ctx: &Context, uid: &str) -> Option<LastCheckpoint> {
+    let store = ctx.checkpoints.as_ref()?;
+    store
+        .state()
+        .into_iter()
+        .filter(|c| is_saved(c))
+        .filter_map(|c| {
+            let status = c.status.as_ref()?;
+            (status.task_uid.as_deref() == Some(uid)).then(|| LastCheckpoint {
+                name: c.name_any(),
+                time: status.saved_at.clone(),
+            })
+        })
+        .max_by(|a, b| {
+            let key = |l: &LastCheckpoint| (l.time.as_ref().map(|t| t.0), l.name.clone());
+            key(a).cmp(&key(b))
+        })
+}
+
+/// Loads `checkpoint`'s snapshot (checking its sha256) and writes its state under `keys`.
+/// `fresh` (a resume into a new Task) drops the old Task's cancel mark.
+async fn restore(
+    ctx: &Context,
+    checkpoint: &Checkpoint,
+    keys: &TaskKeys,
+    fresh: bool,
+) -> Result<Result<Snapshot, StoreError>, Error> {
+    let status = checkpoint.status.clone().unwrap_or_default();
+    let (Some(location), Some(sha256)) = (status.location, status.sha256) else {
+        return Ok(Err(StoreError::ObjectNotFound {
+            location: format!(
+                "Checkpoint {} (no location recorded)",
+                checkpoint.name_any()
+            ),
+        }));
+    };
+    let Some(object) = S3Object::parse(&location) else {
+        return Ok(Err(StoreError::ObjectNotFound { location }));
+    };
+    let mut snapshot = match ctx.store().load(&object, &sha256).await {
+        Ok(snapshot) => snapshot,
+        Err(err) => return Ok(Err(err)),
+    };
+    if fresh {
+        snapshot.state.keys.remove("cancel");
+    }
+    // Events past the newest one the snapshot's status folded are delivered again.
+    let folded = snapshot
+        .status
+        .last_event_id
+        .clone()
+        .unwrap_or_else(|| EntryId::zero().to_string());
+    snapshot
+        .state
+        .set_group_position("events", GROUP_OPERATOR, &folded);
+    dump::restore(&ctx.redis, keys, &snapshot.state).await?;
+    Ok(Ok(snapshot))
+}
+
+/// Resumes a new Task from the Checkpoint its `spec.resumeFrom` names.
+pub(crate) async fn resume(
+    task: &Task,
+    ctx: &Context,
+    keys: &TaskKeys,
+    now: Timestamp,
+) -> Result<Resume, Error> {
+    let Some(from) = &task.spec.resume_from else {
+        return Ok(Resume::Fail {
+            why: reason::INVALID_SPEC,
+            message: "no spec.resumeFrom".to_owned(),
+        });
+    };
+    let namespace = task.namespace().unwrap_or_default();
+    let checkpoints: Api<Checkpoint> = Api::namespaced(ctx.client.clone(), &namespace);
+    let Some(checkpoint) = checkpoints.get_opt(&from.checkpoint).await? else {
+        return Ok(Resume::Wait {
+            why: reason::CHECKPOINT_NOT_FOUND,
+            message: format!(
+                "Checkpoint {} not found in namespace {namespace}; waiting for it",
+                from.checkpoint
+            ),
+        });
+    };
+    match checkpoint.status.as_ref().and_then(|s| s.phase) {
+        Some(CheckpointPhase::Saved) => {}
+        Some(CheckpointPhase::Failed) => {
+            return Ok(Resume::Fail {
+                why: reason::CHECKPOINT_FAILED,
+                message: format!(
+                    "Checkpoint {} failed; there is nothing to resume from",
+                    from.checkpoint
+                ),
+            });
+        }
+        _ => {
+            return Ok(Resume::Wait {
+                why: reason::CHECKPOINT_NOT_FOUND,
+                message: format!("waiting for Checkpoint {} to be saved", from.checkpoint),
+            });
+        }
+    }
+    let snapshot = match restore(ctx, &checkpoint, keys, true).await? {
+        Ok(snapshot) => snapshot,
+        Err(err) if is_corrupt(&err) => {
+            return Ok(Resume::Fail {
+                why: if matches!(err, StoreError::Corrupt { .. }) {
+                    reason::CHECKPOINT_CORRUPT
+                } else {
+                    err.reason()
+                },
+                message: format!("{err}; nothing was restored"),
+            });
+        }
+        Err(err) => {
+            return Ok(Resume::Wait {
+                why: err.reason(),
+                message: format!("cannot read Checkpoint {}: {err}", from.checkpoint),
+            });
+        }
+    };
+    ctx.metrics.state_restored("resume");
+    Ok(Resume::Restored(Box::new(resume::resumed(
+        &snapshot.status,
+        &from.checkpoint,
+        task.metadata.generation,
+        now,
+    ))))
+}
+
+/// Restores a registered Task whose Redis state is gone from its newest Saved Checkpoint that
+/// can be read (a corrupt one is skipped, with a Warning). `None` when there is none.
+pub(crate) async fn recover(
+    task: &Task,
+    ctx: &Context,
+    keys: &TaskKeys,
+    current: &TaskStatus,
+) -> Result<Option<(String, Restored)>, Error> {
+    let uid = task.uid().unwrap_or_default();
+    let namespace = task.namespace().unwrap_or_default();
+    let checkpoints: Api<Checkpoint> = Api::namespaced(ctx.client.clone(), &namespace);
+    let mut candidates: Vec<Checkpoint> = checkpoints
+        .list(&ListParams::default())
+        .await?
+        .items
+        .into_iter()
+        .filter(is_saved)
+        .filter(|c| c.status.as_ref().and_then(|s| s.task_uid.as_deref()) == Some(uid.as_str()))
+        .collect();
+    candidates.sort_by_key(|c| {
+        std::cmp::Reverse(
+            c.status
+                .as_ref()
+                .and_then(|s| s.saved_at.as_ref().map(|t| t.0)),
+        )
+    });
+    for checkpoint in candidates {
+        match restore(ctx, &checkpoint, keys, false).await? {
+            Ok(snapshot) => {
+                ctx.metrics.state_restored("recovery");
+                return Ok(Some((
+                    checkpoint.name_any(),
+                    resume::recovered(current, &snapshot.status),
+                )));
+            }
+            Err(err) => {
+                ctx.event(
+                    task,
+                    EventType::Warning,
+                    "CheckpointUnusable",
+                    "Restore",
+                    format!(
+                        "Checkpoint {} cannot be restored: {err}",
+                        checkpoint.name_any()
+                    ),
+                )
+                .await;
+                if !is_corrupt(&err) && !matches!(err, StoreError::ObjectNotFound { .. }) {
+                    // Storage trouble, not a bad checkpoint: try again rather than fall back
+                    // to an older one or give up.
+                    return Err(Error::Store(err));
+                }
+            }
+        }
+    }
+    Ok(None)
+}
+
+/// The index in a periodic Checkpoint's name `<task>-ckpt-<n>`.
+fn index_of(task: &str, checkpoint: &str) -> Option<u64> {
+    checkpoint
+        .strip_prefix(task)?
+        .strip_prefix("-ckpt-")?
+        .parse()
+        .ok()
+}
+
+/// Takes a periodic Checkpoint when `due` has come and prunes the old ones beyond `keep`.
+/// Returns when the next one is due.
+pub(crate) async fn periodic(
+    task: &Task,
+    ctx: &Arc<Context>,
+    due: Option<Timestamp>,
+    accepted_at: Timestamp,
+    now: Timestamp,
+) -> Result<Timestamp, Error> {
+    let Some(policy) = &task.spec.checkpoint else {
+        return Ok(Timestamp::MAX);
+    };
+    let interval = SignedDuration::from_secs(i64::from(policy.interval_seconds));
+    let name = task.name_any();
+    let uid = task.uid().unwrap_or_default();
+    let namespace = task.namespace().unwrap_or_default();
+    let api: Api<Checkpoint> = Api::namespaced(ctx.client.clone(), &namespace);
+    let owned = |list: Vec<Checkpoint>| -> Vec<(u64, Checkpoint)> {
+        let mut owned: Vec<(u64, Checkpoint)> = list
+            .into_iter()
+            .filter(|c| c.owner_references().iter().any(|o| o.uid == uid))
+            .filter_map(|c| Some((index_of(&name, &c.name_any())?, c)))
+            .collect();
+        owned.sort_by_key(|(n, _)| *n);
+        owned
+    };
+    let selector = ListParams::default().labels(&format!("{LABEL_TASK}={name}"));
+    let due = match due {
+        Some(due) => due,
+        None => {
+            // First look in this process: continue the schedule the Checkpoints show.
+            let existing = owned(api.list(&selector).await?.items);
+            let base = existing
+                .last()
+                .and_then(|(_, c)| c.metadata.creation_timestamp.as_ref().map(|t| t.0))
+                .unwrap_or(accepted_at);
+            base.checked_add(interval).unwrap_or(Timestamp::MAX)
+        }
+    };
+    if now < due {
+        return Ok(due);
+    }
+    let existing = owned(api.list(&selector).await?.items);
+    let next = existing.last().map_or(1, |(n, _)| n + 1);
+    let checkpoint_name = format!("{name}-ckpt-{next:05}");
+    let mut checkpoint = Checkpoint::new(
+        &checkpoint_name,
+        CheckpointSpec {
+            task_ref: TaskRef { name: name.clone() },
+            storage: None,
+        },
+    );
+    checkpoint.metadata = ObjectMeta {
+        name: Some(checkpoint_name.clone()),
+        namespace: Some(namespace.clone()),
+        labels: Some(
+            [
+                (LABEL_TASK.to_owned(), name.clone()),
+                (LABEL_MANAGED_BY.to_owned(), MANAGED_BY.to_owned()),
+            ]
+            .into(),
+        ),
+        owner_references: Some(vec![OwnerReference {
+            api_version: Task::api_version(&()).into_owned(),
+            kind: Task::kind(&()).into_owned(),
+            name: name.clone(),
+            uid: uid.clone(),
+            controller: Some(true),
+            block_owner_deletion: Some(true),
+        }]),
+        ..ObjectMeta::default()
+    };
+    match api.create(&PostParams::default(), &checkpoint).await {
+        Ok(_) => {}
+        // Created by an earlier reconcile whose list was stale: the schedule goes on.
+        Err(kube::Error::Api(status)) if status.code == 409 => {}
+        Err(err) => return Err(err.into()),
+    }
+    tracing::info!(task = %name, checkpoint = %checkpoint_name, "periodic checkpoint requested");
+    // Keep the newest `keep`; an older one still saving is left until it is done.
+    let keep = policy.keep as usize;
+    let mut all: Vec<(u64, Checkpoint)> = existing;
+    all.push((next, checkpoint));
+    let surplus = all.len().saturating_sub(keep);
+    for (_, old) in all.into_iter().take(surplus) {
+        let saving = matches!(
+            old.status.as_ref().and_then(|s| s.phase),
+            Some(CheckpointPhase::Saving)
+        );
+        if saving {
+            continue;
+        }
+        match api.delete(&old.name_any(), &DeleteParams::default()).await {
+            Ok(_) => {}
+            Err(kube::Error::Api(status)) if status.code == 404 => {}
+            Err(err) => return Err(err.into()),
+        }
+    }
+    Ok(now.checked_add(interval).unwrap_or(Timestamp::MAX))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn periodic_names_carry_their_index() {
+        assert_eq!(index_of("t", "t-ckpt-00012"), Some(12));
+        assert_eq!(index_of("t", "t-ckpt-x"), None);
+        assert_eq!(index_of("t", "other-ckpt-00001"), None);
+        assert_eq!(index_of("t-ckpt", "t-ckpt-ckpt-00003"), Some(3));
+    }
+}
