@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
-# Installs the system packages MAOS's tests need, when they are missing. Idempotent; needs root
-# (or sudo) only when something must be installed.
+# Installs the system packages MAOS's tests need, when they are missing, and the S3-compatible
+# test server (moto, in a virtualenv under the build directory). Idempotent; needs root (or sudo)
+# only when a system package must be installed.
 set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 # command the tests run -> Debian package that provides it.
 declare -A NEEDED=(
@@ -14,6 +16,8 @@ missing=()
 for command in "${!NEEDED[@]}"; do
   command -v "$command" >/dev/null 2>&1 || missing+=("${NEEDED[$command]}")
 done
+# The moto virtualenv below needs `python3 -m venv`, which Debian ships apart from python3.
+python3 -c 'import venv, ensurepip' >/dev/null 2>&1 || missing+=(python3-venv)
 
 if [ ${#missing[@]} -gt 0 ]; then
   echo "system packages: installing ${missing[*]}"
@@ -22,6 +26,29 @@ if [ ${#missing[@]} -gt 0 ]; then
   export DEBIAN_FRONTEND=noninteractive
   $sudo apt-get update -qq
   $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}"
+fi
+
+# moto is the S3-compatible server the checkpoint tests and `maos-testbed up --s3` run
+# (maos_e2e::launch::s3 looks for it at exactly this path). Version 5.2 is what they were written
+# against; a venv that already has it is left alone, so a second run costs one Python start.
+MOTO_VENV="${CARGO_TARGET_DIR:-target}/moto-venv"
+MOTO_SPEC='moto[server]>=5.2,<5.3'
+moto_version() {
+  [ -x "$MOTO_VENV/bin/moto_server" ] || return 1
+  "$MOTO_VENV/bin/python" -c 'import importlib.metadata as m; print(m.version("moto"))' 2>/dev/null
+}
+if version=$(moto_version) && [[ "$version" == 5.2.* ]]; then
+  echo "moto: $MOTO_VENV already has moto $version"
+else
+  mkdir -p "$(dirname "$MOTO_VENV")"
+  # --clear: a half-made or other-version venv is rebuilt rather than patched.
+  python3 -m venv --clear "$MOTO_VENV"
+  "$MOTO_VENV/bin/python" -m pip install --quiet --disable-pip-version-check "$MOTO_SPEC"
+  if ! version=$(moto_version); then
+    echo "moto: installing $MOTO_SPEC into $MOTO_VENV failed" >&2
+    exit 1
+  fi
+  echo "moto: installed moto $version into $MOTO_VENV"
 fi
 
 # The end-to-end tests drive the real kubectl. Debian's own archive has no kubectl package, so

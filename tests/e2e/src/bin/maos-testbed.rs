@@ -1,10 +1,10 @@
 //! `maos-testbed`: the local stand-in cluster for humans and `make demo`.
 //!
-//! `up` starts the Kubernetes API server and the process kubelet (and, on request, Redis and the
-//! Claude stand-in), prints the kubeconfig and the environment to use them, and runs until
-//! Ctrl-C or SIGTERM, then stops everything it started. `claude` runs the Claude stand-in alone.
-//! `demo` (what `make demo` runs) adds the operator, the example pool and Task, and shows the
-//! Task live until it finishes (see `maos_e2e::demo`).
+//! `up` starts the Kubernetes API server and the process kubelet (and, on request, Redis, an
+//! S3-compatible server and the Claude stand-in), prints the kubeconfig and the environment to
+//! use them, and runs until Ctrl-C or SIGTERM, then stops everything it started. `claude` runs
+//! the Claude stand-in alone. `demo` (what `make demo` runs) adds the operator, the example pool
+//! and Task, and shows the Task live until it finishes (see `maos_e2e::demo`).
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -18,6 +18,7 @@ use maos_e2e::claude_standin::{ClaudeStandIn, StandInConfig};
 use maos_e2e::demo::{AGENT_IMAGE_PATTERN, ClaudeChoice, DemoConfig};
 use maos_e2e::kubelet::{ImageMap, ImageTarget, Kubelet, KubeletConfig, KubeletLogs};
 use maos_e2e::launch::redis::{RedisCluster, RedisServer};
+use maos_e2e::launch::s3::S3Server;
 
 /// A local stand-in cluster for MAOS.
 #[derive(Parser)]
@@ -29,28 +30,8 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Start the API server and the kubelet (plus Redis and the Claude stand-in if asked).
-    Up {
-        /// API server port on 127.0.0.1 (0: any free port).
-        #[arg(long, default_value_t = 0)]
-        port: u16,
-        /// Directory for the kubeconfig, pod logs and working directories (default: a new
-        /// temporary one, removed on exit).
-        #[arg(long)]
-        dir: Option<PathBuf>,
-        /// Also start Redis: one server, or a 6-node cluster.
-        #[arg(long, value_enum, default_value_t = RedisMode::None)]
-        redis: RedisMode,
-        /// Also start the Claude stand-in.
-        #[arg(long)]
-        claude: bool,
-        /// The stand-in's latency per model call, in milliseconds.
-        #[arg(long, default_value_t = 0)]
-        claude_latency_ms: u64,
-        /// The `maos-agent` binary agent pods run (default: beside this binary).
-        #[arg(long)]
-        agent_bin: Option<PathBuf>,
-    },
+    /// Start the API server and the kubelet (plus Redis, S3 and the Claude stand-in if asked).
+    Up(UpOptions),
     /// Run the whole system on this machine with the example pool and Task, showing the Task
     /// live until it finishes; exits 0 only if it succeeded. Uses the real Claude API when
     /// ANTHROPIC_API_KEY is set, else the stand-in.
@@ -86,6 +67,34 @@ enum Command {
     },
 }
 
+/// What `up` starts, and where.
+#[derive(clap::Args)]
+struct UpOptions {
+    /// API server port on 127.0.0.1 (0: any free port).
+    #[arg(long, default_value_t = 0)]
+    port: u16,
+    /// Directory for the kubeconfig, pod logs and working directories (default: a new
+    /// temporary one, removed on exit).
+    #[arg(long)]
+    dir: Option<PathBuf>,
+    /// Also start Redis: one server, or a 6-node cluster.
+    #[arg(long, value_enum, default_value_t = RedisMode::None)]
+    redis: RedisMode,
+    /// Also start an S3-compatible server (moto, from `make deps`) with the bucket
+    /// `maos-checkpoints`.
+    #[arg(long)]
+    s3: bool,
+    /// Also start the Claude stand-in.
+    #[arg(long)]
+    claude: bool,
+    /// The stand-in's latency per model call, in milliseconds.
+    #[arg(long, default_value_t = 0)]
+    claude_latency_ms: u64,
+    /// The `maos-agent` binary agent pods run (default: beside this binary).
+    #[arg(long)]
+    agent_bin: Option<PathBuf>,
+}
+
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
 enum RedisMode {
     /// No Redis.
@@ -116,23 +125,7 @@ fn main() -> anyhow::Result<ExitCode> {
         .build()
         .context("starting the runtime")?;
     match cli.command {
-        Command::Up {
-            port,
-            dir,
-            redis,
-            claude,
-            claude_latency_ms,
-            agent_bin,
-        } => up(
-            &runtime,
-            port,
-            dir,
-            redis,
-            claude,
-            claude_latency_ms,
-            agent_bin,
-        )
-        .map(|()| ExitCode::SUCCESS),
+        Command::Up(options) => up(&runtime, options).map(|()| ExitCode::SUCCESS),
         Command::Demo {
             dir,
             latency_ms,
@@ -176,15 +169,16 @@ fn main() -> anyhow::Result<ExitCode> {
     }
 }
 
-fn up(
-    runtime: &tokio::runtime::Runtime,
-    port: u16,
-    dir: Option<PathBuf>,
-    redis: RedisMode,
-    claude: bool,
-    claude_latency_ms: u64,
-    agent_bin: Option<PathBuf>,
-) -> anyhow::Result<()> {
+fn up(runtime: &tokio::runtime::Runtime, options: UpOptions) -> anyhow::Result<()> {
+    let UpOptions {
+        port,
+        dir,
+        redis,
+        s3,
+        claude,
+        claude_latency_ms,
+        agent_bin,
+    } = options;
     // Signals that come during start-up stop the testbed once it is up.
     let terminated = termination(runtime)?;
     let testbed_dir = dir.clone();
@@ -239,6 +233,17 @@ fn up(
             (None, Some(cluster))
         }
     };
+    let _s3 = if s3 {
+        let server = runtime
+            .block_on(start_s3())
+            .context("starting the S3 server")?;
+        for (name, value) in server.operator_env() {
+            println!("export {name}={value}");
+        }
+        Some(server)
+    } else {
+        None
+    };
     let _standin = if claude {
         let key = generated_key();
         let standin = start_standin(&key, claude_latency_ms)?;
@@ -256,6 +261,15 @@ fn up(
         remove_quietly(&pods_root);
     }
     Ok(())
+}
+
+/// The bucket the operator's checkpoints go to.
+const CHECKPOINT_BUCKET: &str = "maos-checkpoints";
+
+async fn start_s3() -> anyhow::Result<S3Server> {
+    let server = S3Server::start().await?;
+    server.create_bucket(CHECKPOINT_BUCKET).await?;
+    Ok(server)
 }
 
 fn start_standin(key: &str, latency_ms: u64) -> anyhow::Result<ClaudeStandIn> {
