@@ -48,6 +48,7 @@ use crate::cluster::{KubectlError, TestCluster, repo_root};
 use crate::kubelet::{ImageMap, ImageTarget, Kubelet, KubeletConfig, KubeletError, KubeletLogs};
 use crate::launch::LaunchError;
 use crate::launch::redis::{RedisCluster, RedisServer};
+use crate::launch::s3::S3Server;
 
 /// The image reference agent pods get; the testbed kubelet runs `maos-agent` for it.
 pub const AGENT_IMAGE_PATTERN: &str = "ghcr.io/maos/agent-runner:*";
@@ -101,7 +102,15 @@ pub struct StackConfig {
     pub lease_duration_seconds: Option<u64>,
     /// Further arguments for `maos-operator run`.
     pub operator_args: Vec<String>,
+    /// Start an S3-compatible server (moto) with bucket [`CHECKPOINT_BUCKET`] and point the
+    /// operators at it.
+    pub s3: bool,
+    /// Further environment for the operators (set after everything else, so it overrides).
+    pub operator_env: Vec<(String, String)>,
 }
+
+/// The bucket a stack with S3 creates for checkpoints (the operator's default bucket).
+pub const CHECKPOINT_BUCKET: &str = "maos-checkpoints";
 
 impl std::fmt::Debug for StackConfig {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -112,6 +121,7 @@ impl std::fmt::Debug for StackConfig {
             .field("claude_latency", &self.claude_latency)
             .field("lease_duration_seconds", &self.lease_duration_seconds)
             .field("operator_args", &self.operator_args)
+            .field("s3", &self.s3)
             .finish_non_exhaustive()
     }
 }
@@ -129,7 +139,21 @@ impl StackConfig {
             claude_behaviour: Arc::new(FaultMarkers::new(MaosAgent::default())),
             lease_duration_seconds: None,
             operator_args: Vec::new(),
+            s3: false,
+            operator_env: Vec::new(),
         }
+    }
+
+    /// Starts an S3-compatible server for checkpoints.
+    pub fn s3(mut self) -> Self {
+        self.s3 = true;
+        self
+    }
+
+    /// Sets `name=value` in the operators' environment, over the stack's own settings.
+    pub fn operator_env(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
+        self.operator_env.push((name.into(), value.into()));
+        self
     }
 
     /// Runs one Redis server instead of a cluster.
@@ -476,11 +500,13 @@ pub struct Stack {
     operators: Vec<OperatorProcess>,
     kubelet: Option<Kubelet>,
     redis: RedisBackend,
+    s3: Option<S3Server>,
     standin: ClaudeStandIn,
     client: kube::Client,
     cluster: TestCluster,
     namespace: String,
     api_key: String,
+    extra_env: Vec<(String, String)>,
     dir: StackDir,
 }
 
@@ -519,6 +545,13 @@ impl Stack {
             None => None,
         };
         let redis = RedisBackend::start(config.redis).await?;
+        let s3 = if config.s3 {
+            let server = S3Server::start().await?;
+            server.create_bucket(CHECKPOINT_BUCKET).await?;
+            Some(server)
+        } else {
+            None
+        };
         let api_key = format!("sk-ant-standin-{}", uuid::Uuid::new_v4().simple());
         let standin = ClaudeStandIn::start(StandInConfig {
             latency: config.claude_latency,
@@ -529,11 +562,13 @@ impl Stack {
             operators: Vec::new(),
             kubelet,
             redis,
+            s3,
             standin,
             client,
             cluster,
             namespace: config.namespace.clone(),
             api_key,
+            extra_env: config.operator_env.clone(),
             dir,
         };
         stack.install()?;
@@ -650,7 +685,16 @@ impl Stack {
         if self.kubelet.is_none() {
             env.push(("POD_NAMESPACE".to_owned(), self.namespace.clone()));
         }
+        if let Some(s3) = &self.s3 {
+            env.extend(s3.operator_env());
+        }
+        env.extend(self.extra_env.iter().cloned());
         env
+    }
+
+    /// The S3-compatible server, when the stack was started with [`StackConfig::s3`].
+    pub fn s3(&self) -> Option<&S3Server> {
+        self.s3.as_ref()
     }
 
     /// The namespace the stack's objects live in.
@@ -890,17 +934,7 @@ impl Stack {
     /// Every key matching the glob `pattern`, found with SCAN on every master, sorted.
     pub async fn keys_matching(&self, pattern: &str) -> Result<Vec<String>, StackError> {
         let mut keys = Vec::new();
-        for url in self.redis.urls() {
-            let mut connection = redis::Client::open(url.as_str())?
-                .get_multiplexed_async_connection()
-                .await?;
-            // Replicas hold copies of their masters' keys; only masters are scanned.
-            let role: redis::Value = redis::cmd("ROLE").query_async(&mut connection).await?;
-            let is_master = matches!(&role, redis::Value::Array(items)
-                if matches!(items.first(), Some(redis::Value::BulkString(b)) if b == b"master"));
-            if !is_master {
-                continue;
-            }
+        for mut connection in self.masters().await? {
             let mut cursor: u64 = 0;
             loop {
                 let (next, batch): (u64, Vec<String>) = redis::cmd("SCAN")
@@ -921,6 +955,34 @@ impl Stack {
         keys.sort();
         keys.dedup();
         Ok(keys)
+    }
+
+    /// A connection to every master (replicas hold copies of their masters' keys).
+    async fn masters(&self) -> Result<Vec<redis::aio::MultiplexedConnection>, StackError> {
+        let mut masters = Vec::new();
+        for url in self.redis.urls() {
+            let mut connection = redis::Client::open(url.as_str())?
+                .get_multiplexed_async_connection()
+                .await?;
+            let role: redis::Value = redis::cmd("ROLE").query_async(&mut connection).await?;
+            let is_master = matches!(&role, redis::Value::Array(items)
+                if matches!(items.first(), Some(redis::Value::BulkString(b)) if b == b"master"));
+            if is_master {
+                masters.push(connection);
+            }
+        }
+        Ok(masters)
+    }
+
+    /// `FLUSHALL` on every master: Redis loses every key at once (ACL users stay), as a
+    /// restarted Redis without persistence would.
+    pub async fn flush_redis(&self) -> Result<(), StackError> {
+        for mut connection in self.masters().await? {
+            redis::cmd("FLUSHALL")
+                .query_async::<()>(&mut connection)
+                .await?;
+        }
+        Ok(())
     }
 
     /// The work items of task `task_uid` in the queue of pool `pool_uid` (waiting or claimed),
