@@ -641,3 +641,112 @@ async fn a_task_whose_redis_state_is_flushed_is_restored_from_its_checkpoint_and
             .is_some_and(|s| s.result.as_deref().is_some_and(|r| !r.is_empty()))
     );
 }
+
+/// Messages in a recorded model request.
+fn message_count(request: &maos_e2e::claude_standin::RecordedRequest) -> usize {
+    request
+        .body
+        .as_ref()
+        .and_then(|b| b.get("messages"))
+        .and_then(|m| m.as_array())
+        .map_or(0, Vec::len)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_checkpoint_taken_mid_subtask_resumes_a_new_task_that_continues_the_conversation() {
+    const STEP_2: &str = "Write part step-2.";
+    let stack = Stack::start(
+        StackConfig::new("e2e-ckpt-midway")
+            .s3()
+            // Slow calls, so the snapshot lands well inside step-2's conversation.
+            .claude_latency(Duration::from_millis(2500)),
+    )
+    .await
+    .expect("the stack starts");
+    stack
+        .apply(&pool_manifest("work", 1, 1))
+        .expect("apply the pool");
+    stack
+        .apply(&chain_manifest("midway", 3, ""))
+        .expect("apply the task");
+    stack
+        .wait_until("step-2's second model call", TASK_DEADLINE, || async {
+            (stack.model_requests_mentioning(STEP_2).len() >= 2).then_some(())
+        })
+        .await;
+    stack
+        .apply(&checkpoint_manifest("midway-now", "midway", None))
+        .expect("apply the checkpoint");
+    let saved = wait_checkpoint(&stack, "midway-now").await;
+    assert_eq!(
+        saved.status.as_ref().and_then(|s| s.phase),
+        Some(CheckpointPhase::Saved),
+        "{:?}",
+        saved.status
+    );
+    let key = format!("{}/midway/midway-now.json.zst", stack.namespace());
+    let stored = snapshot::decode(
+        object_bytes(&stack, &key)
+            .await
+            .expect("the object")
+            .as_slice(),
+    )
+    .expect("a snapshot");
+    let journaled = match stored.state.keys.get("journal:step-2") {
+        Some(KeyDump::Stream { entries, .. }) => entries.len(),
+        other => panic!("step-2's journal is in the snapshot: {other:?}"),
+    };
+    assert!(
+        journaled >= 2,
+        "an opening and a model response: {journaled}"
+    );
+    let step_2_done = matches!(stored.state.keys.get("results"),
+        Some(KeyDump::Hash { fields }) if fields.contains_key("step-2"));
+    assert!(!step_2_done, "the snapshot was taken while step-2 ran");
+
+    // The source goes; a new Task resumes from the snapshot.
+    stack
+        .kubectl(&["delete", "mtask", "midway", "--wait=true"], None)
+        .expect("delete the task");
+    let calls_before = stack.standin().requests().len();
+    stack
+        .apply(&chain_manifest(
+            "midway-2",
+            3,
+            "  resumeFrom: {checkpoint: midway-now}\n",
+        ))
+        .expect("apply the resumed task");
+    let task = stack
+        .wait_task("midway-2", "finished", TASK_DEADLINE, finished)
+        .await;
+    assert!(succeeded(&task), "{:?}", task.status);
+    let step_1 = task
+        .status
+        .as_ref()
+        .and_then(|s| s.subtasks.iter().find(|s| s.name == "step-1"))
+        .expect("step-1");
+    let step_1_before = stored
+        .status
+        .subtasks
+        .iter()
+        .find(|s| s.name == "step-1")
+        .expect("step-1 in the snapshot");
+    assert_eq!(
+        (step_1.attempts, &step_1.agent),
+        (step_1_before.attempts, &step_1_before.agent),
+        "step-1 was not run again"
+    );
+    let resumed_calls: Vec<_> = stack.standin().requests()[calls_before..]
+        .iter()
+        .filter(|r| maos_e2e::stack::conversation_text(r).contains(STEP_2))
+        .cloned()
+        .collect();
+    let first = resumed_calls
+        .first()
+        .expect("step-2 called the model again");
+    assert!(
+        message_count(first) >= 3,
+        "step-2 continued its journaled conversation ({} messages in its first call)",
+        message_count(first)
+    );
+}
