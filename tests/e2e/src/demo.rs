@@ -24,7 +24,9 @@ use k8s_openapi::api::core::v1::ConfigMap;
 use kube::api::Api;
 use kube::runtime::WatchStreamExt as _;
 use kube::runtime::watcher;
-use maos_core::api::v1alpha1::{AgentPool, SubtaskPhase, SubtaskStatus, Task, TaskPhase};
+use maos_core::api::v1alpha1::{
+    AgentPool, Checkpoint, CheckpointPhase, SubtaskPhase, SubtaskStatus, Task, TaskPhase,
+};
 use tokio::sync::watch;
 
 use crate::apiserver::{Testbed, TestbedConfig};
@@ -33,6 +35,7 @@ use crate::claude_standin::{ClaudeStandIn, FaultMarkers, MaosAgent, StandInConfi
 use crate::cluster::KUBECTL;
 use crate::kubelet::{ImageMap, ImageTarget, Kubelet, KubeletConfig, KubeletLogs};
 use crate::launch::redis::RedisCluster;
+use crate::launch::s3::S3Server;
 
 /// The image reference the operator gives agent pods; the kubelet runs `maos-agent` for it.
 pub const AGENT_IMAGE_PATTERN: &str = "ghcr.io/maos/agent-runner:*";
@@ -44,6 +47,10 @@ const TASK_EXAMPLE: &str = "examples/parallel-research.yaml";
 const HELLO_EXAMPLE: &str = "examples/hello-task.yaml";
 /// The CRDs, relative to the repository.
 const CRDS: &str = "crds/";
+/// The bucket the demo's checkpoints go to (the operator's default).
+const CHECKPOINT_BUCKET: &str = "maos-checkpoints";
+/// How long the demo waits for the final checkpoint to be saved.
+const CHECKPOINT_PATIENCE: Duration = Duration::from_secs(30);
 /// The namespace the examples go to (the kubeconfig's default).
 const NAMESPACE: &str = "default";
 /// How often the live view is redrawn on a terminal (and the operator checked).
@@ -295,6 +302,25 @@ fn run_with(
     if interrupted() {
         return Ok(Outcome::Interrupted);
     }
+    // Object storage for checkpoints: optional, the demo runs without it.
+    let mut storage_env = Vec::new();
+    match runtime.block_on(async {
+        let server = S3Server::start().await?;
+        server.create_bucket(CHECKPOINT_BUCKET).await?;
+        Ok::<_, crate::launch::LaunchError>(server)
+    }) {
+        Ok(server) => {
+            out.line(&format!(
+                "  S3             moto at {} (checkpoints go to bucket {CHECKPOINT_BUCKET})",
+                server.endpoint()
+            ));
+            storage_env = server.operator_env();
+            stack.s3 = Some(server);
+        }
+        Err(err) => out.line(&format!(
+            "  S3             not started, so no checkpoint ({err}; `make deps` installs moto)"
+        )),
+    }
     let (api_key, base_url) = match &config.claude {
         ClaudeChoice::StandIn { latency, plan_size } => {
             let key = format!("sk-ant-standin-{}", uuid::Uuid::new_v4().simple());
@@ -357,6 +383,7 @@ fn run_with(
         &kubeconfig,
         &redis_urls,
         base_url.as_deref(),
+        &storage_env,
         &log,
     )?;
     out.line(&format!(
@@ -415,6 +442,10 @@ fn run_with(
                 task.status.as_ref().and_then(|s| s.phase),
                 Some(TaskPhase::Succeeded)
             ) {
+                if stack.s3.is_some() {
+                    out.line("");
+                    checkpoint(runtime, &client, &kubectl, &task_name, out)?;
+                }
                 Outcome::Succeeded
             } else {
                 Outcome::Failed
@@ -447,6 +478,7 @@ fn run_with(
                 "the agents, one process each",
             ),
             ("kubectl logs <pod>".to_owned(), "an agent's log"),
+            ("kubectl get ckpt".to_owned(), "the Task's checkpoint"),
             (
                 format!("kubectl apply -f {}", shown(&config.repo, HELLO_EXAMPLE)),
                 "another Task",
@@ -463,6 +495,72 @@ fn run_with(
         });
     }
     Ok(outcome)
+}
+
+/// Snapshots the finished Task with a Checkpoint (applied with kubectl) and says where it went.
+fn checkpoint(
+    runtime: &tokio::runtime::Runtime,
+    client: &kube::Client,
+    kubectl: &Kubectl,
+    task_name: &str,
+    out: &Out,
+) -> Result<(), DemoError> {
+    let name = format!("{task_name}-final");
+    let manifest = serde_json::json!({
+        "apiVersion": "maos.dev/v1alpha1",
+        "kind": "Checkpoint",
+        "metadata": {"name": name, "namespace": NAMESPACE},
+        "spec": {"taskRef": {"name": task_name}},
+    })
+    .to_string();
+    kubectl.show(
+        out,
+        &["apply", "-f", "-"],
+        Some(&manifest),
+        Some(&format!("the Checkpoint {name} of the Task")),
+    )?;
+    let api: Api<Checkpoint> = Api::namespaced(client.clone(), NAMESPACE);
+    let deadline = Instant::now() + CHECKPOINT_PATIENCE;
+    let done = runtime.block_on(async {
+        loop {
+            if let Ok(Some(c)) = api.get_opt(&name).await
+                && matches!(
+                    c.status.as_ref().and_then(|s| s.phase),
+                    Some(CheckpointPhase::Saved | CheckpointPhase::Failed)
+                )
+            {
+                return Some(c);
+            }
+            if Instant::now() > deadline {
+                return None;
+            }
+            // A poll interval of the wait above, bounded by its deadline.
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    });
+    let line = match done.and_then(|c| c.status) {
+        Some(status) if status.phase == Some(CheckpointPhase::Saved) => format!(
+            "checkpoint: {} entries, {} bytes compressed, saved in {} ms to {}",
+            thousands(status.entries.unwrap_or(0)),
+            thousands(status.size_bytes.unwrap_or(0)),
+            status.duration_ms.unwrap_or(0),
+            status.location.unwrap_or_default()
+        ),
+        Some(status) => format!(
+            "checkpoint failed: {}",
+            status
+                .conditions
+                .first()
+                .map(|c| format!("{}: {}", c.reason, c.message))
+                .unwrap_or_default()
+        ),
+        None => format!(
+            "checkpoint: not saved within {} s",
+            CHECKPOINT_PATIENCE.as_secs()
+        ),
+    };
+    out.line(&line);
+    Ok(())
 }
 
 /// `file` of the repository as the user can type it: relative when they are in the repository.
@@ -591,6 +689,7 @@ impl OperatorProcess {
         kubeconfig: &Path,
         redis_urls: &str,
         anthropic_base_url: Option<&str>,
+        env: &[(String, String)],
         log: &Path,
     ) -> Result<Self, DemoError> {
         let file = std::fs::File::create(log)
@@ -618,6 +717,7 @@ impl OperatorProcess {
             command.args(["--agent-anthropic-base-url", url]);
         }
         let child = command
+            .envs(env.iter().map(|(k, v)| (k, v)))
             .env("KUBECONFIG", kubeconfig)
             .env("NO_COLOR", "1")
             .stdin(Stdio::null())
@@ -666,6 +766,7 @@ struct Stack {
     kubelet: Option<Kubelet>,
     standin: Option<ClaudeStandIn>,
     redis: Option<RedisCluster>,
+    s3: Option<S3Server>,
     testbed: Option<Testbed>,
 }
 
@@ -677,6 +778,7 @@ impl Stack {
             kubelet: None,
             standin: None,
             redis: None,
+            s3: None,
             testbed: None,
         }
     }
@@ -701,6 +803,9 @@ impl Stack {
         }
         if self.redis.take().is_some() {
             self.out.raw(" Redis,");
+        }
+        if self.s3.take().is_some() {
+            self.out.raw(" S3,");
         }
         self.testbed = None;
         self.out.line(&format!(

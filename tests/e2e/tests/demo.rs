@@ -59,6 +59,7 @@ fn demo_runs_the_example_task_to_success_and_leaves_no_process_behind() {
     // While it runs: read its output, and note every process that belongs to it.
     let mut output: Vec<String> = Vec::new();
     let mut redis_ports: Vec<u16> = Vec::new();
+    let mut s3_port: Option<u16> = None;
     let mut seen = Seen::new();
     let deadline = Instant::now() + DEMO_PATIENCE;
     let status = loop {
@@ -71,9 +72,14 @@ fn demo_runs_the_example_task_to_success_and_leaves_no_process_behind() {
                     .filter_map(|word| word.parse().ok())
                     .collect();
             }
+            if line.trim_start().starts_with("S3 ")
+                && let Some((_, rest)) = line.split_once("http://127.0.0.1:")
+            {
+                s3_port = rest.split_whitespace().next().and_then(|p| p.parse().ok());
+            }
             output.push(line);
         }
-        scan_processes(&dir, &redis_ports, &mut seen);
+        scan_processes(&dir, &redis_ports, s3_port, &mut seen);
         if let Some(status) = demo.try_wait().expect("wait for the demo") {
             break status;
         }
@@ -156,6 +162,7 @@ fn demo_runs_the_example_task_to_success_and_leaves_no_process_behind() {
         "result (ConfigMap vector-db-research-result, key result",
         "Stand-in answer to: Compare the three leading open-source vector databases",
         "stopping: operator stopped",
+        "checkpoint: ",
     ] {
         assert!(
             output.iter().any(|l| l.starts_with(expected)),
@@ -173,6 +180,12 @@ fn demo_runs_the_example_task_to_success_and_leaves_no_process_behind() {
         .find_map(|l| l.strip_prefix("speedup ")?.split(':').next()?.parse().ok())
         .expect("a numeric speedup");
     assert!(speedup > 0.0, "speedup {speedup}");
+    // The finished Task was checkpointed to the demo's S3 server.
+    assert!(
+        output.iter().any(|l| l.starts_with("checkpoint: ")
+            && l.contains("s3://maos-checkpoints/default/vector-db-research/")),
+        "no saved checkpoint:\n{text}"
+    );
 
     // What ran: the operator, the Redis Cluster, and more than one agent (the pool scaled).
     let kinds: BTreeMap<&str, usize> =
@@ -182,6 +195,7 @@ fn demo_runs_the_example_task_to_success_and_leaves_no_process_behind() {
         });
     assert_eq!(kinds.get("maos-operator"), Some(&1), "{seen:?}");
     assert_eq!(kinds.get("redis-server"), Some(&6), "{seen:?}");
+    assert_eq!(kinds.get("moto_server"), Some(&1), "{seen:?}");
     assert!(
         kinds.get("maos-agent").is_some_and(|n| *n >= 2),
         "fewer than 2 agents seen: {seen:?}"
@@ -199,8 +213,9 @@ fn demo_runs_the_example_task_to_success_and_leaves_no_process_behind() {
 }
 
 /// Notes every process that is the demo's: run from its directory (agent pods), with its
-/// directory in the environment (the operator, kubectl), or a redis-server on its ports.
-fn scan_processes(dir: &Path, redis_ports: &[u16], seen: &mut Seen) {
+/// directory in the environment (the operator, kubectl), a redis-server on its ports, or the
+/// moto S3 server on its port.
+fn scan_processes(dir: &Path, redis_ports: &[u16], s3_port: Option<u16>, seen: &mut Seen) {
     let me = std::process::id();
     let dir_text = dir.display().to_string();
     let ports: BTreeSet<String> = redis_ports.iter().map(|p| format!(":{p}")).collect();
@@ -232,8 +247,16 @@ fn scan_processes(dir: &Path, redis_ports: &[u16], seen: &mut Seen) {
             .and_then(|p| Path::new(p).file_name())
             .map(|p| p.to_string_lossy().into_owned())
             .unwrap_or_default();
+        let moto = cmdline.contains("moto_server")
+            && s3_port.is_some_and(|port| cmdline.contains(&format!("-p {port}")));
+        let program = if moto {
+            "moto_server".to_owned()
+        } else {
+            program
+        };
         let ours = cwd.starts_with(dir)
             || environ.contains(&dir_text)
+            || moto
             || (program == "redis-server" && ports.iter().any(|p| cmdline.contains(p.as_str())));
         // The demo process itself names the directory in its arguments.
         if !ours || program == "maos-testbed" {
