@@ -11,13 +11,14 @@ use maos_core::api::v1alpha1::{AgentPool, Checkpoint, Task};
 use serde_json::Value;
 
 /// The examples the README and the issue promise; a missing one fails the test.
-const PROMISED: [&str; 7] = [
+const PROMISED: [&str; 8] = [
     "agentpool.yaml",
     "anthropic-secret.yaml",
     "hello-task.yaml",
     "parallel-research.yaml",
     "manual-dag.yaml",
     "checkpointed-task.yaml",
+    "resumed-task.yaml",
     "checkpoint.yaml",
 ];
 

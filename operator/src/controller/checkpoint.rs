@@ -170,6 +170,11 @@ async fn save(
     };
     let task_status = task.status.clone().unwrap_or_default();
     let (Some(pool_uid), Some(task_uid)) = (task_status.pool_uid.clone(), task.uid()) else {
+        if crate::lifecycle::is_finished(&task_status) {
+            let message =
+                format!("Task {task_name} finished without ever running; there is nothing to save");
+            return fail(api, ctx, checkpoint, status, "TaskNotStarted", &message).await;
+        }
         if status.phase.is_none() {
             set_phase(
                 &mut status,
