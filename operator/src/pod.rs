@@ -49,12 +49,7 @@ pub fn secret_hash(data: &BTreeMap<String, ByteString>) -> String {
         context.update(&(value.0.len() as u64).to_be_bytes());
         context.update(&value.0);
     }
-    context
-        .finish()
-        .as_ref()
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
+    crate::checkpoint::store::hex(context.finish().as_ref())
 }
 
 /// Where and how agents reach shared services, from the operator's configuration.
