@@ -390,6 +390,22 @@ mod tests {
     }
 
     #[test]
+    fn checkpoints_and_restores_are_counted_by_outcome() {
+        let metrics = Metrics::new();
+        metrics.checkpoint_finished("saved");
+        metrics.checkpoint_finished("saved");
+        metrics.checkpoint_finished("failed");
+        metrics.observe_checkpoint_save(0.2, 6_000);
+        metrics.state_restored("recovery");
+        let text = metrics.encode();
+        assert_series(&text, "maos_checkpoints_total{outcome=\"saved\"} 2");
+        assert_series(&text, "maos_checkpoints_total{outcome=\"failed\"} 1");
+        assert_series(&text, "maos_checkpoint_save_duration_seconds_count 1");
+        assert_series(&text, "maos_checkpoint_size_bytes_count 1");
+        assert_series(&text, "maos_state_restores_total{outcome=\"recovery\"} 1");
+    }
+
+    #[test]
     fn every_task_phase_is_reported_at_zero_before_any_task() {
         let text = Metrics::new().encode();
         for phase in [
