@@ -137,10 +137,16 @@ pub fn recovered(current: &TaskStatus, snapshot: &TaskStatus) -> Restored {
         status.conditions.push(planned.clone());
     }
     let redispatch = in_flight(&status);
+    // Whatever had finished or was under way after the snapshot starts over.
     let mut redone: Vec<String> = current
         .subtasks
         .iter()
-        .filter(|s| s.phase == SubtaskPhase::Succeeded)
+        .filter(|s| {
+            matches!(
+                s.phase,
+                SubtaskPhase::Succeeded | SubtaskPhase::Running | SubtaskPhase::Queued
+            )
+        })
         .filter(|s| {
             !status
                 .subtasks
@@ -259,18 +265,22 @@ mod tests {
             entry("a", SubtaskPhase::Succeeded, Some(1)),
             entry("b", SubtaskPhase::Running, Some(1)),
             entry("c", SubtaskPhase::Pending, None),
+            entry("d", SubtaskPhase::Pending, None),
+            entry("e", SubtaskPhase::Pending, None),
         ]);
         let mut current = status(vec![
             entry("a", SubtaskPhase::Succeeded, Some(1)),
             entry("b", SubtaskPhase::Succeeded, Some(1)),
             entry("c", SubtaskPhase::Succeeded, Some(1)),
+            entry("d", SubtaskPhase::Running, Some(1)),
+            entry("e", SubtaskPhase::Pending, None),
         ]);
         current.pool_uid = Some("pool".into());
         current.observed_generation = Some(4);
         let out = recovered(&current, &snapshot);
         assert_eq!(out.status.pool_uid.as_deref(), Some("pool"));
         assert_eq!(out.status.observed_generation, Some(4));
-        assert_eq!(out.redone, vec!["b".to_owned(), "c".to_owned()]);
+        assert_eq!(out.redone, ["b", "c", "d"].map(str::to_owned));
         assert_eq!(out.redispatch.len(), 1);
         assert_eq!(out.redispatch[0].subtask.as_str(), "b");
         assert_eq!(
