@@ -1,78 +1,31 @@
 //! A whole task's keys as plain data, read atomically and written back under any task uid: what
 //! a checkpoint stores.
 //!
-//! Reading is one Lua script over every key of the task. All of them share the task's hash tag,
-//! so they sit in one cluster slot and the script sees them at a single instant, with no pause
-//! of the agents. Journals are found through the journal index; the script checks that the index
-//! still names exactly the journals it was given and asks for another try otherwise, so a journal
-//! created between the two steps is never missed.
+//! Reading is one MULTI/EXEC transaction of plain reads (HGETALL, XRANGE, XINFO, ...) over every
+//! key of the task. All of them share the task's hash tag, so they sit in one cluster slot and
+//! the transaction sees them at a single instant, with no pause of the agents. (A Lua script
+//! would be atomic too, but copies every value into a Lua string and back: ten times longer
+//! during which Redis serves no one else.) Journals are found through the journal index; the
+//! transaction reads the index again and the read is repeated if it names other journals than
+//! the ones read, so a journal created between the two steps is never missed.
 //!
 //! Writing first removes whatever the target task has, writes every other key, and writes `meta`
 //! last: `meta` marks a task's state as present, so a restore that stops half-way leaves a task
 //! that still reads as lost, never one that runs on partial state.
 
-use std::collections::{BTreeMap, BTreeSet};
-use std::sync::LazyLock;
-
-use redis::{Script, Value};
+use redis::Value;
 use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, BTreeSet};
 
 use super::conn::Redis;
 use super::error::{CoordError, CoordResult};
 use super::keys::{TaskKeys, field};
 use crate::dag::SubtaskName;
 
-// KEYS: journal index, then every other key of the task. ARGV: the journal subtasks expected.
-// Reply: {'retry'} when the index changed, else one {type, ...} per key in KEYS order:
-// {'none'} | {'hash', flat} | {'set', members} | {'string', value} |
-// {'stream', entries, last-generated-id, {group, last-delivered-id, ...}}.
-static READ: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
-        r"
-if redis.call('SCARD', KEYS[1]) ~= #ARGV then return {'retry'} end
-for i = 1, #ARGV do
-  if redis.call('SISMEMBER', KEYS[1], ARGV[i]) == 0 then return {'retry'} end
-end
-local out = {}
-for i = 1, #KEYS do
-  local key = KEYS[i]
-  local kind = redis.call('TYPE', key)['ok']
-  if kind == 'hash' then
-    out[i] = {'hash', redis.call('HGETALL', key)}
-  elseif kind == 'set' then
-    out[i] = {'set', redis.call('SMEMBERS', key)}
-  elseif kind == 'string' then
-    out[i] = {'string', redis.call('GET', key)}
-  elseif kind == 'stream' then
-    local info = redis.call('XINFO', 'STREAM', key)
-    local last = '0-0'
-    for j = 1, #info, 2 do
-      if info[j] == 'last-generated-id' then last = info[j + 1] end
-    end
-    local groups = {}
-    for _, g in ipairs(redis.call('XINFO', 'GROUPS', key)) do
-      local name, delivered
-      for j = 1, #g, 2 do
-        if g[j] == 'name' then name = g[j + 1] end
-        if g[j] == 'last-delivered-id' then delivered = g[j + 1] end
-      end
-      groups[#groups + 1] = name
-      groups[#groups + 1] = delivered
-    end
-    out[i] = {'stream', redis.call('XRANGE', key, '-', '+'), last, groups}
-  else
-    out[i] = {'none'}
-  end
-end
-return out
-",
-    )
-});
-
 /// How often the read is tried again when journals appear while it runs.
 const READ_TRIES: usize = 8;
 /// Roughly how many bytes one pipeline of a restore carries.
-const RESTORE_CHUNK_BYTES: usize = 4 << 20;
+const RESTORE_CHUNK_BYTES: usize = 1 << 20;
 /// Most commands in one pipeline of a restore.
 const RESTORE_CHUNK_COMMANDS: usize = 1_000;
 
@@ -177,52 +130,116 @@ fn absolute(keys: &TaskKeys, name: &str) -> CoordResult<String> {
         })
 }
 
+/// How a key of a task is read, by its name.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Kind {
+    Hash,
+    Set,
+    String,
+    Stream,
+}
+
+fn kind_of(name: &str) -> Kind {
+    match name {
+        "events" | "bus" => Kind::Stream,
+        _ if name.starts_with(JOURNAL_PREFIX) => Kind::Stream,
+        "journals" => Kind::Set,
+        "cancel" => Kind::String,
+        _ => Kind::Hash,
+    }
+}
+
 /// Reads every key of the task at one instant.
 pub async fn read(redis: &Redis, keys: &TaskKeys) -> CoordResult<TaskDump> {
     const OP: &str = "read task dump";
     let index = keys.journal_index();
     for _ in 0..READ_TRIES {
-        let journals: Vec<String> = redis
+        let journals: BTreeSet<String> = redis
             .run(OP, |mut c| {
                 let index = &index;
                 async move { redis::cmd("SMEMBERS").arg(index).query_async(&mut c).await }
             })
             .await?;
-        let mut all: Vec<String> = vec![index.clone()];
-        all.extend(keys.fixed().into_iter().filter(|k| *k != index));
+        let mut all: Vec<String> = keys.fixed().into_iter().filter(|k| *k != index).collect();
         for subtask in &journals {
             let name = SubtaskName::new(subtask).map_err(|e| {
                 CoordError::protocol(OP, format!("journal index names {subtask:?}: {e}"))
             })?;
             all.push(keys.journal(&name));
         }
+        let mut pipe = redis::pipe();
+        pipe.atomic().ignore_errors();
+        pipe.cmd("SMEMBERS").arg(&index);
+        let mut plan = Vec::with_capacity(all.len());
+        for key in &all {
+            let name = relative(keys, key)
+                .ok_or_else(|| CoordError::protocol(OP, "key outside the task"))?;
+            let kind = kind_of(name);
+            match kind {
+                Kind::Hash => {
+                    pipe.cmd("HGETALL").arg(key);
+                }
+                Kind::Set => {
+                    pipe.cmd("SMEMBERS").arg(key);
+                }
+                Kind::String => {
+                    pipe.cmd("GET").arg(key);
+                }
+                Kind::Stream => {
+                    pipe.cmd("XRANGE").arg(key).arg("-").arg("+");
+                    // Both fail on a missing stream: an error reply here means "absent".
+                    pipe.cmd("XINFO").arg("STREAM").arg(key);
+                    pipe.cmd("XINFO").arg("GROUPS").arg(key);
+                }
+            }
+            plan.push((name.to_owned(), kind));
+        }
         let reply: Value = redis
             .run(OP, |mut c| {
-                let (all, journals) = (&all, &journals);
-                async move {
-                    let mut invocation = READ.prepare_invoke();
-                    for key in all {
-                        invocation.key(key);
-                    }
-                    for subtask in journals {
-                        invocation.arg(subtask);
-                    }
-                    invocation.invoke_async(&mut c).await
-                }
+                let pipe = &pipe;
+                async move { pipe.query_async(&mut c).await }
             })
             .await?;
-        let Value::Array(per_key) = reply else {
-            return Err(CoordError::protocol(OP, "reply is not an array"));
-        };
-        if matches!(per_key.first(), Some(v) if text(v).as_deref() == Some("retry")) {
+        let mut replies = array(OP, reply)?.into_iter();
+        let now: BTreeSet<String> = array(OP, replies.next().unwrap_or(Value::Nil))?
+            .into_iter()
+            .map(|m| owned_text(OP, m))
+            .collect::<CoordResult<_>>()?;
+        if now != journals {
             continue;
         }
         let mut dump = TaskDump::default();
-        for (key, value) in all.iter().zip(per_key) {
-            let name = relative(keys, key)
-                .ok_or_else(|| CoordError::protocol(OP, "key outside the task"))?;
-            if let Some(decoded) = decode_key(OP, value)? {
-                dump.keys.insert(name.to_owned(), decoded);
+        if !now.is_empty() {
+            let name = relative(keys, &index).unwrap_or("journals").to_owned();
+            dump.keys.insert(name, KeyDump::Set { members: now });
+        }
+        let mut next = || replies.next().unwrap_or(Value::Nil);
+        for (name, kind) in plan {
+            let value = match kind {
+                Kind::Hash => {
+                    let fields: BTreeMap<String, String> = pairs(OP, next())?.into_iter().collect();
+                    (!fields.is_empty()).then_some(KeyDump::Hash { fields })
+                }
+                Kind::Set => {
+                    let members: BTreeSet<String> = array(OP, next())?
+                        .into_iter()
+                        .map(|m| owned_text(OP, m))
+                        .collect::<CoordResult<_>>()?;
+                    (!members.is_empty()).then_some(KeyDump::Set { members })
+                }
+                Kind::String => match next() {
+                    Value::Nil => None,
+                    v => Some(KeyDump::String {
+                        value: owned_text(OP, v)?,
+                    }),
+                },
+                Kind::Stream => {
+                    let (range, info, groups) = (next(), next(), next());
+                    stream(OP, range, info, groups)?
+                }
+            };
+            if let Some(value) = value {
+                dump.keys.insert(name, value);
             }
         }
         return Ok(dump);
@@ -233,11 +250,70 @@ pub async fn read(redis: &Redis, keys: &TaskKeys) -> CoordResult<TaskDump> {
     ))
 }
 
-fn text(value: &Value) -> Option<String> {
+/// A stream from its XRANGE, XINFO STREAM and XINFO GROUPS replies; `None` when it is absent.
+fn stream(
+    op: &'static str,
+    range: Value,
+    info: Value,
+    groups: Value,
+) -> CoordResult<Option<KeyDump>> {
+    if matches!(info, Value::ServerError(_)) {
+        return Ok(None);
+    }
+    let mut entries = Vec::new();
+    for raw in array(op, range)? {
+        let mut entry = array(op, raw)?.into_iter();
+        let id = owned_text(op, entry.next().unwrap_or(Value::Nil))?;
+        let fields = match entry.next().unwrap_or(Value::Nil) {
+            Value::Nil => Vec::new(),
+            flat => pairs(op, flat)?,
+        };
+        entries.push(StreamEntry { id, fields });
+    }
+    let last_id = fields_of(op, info)?
+        .into_iter()
+        .find(|(k, _)| k == "last-generated-id")
+        .map(|(_, v)| owned_text(op, v))
+        .transpose()?
+        .unwrap_or_else(|| "0-0".to_owned());
+    let mut by_group = BTreeMap::new();
+    for group in array(op, groups)? {
+        let mut name = None;
+        let mut delivered = None;
+        for (k, v) in fields_of(op, group)? {
+            match k.as_str() {
+                "name" => name = Some(owned_text(op, v)?),
+                "last-delivered-id" => delivered = Some(owned_text(op, v)?),
+                _ => {}
+            }
+        }
+        if let (Some(name), Some(delivered)) = (name, delivered) {
+            by_group.insert(name, delivered);
+        }
+    }
+    Ok(Some(KeyDump::Stream {
+        entries,
+        last_id,
+        groups: by_group,
+    }))
+}
+
+/// The field/value pairs of an XINFO reply (a flat array in RESP2, a map in RESP3), values raw.
+fn fields_of(op: &'static str, value: Value) -> CoordResult<Vec<(String, Value)>> {
     match value {
-        Value::BulkString(b) => String::from_utf8(b.clone()).ok(),
-        Value::SimpleString(s) => Some(s.clone()),
-        _ => None,
+        Value::Map(pairs) => pairs
+            .into_iter()
+            .map(|(k, v)| Ok((owned_text(op, k)?, v)))
+            .collect(),
+        other => {
+            let items = array(op, other)?;
+            let mut out = Vec::with_capacity(items.len() / 2);
+            let mut items = items.into_iter();
+            while let (Some(k), Some(v)) = (items.next(), items.next()) {
+                out.push((owned_text(op, k)?, v));
+            }
+            Ok(out)
+        }
     }
 }
 
@@ -279,54 +355,6 @@ fn pairs(op: &'static str, value: Value) -> CoordResult<Vec<(String, String)>> {
         out.push((owned_text(op, k)?, owned_text(op, v)?));
     }
     Ok(out)
-}
-
-fn decode_key(op: &'static str, value: Value) -> CoordResult<Option<KeyDump>> {
-    let mut parts = array(op, value)?.into_iter();
-    let kind = parts
-        .next()
-        .map(|k| owned_text(op, k))
-        .transpose()?
-        .unwrap_or_default();
-    let mut next = || parts.next().unwrap_or(Value::Nil);
-    Ok(match kind.as_str() {
-        "none" => None,
-        "hash" => Some(KeyDump::Hash {
-            fields: pairs(op, next())?.into_iter().collect(),
-        }),
-        "set" => Some(KeyDump::Set {
-            members: array(op, next())?
-                .into_iter()
-                .map(|m| owned_text(op, m))
-                .collect::<CoordResult<_>>()?,
-        }),
-        "string" => Some(KeyDump::String {
-            value: owned_text(op, next())?,
-        }),
-        "stream" => {
-            let raw_entries = array(op, next())?;
-            let mut entries = Vec::with_capacity(raw_entries.len());
-            for raw in raw_entries {
-                let mut entry = array(op, raw)?.into_iter();
-                let id = owned_text(op, entry.next().unwrap_or(Value::Nil))?;
-                let fields = pairs(op, entry.next().unwrap_or(Value::Nil))?;
-                entries.push(StreamEntry { id, fields });
-            }
-            let last_id = owned_text(op, next())?;
-            let groups = pairs(op, next())?.into_iter().collect();
-            Some(KeyDump::Stream {
-                entries,
-                last_id,
-                groups,
-            })
-        }
-        other => {
-            return Err(CoordError::protocol(
-                op,
-                format!("unexpected key type {other:?}"),
-            ));
-        }
-    })
 }
 
 /// Accumulates commands into pipelines of bounded size and sends each when full.

@@ -202,7 +202,36 @@ async fn a_task_without_state_dumps_empty(fx: &Fixture) {
     assert_eq!(empty.entries(), 0);
 }
 
+async fn an_empty_event_stream_keeps_its_groups_through_a_restore(fx: &Fixture) {
+    let task = fx.pool().task(&task_uid());
+    task.register(None).await.expect("register");
+    let original = dump::read(&fx.redis, task.keys()).await.expect("read");
+    let Some(KeyDump::Stream {
+        entries, groups, ..
+    }) = original.keys.get("events")
+    else {
+        panic!("the registered task's event stream is in the dump: {original:?}");
+    };
+    assert!(entries.is_empty());
+    assert_eq!(groups.len(), 2, "{groups:?}");
+    let target = fx.pool().task(&task_uid());
+    dump::restore(&fx.redis, target.keys(), &original)
+        .await
+        .expect("restore");
+    // The restored groups work: an event published now reaches the operator group.
+    let a = agent("agent-a");
+    target
+        .events()
+        .publish(&Event::new(&a, "s1", 1, EventKind::SubtaskStarted))
+        .await
+        .expect("publish");
+    let mut consumer = target.events().consumer(GROUP_OPERATOR, "operator");
+    let got = consumer.next(10, None).await.expect("consume");
+    assert_eq!(got.len(), 1);
+}
+
 both_backends!(
+    an_empty_event_stream_keeps_its_groups_through_a_restore,
     a_dump_restored_under_another_uid_reads_back_identical,
     a_restore_replaces_what_the_target_had_and_a_reread_is_stable,
     a_dump_naming_a_key_outside_a_task_is_refused_before_anything_is_written,
