@@ -9,10 +9,10 @@
 
 use serde::{Deserialize, Serialize};
 
+use redis::Value;
 use redis::streams::{StreamRangeReply, StreamReadReply};
 
 use super::conn::{Conn, Redis};
-use super::entry;
 use super::error::{CoordError, CoordResult};
 use super::keys::{AgentName, TaskKeys, field};
 use super::queue::EntryId;
@@ -252,58 +252,78 @@ impl EventConsumer {
         count: usize,
         block: Option<std::time::Duration>,
     ) -> CoordResult<Vec<Delivered>> {
+        self.ack_then_next(&[], count, block).await
+    }
+
+    /// Acks `handled` and reads up to `count` more events in the same round trip (one
+    /// pipeline: XACK, then XREADGROUP), for a consumer that handles batch after batch.
+    pub async fn ack_then_next(
+        &mut self,
+        handled: &[EntryId],
+        count: usize,
+        block: Option<std::time::Duration>,
+    ) -> CoordResult<Vec<Delivered>> {
         if !self.backlog_done {
-            let backlog = self.read("0", count, None).await?;
+            let backlog = self.read(handled, "0", count, None).await?;
             if !backlog.is_empty() {
                 return Ok(backlog);
             }
             self.backlog_done = true;
+            return self.read(&[], ">", count, block).await;
         }
-        self.read(">", count, block).await
+        self.read(handled, ">", count, block).await
     }
 
     async fn read(
         &self,
+        handled: &[EntryId],
         from: &str,
         count: usize,
         block: Option<std::time::Duration>,
     ) -> CoordResult<Vec<Delivered>> {
         const OP: &str = "consume events";
         let key = self.log.keys.events();
-        let reply: Option<StreamReadReply> = self
+        let mut pipe = redis::pipe();
+        if !handled.is_empty() {
+            let ack = pipe.cmd("XACK").arg(&key).arg(self.group);
+            for e in handled {
+                ack.arg(e.as_str());
+            }
+            ack.ignore();
+        }
+        let read = pipe
+            .cmd("XREADGROUP")
+            .arg("GROUP")
+            .arg(self.group)
+            .arg(&self.consumer)
+            .arg("COUNT")
+            .arg(count.max(1));
+        if let Some(block) = block {
+            read.arg("BLOCK").arg(block.as_millis().max(1) as u64);
+        }
+        read.arg("STREAMS").arg(&key).arg(from);
+        // Walked as a raw reply: no map per entry, and the event bytes are moved, not copied.
+        let (reply,): (Value,) = self
             .log
             .redis
             .run(OP, |mut c: Conn| {
-                let key = &key;
-                async move {
-                    let mut cmd = redis::cmd("XREADGROUP");
-                    cmd.arg("GROUP")
-                        .arg(self.group)
-                        .arg(&self.consumer)
-                        .arg("COUNT")
-                        .arg(count.max(1));
-                    if let Some(block) = block {
-                        cmd.arg("BLOCK").arg(block.as_millis().max(1) as u64);
-                    }
-                    cmd.arg("STREAMS").arg(key).arg(from);
-                    cmd.query_async(&mut c).await
-                }
+                let pipe = &pipe;
+                async move { pipe.query_async(&mut c).await }
             })
             .await?;
         let mut delivered = Vec::new();
         let mut malformed = Vec::new();
-        for stream in reply.map(|r| r.keys).unwrap_or_default() {
-            for e in stream.ids {
-                let event = entry::bytes(OP, &e.map, field::EVENT)
-                    .ok()
-                    .and_then(|raw| serde_json::from_slice::<Event>(&raw).ok());
-                match event {
-                    Some(event) => delivered.push(Delivered {
-                        entry: EntryId::from_raw(e.id),
-                        event,
-                    }),
-                    None => malformed.push(EntryId::from_raw(e.id)),
-                }
+        for (id, fields) in stream_entries(reply) {
+            let event = fields
+                .into_iter()
+                .find(|(name, _)| name.as_slice() == field::EVENT.as_bytes())
+                .and_then(|(_, raw)| serde_json::from_slice::<Event>(&raw).ok());
+            match event {
+                Some(event) => delivered.push(Delivered {
+                    entry: EntryId::from_raw(id),
+                    event,
+                }),
+                None => malformed.push(EntryId::from_raw(id)),
             }
         }
         if !malformed.is_empty() {
@@ -333,6 +353,53 @@ impl EventConsumer {
     }
 }
 
+/// The entries of an XREAD/XREADGROUP reply (one stream asked for), as (id, fields); entries
+/// whose shape is wrong are skipped, and a deleted entry (nil fields) has no fields.
+fn stream_entries(reply: Value) -> Vec<(String, Vec<(Vec<u8>, Vec<u8>)>)> {
+    fn bytes(value: Value) -> Option<Vec<u8>> {
+        match value {
+            Value::BulkString(b) => Some(b),
+            Value::SimpleString(s) => Some(s.into_bytes()),
+            _ => None,
+        }
+    }
+    fn items(value: Value) -> Vec<Value> {
+        match value {
+            Value::Array(items) | Value::Set(items) => items,
+            _ => Vec::new(),
+        }
+    }
+    // RESP2: [[key, entries]]; RESP3: {key: entries}.
+    let streams: Vec<Value> = match reply {
+        Value::Map(pairs) => pairs.into_iter().map(|(_, entries)| entries).collect(),
+        other => items(other)
+            .into_iter()
+            .filter_map(|stream| items(stream).into_iter().nth(1))
+            .collect(),
+    };
+    let mut out = Vec::new();
+    for entries in streams {
+        for entry in items(entries) {
+            let mut parts = items(entry).into_iter();
+            let Some(id) = parts.next().and_then(bytes) else {
+                continue;
+            };
+            let Ok(id) = String::from_utf8(id) else {
+                continue;
+            };
+            let mut fields = Vec::new();
+            let mut flat = parts.next().map(items).unwrap_or_default().into_iter();
+            while let (Some(name), Some(value)) = (flat.next(), flat.next()) {
+                if let (Some(name), Some(value)) = (bytes(name), bytes(value)) {
+                    fields.push((name, value));
+                }
+            }
+            out.push((id, fields));
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -354,6 +421,29 @@ mod tests {
         assert_eq!(json["attempt"], 2);
         let back: Event = serde_json::from_value(json).expect("decode");
         assert_eq!(back, event);
+    }
+
+    #[test]
+    fn stream_replies_are_walked_in_resp2_and_resp3_shape() {
+        let bulk = |s: &str| Value::BulkString(s.as_bytes().to_vec());
+        let entries = Value::Array(vec![
+            Value::Array(vec![
+                bulk("1-0"),
+                Value::Array(vec![bulk("event"), bulk("{}")]),
+            ]),
+            // A deleted entry still pending: no fields.
+            Value::Array(vec![bulk("2-0"), Value::Nil]),
+        ]);
+        let resp2 = Value::Array(vec![Value::Array(vec![bulk("key"), entries.clone()])]);
+        let resp3 = Value::Map(vec![(bulk("key"), entries)]);
+        for reply in [resp2, resp3] {
+            let out = stream_entries(reply);
+            assert_eq!(out.len(), 2);
+            assert_eq!(out[0].0, "1-0");
+            assert_eq!(out[0].1, vec![(b"event".to_vec(), b"{}".to_vec())]);
+            assert!(out[1].1.is_empty());
+        }
+        assert!(stream_entries(Value::Nil).is_empty());
     }
 
     #[test]
