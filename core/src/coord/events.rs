@@ -353,9 +353,12 @@ impl EventConsumer {
     }
 }
 
+/// A stream entry as read: its id and its (field, value) pairs.
+type RawEntry = (String, Vec<(Vec<u8>, Vec<u8>)>);
+
 /// The entries of an XREAD/XREADGROUP reply (one stream asked for), as (id, fields); entries
 /// whose shape is wrong are skipped, and a deleted entry (nil fields) has no fields.
-fn stream_entries(reply: Value) -> Vec<(String, Vec<(Vec<u8>, Vec<u8>)>)> {
+fn stream_entries(reply: Value) -> Vec<RawEntry> {
     fn bytes(value: Value) -> Option<Vec<u8>> {
         match value {
             Value::BulkString(b) => Some(b),
