@@ -228,6 +228,107 @@ fn redis_benchmark(
     Some(raw)
 }
 
+/// The raw equivalent of publish + consume: redis-benchmark XADD -P [`PIPELINE`] into `stream`
+/// while a bare redis-rs consumer on a connection of its own reads COUNT [`CONSUME_COUNT`] with a
+/// consumer group and acks each batch, decoding nothing but the ids. Rate = messages consumed
+/// per second from the consumer's start; latencies are redis-benchmark's (the XADDs).
+fn raw_publish_consume(
+    runtime: &tokio::runtime::Runtime,
+    port: u16,
+    scratch: &Path,
+    stream: &str,
+    payload: &str,
+) -> Option<Raw> {
+    let url = format!("redis://127.0.0.1:{port}/");
+    let client = redis::Client::open(url.as_str()).ok()?;
+    let total = N_PIPELINED;
+    let prepared: redis::RedisResult<()> = runtime.block_on(async {
+        let mut c = client.get_multiplexed_async_connection().await?;
+        redis::cmd("DEL")
+            .arg(stream)
+            .query_async::<()>(&mut c)
+            .await?;
+        redis::cmd("XGROUP")
+            .arg("CREATE")
+            .arg(stream)
+            .arg("raw")
+            .arg("$")
+            .arg("MKSTREAM")
+            .query_async(&mut c)
+            .await
+    });
+    if let Err(e) = prepared {
+        eprintln!("raw publish + consume: preparing the stream failed: {e}");
+        return None;
+    }
+    let key = stream.to_owned();
+    let consumer = runtime.spawn(async move {
+        let mut c = client.get_multiplexed_async_connection().await.ok()?;
+        let started = Instant::now();
+        let deadline = started + ROW_DEADLINE;
+        let mut got = 0;
+        while got < total && Instant::now() < deadline {
+            let reply: redis::Value = redis::cmd("XREADGROUP")
+                .arg("GROUP")
+                .arg("raw")
+                .arg("bare")
+                .arg("COUNT")
+                .arg(CONSUME_COUNT)
+                .arg("BLOCK")
+                .arg(100)
+                .arg("STREAMS")
+                .arg(&key)
+                .arg(">")
+                .query_async(&mut c)
+                .await
+                .ok()?;
+            let ids = raw_ids(reply);
+            if ids.is_empty() {
+                continue;
+            }
+            got += ids.len();
+            redis::cmd("XACK")
+                .arg(&key)
+                .arg("raw")
+                .arg(&ids)
+                .query_async::<()>(&mut c)
+                .await
+                .ok()?;
+        }
+        Some((got, started.elapsed()))
+    });
+    let xadd: Vec<String> = ["XADD", stream, "*", "event", payload]
+        .iter()
+        .map(|s| (*s).to_owned())
+        .collect();
+    let produced = redis_benchmark(port, scratch, PIPELINE, total, &[], &xadd);
+    let (got, elapsed) = runtime.block_on(consumer).ok().flatten()?;
+    let produced = produced?;
+    let raw = Raw {
+        rps: got as f64 / elapsed.as_secs_f64(),
+        ..produced
+    };
+    eprintln!("raw publish + consume: {got} consumed in {elapsed:?}: {raw:?}");
+    Some(raw)
+}
+
+/// The entry ids of an XREADGROUP reply, as bytes (nothing else is decoded).
+fn raw_ids(reply: redis::Value) -> Vec<Vec<u8>> {
+    let items = |v: redis::Value| match v {
+        redis::Value::Array(items) => items,
+        _ => Vec::new(),
+    };
+    items(reply)
+        .into_iter()
+        .filter_map(|stream| items(stream).into_iter().nth(1))
+        .flat_map(items)
+        .filter_map(|entry| match items(entry).into_iter().next() {
+            Some(redis::Value::BulkString(id)) => Some(id),
+            _ => None,
+        })
+        .collect()
+}
+
 /// Loads the CAS script on every node (replicas included) and returns its SHA1.
 fn load_cas_script(target: &Target) -> String {
     let mut sha = String::new();
@@ -360,11 +461,14 @@ fn spawn_consumer(
         let deadline = Instant::now() + ROW_DEADLINE;
         let mut got = 0;
         let mut lat = Vec::new();
+        let mut handled: Vec<EntryId> = Vec::new();
         while got < total && Instant::now() < deadline {
+            // The batch before is acked in the same round trip as this read.
             let batch = consumer
-                .next(CONSUME_COUNT, Some(Duration::from_millis(100)))
+                .ack_then_next(&handled, CONSUME_COUNT, Some(Duration::from_millis(100)))
                 .await
                 .expect("consume events");
+            handled.clear();
             if batch.is_empty() {
                 continue;
             }
@@ -378,10 +482,10 @@ fn spawn_consumer(
                     }
                 }
             }
-            let ids: Vec<EntryId> = batch.iter().map(|d| d.entry.clone()).collect();
-            consumer.ack(&ids).await.expect("ack events");
-            got += ids.len();
+            handled = batch.into_iter().map(|d| d.entry).collect();
+            got += handled.len();
         }
+        consumer.ack(&handled).await.expect("ack events");
         (got, lat)
     })
 }
@@ -554,6 +658,9 @@ const RAW_XADD_1: usize = 0;
 const RAW_XADD_P: usize = 1;
 const RAW_CAS_1: usize = 2;
 const RAW_CAS_P: usize = 3;
+const RAW_PUBLISH_CONSUME: usize = 4;
+/// How many baselines there are.
+const RAWS: usize = 5;
 
 struct Row {
     what: String,
@@ -567,7 +674,7 @@ struct Row {
 struct Suite {
     rows: Vec<Row>,
     /// The better (higher ops/s) of the two baseline runs, indexed by `RAW_*`.
-    best: [Option<Raw>; 4],
+    best: [Option<Raw>; RAWS],
     /// What each baseline is, and its runs before and after ours.
     baseline: Vec<(String, Option<Raw>, Option<Raw>)>,
     notes: Vec<String>,
@@ -648,7 +755,9 @@ fn suite(runtime: &tokio::runtime::Runtime, target: &Target, scratch: &Path) -> 
     let (xadd_port, cas_port) = (target.port_for(&raw_stream), target.port_for(&kv));
     // The machine is shared: run the baseline before and after ours, and compare against the
     // better of the two.
-    let raw_runs = || -> [Option<Raw>; 4] {
+    let pc_stream = "maos:bench:{raw}:pc".to_owned();
+    let pc_port = target.port_for(&pc_stream);
+    let raw_runs = || -> [Option<Raw>; RAWS] {
         let xadd_1 = redis_benchmark(xadd_port, scratch, 1, N_SINGLE, &[], &xadd);
         del(&raw_stream);
         let xadd_p = redis_benchmark(xadd_port, scratch, PIPELINE, N_PIPELINED, &[], &xadd);
@@ -659,7 +768,9 @@ fn suite(runtime: &tokio::runtime::Runtime, target: &Target, scratch: &Path) -> 
         let cas_p = redis_benchmark(cas_port, scratch, PIPELINE, N_PIPELINED, &rand, &evalsha);
         del(&kv);
         del(&ver);
-        [xadd_1, xadd_p, cas_1, cas_p]
+        let pc = raw_publish_consume(runtime, pc_port, scratch, &pc_stream, &payload);
+        del(&pc_stream);
+        [xadd_1, xadd_p, cas_1, cas_p, pc]
     };
     let before = raw_runs();
 
@@ -709,10 +820,10 @@ fn suite(runtime: &tokio::runtime::Runtime, target: &Target, scratch: &Path) -> 
             "bus: publish_many ({PIPELINE}) + consume (COUNT {CONSUME_COUNT}) + XACK, msgs consumed/s"
         ),
         setup: format!(
-            "{CLIENTS} publishing tasks on 1 shared conn + 1 consumer on its own conn ↔ raw XADD -c {CLIENTS} -P {PIPELINE} (publish only)"
+            "{CLIENTS} publishing tasks on 1 shared conn + 1 consumer on its own conn ↔ raw XADD -c {CLIENTS} -P {PIPELINE} + a bare consumer (XREADGROUP COUNT {CONSUME_COUNT} + XACK, nothing decoded)"
         ),
         ours: consumed,
-        raw: Some(RAW_XADD_P),
+        raw: Some(RAW_PUBLISH_CONSUME),
         target: "≥ 70 % of raw; ≥ 100 k msg/s",
     });
 
@@ -784,12 +895,12 @@ fn suite(runtime: &tokio::runtime::Runtime, target: &Target, scratch: &Path) -> 
 
     eprintln!("baseline again, after ours");
     let after = raw_runs();
-    let best: [Option<Raw>; 4] = std::array::from_fn(|i| match (before[i], after[i]) {
+    let best: [Option<Raw>; RAWS] = std::array::from_fn(|i| match (before[i], after[i]) {
         (Some(a), Some(b)) => Some(if a.rps >= b.rps { a } else { b }),
         (a, b) => a.or(b),
     });
-    let [raw_xadd_1, raw_xadd_p, raw_cas_1, raw_cas_p] = best;
-    let spread = (0..4)
+    let [raw_xadd_1, raw_xadd_p, raw_cas_1, raw_cas_p, _] = best;
+    let spread = (0..RAWS)
         .filter_map(|i| match (before[i], after[i]) {
             (Some(a), Some(b)) if a.rps > 0.0 && b.rps > 0.0 => {
                 Some(a.rps.max(b.rps) / a.rps.min(b.rps))
@@ -846,6 +957,9 @@ fn suite(runtime: &tokio::runtime::Runtime, target: &Target, scratch: &Path) -> 
         format!("XADD, -c {CLIENTS} -P {PIPELINE}"),
         format!("EVALSHA of the CAS script (write path), -c {CLIENTS} -P 1"),
         format!("EVALSHA of the CAS script (write path), -c {CLIENTS} -P {PIPELINE}"),
+        format!(
+            "XADD -c {CLIENTS} -P {PIPELINE} while a bare consumer drains the stream, msgs consumed/s (latency: XADD's)"
+        ),
     ];
     let baseline = names
         .into_iter()
