@@ -1,5 +1,5 @@
 //! Checkpoint save and restore with the operator's own code paths: `maos_core::coord::dump`
-//! (one atomic Lua read of a task's keys; the restore under another task uid) against a real
+//! (one atomic MULTI/EXEC read of a task's keys; the restore under another task uid) against a real
 //! redis-server, and `maos_operator::checkpoint::store::Store` (zstd JSON streamed to S3 with a
 //! sha256; verified download) against a real S3 server (moto), for 1, 10 and 100 MiB of a
 //! task's shared state.
@@ -188,7 +188,7 @@ impl Memory {
 /// The parts of a save and a restore, timed one by one in one process.
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 struct Profile {
-    /// The Lua read script's own time inside Redis (INFO commandstats).
+    /// The read transaction's own time inside Redis (INFO commandstats).
     script_server_ms: Option<f64>,
     read_ms: f64,
     /// HGETALL of the `kv` hash alone on the same connection: the reply's transfer and parse
@@ -414,7 +414,7 @@ fn snapshot_of(job: &Job, state: TaskDump) -> Snapshot {
     }
 }
 
-/// Connections made and used once (TCP, the S3 client's credentials, the Lua script loaded),
+/// Connections made and used once (TCP, the S3 client's credentials, the first read done),
 /// as in an operator that has been running: the measured operation pays none of that.
 async fn warm_up(redis: &Redis, store: &Store, job: &Job, empty_task: &TaskKeys) {
     dump::read(redis, empty_task).await.expect("warm-up read");
@@ -516,7 +516,19 @@ async fn child_profile(job: &Job, sha256: &str) -> Profile {
     let started = Instant::now();
     let state = dump::read(&redis, &keys).await.expect("dump::read");
     let read_ms = ms(started.elapsed());
-    let script_server_ms = server_ms(&redis, &["evalsha", "eval"]).await;
+    let script_server_ms = server_ms(
+        &redis,
+        &[
+            "hgetall",
+            "xrange",
+            "xinfo|stream",
+            "xinfo|groups",
+            "smembers",
+            "get",
+            "exec",
+        ],
+    )
+    .await;
 
     reset_stats().await;
     let started = Instant::now();
@@ -902,7 +914,7 @@ fn report(
     let _ = writeln!(w, "## Checkpoints (save and restore)\n");
     let _ = writeln!(
         w,
-        "The operator's own code paths: `maos_core::coord::dump::read` (one Lua script returns every key of the task at one instant) and `Store::save` (the snapshot encoded as JSON, zstd level 3, on a blocking thread, cut into 8 MiB parts and uploaded as it is made, sha256 computed on the way; one PUT below one part, multipart above); then `Store::load` (download, sha256 checked, decoded) and `dump::restore` under a new task uid (pipelines of ≤ 4 MiB / 1,000 commands, `meta` last). A standalone redis-server {redis_version} and moto (S3, SigV4 enforced) on this machine. The shared state is {} KiB values (`SharedState::put`) of prose drawn from a {}-word vocabulary with a fixed seed, so it compresses about as model output does. Every save and every restore runs in a fresh process (this bench re-executed, its multi-threaded tokio runtime as the operator's), with its connections to Redis and S3 made and used once before the clock starts; its peak RSS is that process's VmHWM at the end, its baseline its VmRSS just before the operation. {RUNS} runs per size, medians shown. Whole bench: {:.0} s; load average {} before, {} after.\n",
+        "The operator's own code paths: `maos_core::coord::dump::read` (one MULTI/EXEC transaction of plain reads returns every key of the task at one instant) and `Store::save` (the snapshot encoded as JSON, zstd level 3, on a blocking thread, cut into 8 MiB parts and uploaded as it is made, sha256 computed on the way; one PUT below one part, multipart above); then `Store::load` (download, sha256 checked, decoded) and `dump::restore` under a new task uid (pipelines of ≤ 1 MiB / 1,000 commands, `meta` last). A standalone redis-server {redis_version} and moto (S3, SigV4 enforced) on this machine. The shared state is {} KiB values (`SharedState::put`) of prose drawn from a {}-word vocabulary with a fixed seed, so it compresses about as model output does. Every save and every restore runs in a fresh process (this bench re-executed, its multi-threaded tokio runtime as the operator's), with its connections to Redis and S3 made and used once before the clock starts; its peak RSS is that process's VmHWM at the end, its baseline its VmRSS just before the operation. {RUNS} runs per size, medians shown. Whole bench: {:.0} s; load average {} before, {} after.\n",
         VALUE_BYTES >> 10,
         Prose::new(0).words.len(),
         wall.as_secs_f64(),
@@ -1048,11 +1060,11 @@ fn report(
     let _ = writeln!(w, "### Where the time and the memory go\n");
     let _ = writeln!(
         w,
-        "The parts timed one by one in one more fresh process per size (medians above are of whole operations; these are single measurements). The Lua script's time is Redis's own (INFO commandstats); HGETALL of `kv` is the same bytes fetched without the script, on the same connection; JSON is `serde_json::to_vec` of the snapshot, encode is `snapshot::encode` (JSON + zstd) into memory, with no upload; fetch is `Store::fetch` (download only); decode is `snapshot::decode` (zstd + JSON), the JSON parses are `serde_json::from_slice` of the uncompressed JSON and `serde_json::from_reader` of it through a 256 KiB `BufReader`, as `snapshot::decode` reads (without zstd).\n"
+        "The parts timed one by one in one more fresh process per size (medians above are of whole operations; these are single measurements). The transaction's time inside Redis is the sum of its commands' (INFO commandstats: HGETALL, XRANGE, XINFO, SMEMBERS, GET and EXEC); HGETALL of `kv` is the same bytes fetched alone, on the same connection; JSON is `serde_json::to_vec` of the snapshot, encode is `snapshot::encode` (JSON + zstd) into memory, with no upload; fetch is `Store::fetch` (download only); decode is `snapshot::decode` (zstd + JSON), the JSON parses are `serde_json::from_slice` of the uncompressed JSON and `serde_json::from_reader` of it through a 256 KiB `BufReader`, as `snapshot::decode` reads (without zstd).\n"
     );
     let _ = writeln!(
         w,
-        "| state | `dump::read` | of it, the script inside Redis | HGETALL of `kv` alone (inside Redis) | JSON encode | JSON + zstd encode | upload (≈ `Store::save` − encode) | `Store::fetch` | sha256 | zstd + JSON decode | JSON parse from a slice | JSON parse from a reader | `dump::restore` (median) |"
+        "| state | `dump::read` | of it, the transaction inside Redis | HGETALL of `kv` alone (inside Redis) | JSON encode | JSON + zstd encode | upload (≈ `Store::save` − encode) | `Store::fetch` | sha256 | zstd + JSON decode | JSON parse from a slice | JSON parse from a reader | `dump::restore` (median) |"
     );
     let _ = writeln!(w, "|---|---|---|---|---|---|---|---|---|---|---|---|---|");
     for r in results {
@@ -1147,7 +1159,7 @@ fn findings(
     let _ = writeln!(w, "\nReading the tables (10 MiB / 100 MiB):\n");
     let _ = writeln!(
         w,
-        "- **Save.** `dump::read` takes {:.0} / {:.0} ms, of which the Lua script runs {} / {} ms inside Redis, which serves no other client meanwhile; a plain HGETALL of the same `kv` hash takes {} / {} ms inside Redis, so most of the script's time is spent turning every value into a Lua string and back into the reply. Encoding takes {:.0} / {:.0} ms: {:.0} / {:.0} ms of JSON, the rest zstd level 3 (≈ {:.0} MiB/s of JSON here). The upload adds ≈ {:.0} / {:.0} ms beyond the encoding (one PUT after it at 10 MiB; at 100 MiB a multipart upload running beside it, with moto on the same cores).",
+        "- **Save.** `dump::read` takes {:.0} / {:.0} ms, of which the transaction runs {} / {} ms inside Redis, which serves no other client meanwhile (a plain HGETALL of the same `kv` hash alone takes {} / {} ms inside Redis; the Lua script this read replaced took 41 / 647 ms, copying every value into a Lua string and back). Encoding takes {:.0} / {:.0} ms: {:.0} / {:.0} ms of JSON, the rest zstd level 3 (≈ {:.0} MiB/s of JSON here). The upload adds ≈ {:.0} / {:.0} ms beyond the encoding (one PUT after it at 10 MiB; at 100 MiB a multipart upload running beside it, with moto on the same cores).",
         ma.read,
         mb.read,
         server(pa.script_server_ms),
@@ -1182,7 +1194,7 @@ fn findings(
     );
     let _ = writeln!(
         w,
-        "- **Memory.** Each operation holds the state once (the dump, or the decoded snapshot: the ≈ 1.0× columns) plus buffers that stop growing with it: in `Store::save` the zstd encoder and the compressed parts (+{:.1} / +{:.1} MiB over what the read left), in `Store::load` the compressed object and the zstd decoder beside the snapshot being decoded (peak {:.2}× / {:.2}×), in `dump::restore` the pipeline being sent (+{:.1} / +{:.1} MiB over what the load left: a chunk of up to 4 MiB of commands held three times, as the commands, as the packed pipeline and in the connection's write buffer). {}At 100 MiB the worst operation needs {:.2}×.\n",
+        "- **Memory.** Each operation holds the state once (the dump, or the decoded snapshot: the ≈ 1.0× columns) plus buffers that stop growing with it: in `Store::save` the zstd encoder and the compressed parts (+{:.1} / +{:.1} MiB over what the read left), in `Store::load` the compressed object and the zstd decoder beside the snapshot being decoded (peak {:.2}× / {:.2}×), in `dump::restore` the pipeline being sent (+{:.1} / +{:.1} MiB over what the load left: a chunk of up to 1 MiB of commands held three times, as the commands, as the packed pipeline and in the connection's write buffer). {}At 100 MiB the worst operation needs {:.2}×.\n",
         ma.save_phase_peak - ma.read_kept,
         mb.save_phase_peak - mb.read_kept,
         ma.load_peak / a.mib as f64,
