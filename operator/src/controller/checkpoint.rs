@@ -1,9 +1,9 @@
 //! The Checkpoint controller: snapshots a Task into object storage once (Pending → Saving →
 //! Saved | Failed), and deletes the object when the Checkpoint is deleted.
 //!
-//! Consistency: the Task's status is read first, then all of its Redis keys in one Lua script
-//! (they share one cluster slot, so the script sees a single instant without pausing the
-//! agents). The status therefore never claims more than the keys hold; events the status had
+//! Consistency: the Task's status is read first, then all of its Redis keys in one MULTI/EXEC
+//! transaction (they share one cluster slot, so it sees a single instant without pausing the
+//! agents; see `maos_core::coord::dump`). The status therefore never claims more than the keys hold; events the status had
 //! not folded yet are in the snapshot and are folded after a restore.
 
 use std::sync::Arc;
