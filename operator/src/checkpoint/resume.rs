@@ -68,9 +68,9 @@ pub fn resumed(
     status.last_checkpoint = None;
     status.pool_uid = None;
     status.started_at = Some(Time(now));
-    status
-        .conditions
-        .retain(|c| c.type_ == cond::PLANNED || c.type_ == cond::ACCEPTED);
+    // Accepted goes too: the new Task is accepted now, and its activeDeadlineSeconds counts
+    // from then, not from the old Task's acceptance.
+    status.conditions.retain(|c| c.type_ == cond::PLANNED);
     for subtask in &mut status.subtasks {
         if matches!(
             subtask.phase,
@@ -232,6 +232,10 @@ mod tests {
         assert_eq!(out.redispatch[0].kind, WorkKind::Work);
         assert!(!is_finished(&out.status));
         assert_eq!(out.status.pool_uid, None);
+        assert!(
+            find_condition(&out.status.conditions, cond::ACCEPTED).is_none(),
+            "the new Task's acceptance (and deadline) starts now"
+        );
     }
 
     #[test]
