@@ -327,20 +327,10 @@ pub(crate) async fn periodic(
         Err(err) => return Err(err.into()),
     }
     tracing::info!(task = %name, checkpoint = %checkpoint_name, "periodic checkpoint requested");
-    // Keep the newest `keep`; an older one still saving is left until it is done.
-    let keep = policy.keep as usize;
     let mut all: Vec<(u64, Checkpoint)> = existing;
     all.push((next, checkpoint));
-    let surplus = all.len().saturating_sub(keep);
-    for (_, old) in all.into_iter().take(surplus) {
-        let saving = matches!(
-            old.status.as_ref().and_then(|s| s.phase),
-            Some(CheckpointPhase::Saving)
-        );
-        if saving {
-            continue;
-        }
-        match api.delete(&old.name_any(), &DeleteParams::default()).await {
+    for name in surplus(&all, policy.keep as usize) {
+        match api.delete(&name, &DeleteParams::default()).await {
             Ok(_) => {}
             Err(kube::Error::Api(status)) if status.code == 404 => {}
             Err(err) => return Err(err.into()),
@@ -349,9 +339,77 @@ pub(crate) async fn periodic(
     Ok(now.checked_add(interval).unwrap_or(Timestamp::MAX))
 }
 
+/// The periodic Checkpoints (sorted by index) to delete so that the newest `keep` remain,
+/// counting the ones still saving. A failed one never displaces a saved one: it is deleted
+/// unless it is the newest (which stays to show why). One still saving is never deleted.
+fn surplus(all: &[(u64, Checkpoint)], keep: usize) -> Vec<String> {
+    let newest = all.last().map(|(n, _)| *n);
+    let mut kept = 0;
+    let mut doomed = Vec::new();
+    for (n, checkpoint) in all.iter().rev() {
+        match checkpoint.status.as_ref().and_then(|s| s.phase) {
+            Some(CheckpointPhase::Failed) => {
+                if Some(*n) != newest {
+                    doomed.push(checkpoint.name_any());
+                }
+            }
+            Some(CheckpointPhase::Saved) => {
+                kept += 1;
+                if kept > keep {
+                    doomed.push(checkpoint.name_any());
+                }
+            }
+            _ => kept += 1,
+        }
+    }
+    doomed
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn at(n: u64, phase: Option<CheckpointPhase>) -> (u64, Checkpoint) {
+        let mut c = Checkpoint::new(
+            &format!("t-ckpt-{n:05}"),
+            CheckpointSpec {
+                task_ref: TaskRef { name: "t".into() },
+                storage: None,
+            },
+        );
+        c.status = phase.map(|phase| maos_core::api::v1alpha1::CheckpointStatus {
+            phase: Some(phase),
+            ..Default::default()
+        });
+        (n, c)
+    }
+
+    #[test]
+    fn pruning_keeps_the_newest_and_never_lets_failures_push_out_saved_ones() {
+        use CheckpointPhase::{Failed, Saved, Saving};
+        let names = |v: Vec<String>| v.into_iter().collect::<Vec<_>>();
+        // 4 saved and a new one: the oldest two go, so 3 remain with the new one.
+        let all = [
+            at(1, Some(Saved)),
+            at(2, Some(Saved)),
+            at(3, Some(Saved)),
+            at(4, Some(Saved)),
+            at(5, None),
+        ];
+        assert_eq!(names(surplus(&all, 3)), ["t-ckpt-00002", "t-ckpt-00001"]);
+        // Failures: older ones go, none counts against the saved ones.
+        let all = [
+            at(1, Some(Saved)),
+            at(2, Some(Saved)),
+            at(3, Some(Failed)),
+            at(4, Some(Failed)),
+            at(5, Some(Failed)),
+        ];
+        assert_eq!(names(surplus(&all, 2)), ["t-ckpt-00004", "t-ckpt-00003"]);
+        // One still saving is never deleted, even beyond `keep`.
+        let all = [at(1, Some(Saving)), at(2, Some(Saved)), at(3, None)];
+        assert_eq!(names(surplus(&all, 1)), ["t-ckpt-00002"]);
+    }
 
     #[test]
     fn periodic_names_carry_their_index() {
