@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::core::v1::{Pod, Secret};
-use kube::api::{Api, PostParams};
+use kube::api::{Api, DeleteParams, ListParams, PostParams};
 use maos_e2e::apiserver::{Testbed, TestbedConfig};
 use maos_e2e::cluster::TestCluster;
 use maos_e2e::kubelet::{Kubelet, KubeletConfig, KubeletLogs};
@@ -287,4 +287,62 @@ async fn a_missing_secret_holds_the_container_until_the_secret_appears() {
     node.wait_for("waits", "Succeeded", |p| phase(p) == "Succeeded")
         .await;
     assert_eq!(node.log("waits", "main"), "token-1\n");
+}
+
+/// A burst of short-lived pods: the watch delivers each pod's `Pending` and `Running` status
+/// events while the kubelet is busy with the others, often after the pod's worker has already
+/// published `Succeeded`. Such a stale event must not start the pod again: that re-ran
+/// `restartPolicy: Never` containers and wiped the log of a pod already reported `Succeeded`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn finished_pods_never_run_again_and_keep_their_logs() {
+    let node = Node::start("burst").await;
+    // Outside the pods' own directories, which a (wrongly) restarted pod would wipe.
+    let runs = node.root.join("runs");
+    std::fs::create_dir_all(&runs).expect("runs dir");
+    let names: Vec<String> = (0..40).map(|i| format!("burst-{i}")).collect();
+    for name in &names {
+        let script = format!("echo run >> {}/{name}; echo out-{name}", runs.display());
+        node.create_pod(exec_pod(name, &script, "Never")).await;
+    }
+
+    let mut wrong = Vec::new();
+    for name in &names {
+        node.wait_for(name, "Succeeded", |p| phase(p) == "Succeeded")
+            .await;
+        // Complete as soon as the pod says so, as `kubectl logs` expects.
+        let log = node.log(name, "main");
+        if log != format!("out-{name}\n") {
+            wrong.push(format!("{name}: log {log:?}"));
+        }
+    }
+
+    // Deleting the finished pods lets them go (the kubelet still knows them until then).
+    let pods = node.pods();
+    for name in &names {
+        pods.delete(name, &DeleteParams::default())
+            .await
+            .expect("pod deleted");
+    }
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !pods
+        .list(&ListParams::default())
+        .await
+        .expect("list pods")
+        .items
+        .is_empty()
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the finished pods were never removed"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    for name in &names {
+        let count = std::fs::read_to_string(runs.join(name)).unwrap_or_default();
+        if count != "run\n" {
+            wrong.push(format!("{name}: ran {} times", count.lines().count()));
+        }
+    }
+    assert!(wrong.is_empty(), "{wrong:#?}");
 }

@@ -146,7 +146,7 @@ pub(crate) fn pod_dir(root: &Path, namespace: &str, pod: &str) -> PathBuf {
     root.join(namespace).join(pod)
 }
 
-/// What the kubelet knows of a pod it runs.
+/// What the kubelet knows of a pod it runs or has run.
 #[derive(Debug)]
 struct PodHandle {
     namespace: String,
@@ -154,12 +154,18 @@ struct PodHandle {
     stop: tokio::sync::watch::Sender<pod::Stop>,
     /// Container name → process group id, while the process runs.
     pids: Arc<Mutex<HashMap<String, u32>>>,
+    /// Its worker is done: the containers terminated for good and the final status is
+    /// published. The handle stays until the object is deleted, because the watch may still
+    /// deliver events written before that final status (phase `Pending` or `Running`); a pod
+    /// UID runs once, as on a real node, and is never started again from such a stale event.
+    finished: bool,
 }
 
 /// State shared by the watch loop and the pod workers.
 struct Shared {
     client: Client,
     config: KubeletConfig,
+    /// Pod UID → handle, from the first event for the pod until its deletion.
     pods: Mutex<HashMap<String, PodHandle>>,
 }
 
@@ -226,14 +232,16 @@ impl Kubelet {
     /// The process id of a pod's container while it runs (the first container if `None`).
     pub fn pid(&self, namespace: &str, pod: &str, container: Option<&str>) -> Option<u32> {
         let pods = self.shared.pods.lock().ok()?;
-        let handle = pods
-            .values()
-            .find(|h| h.namespace == namespace && h.name == pod)?;
-        let pids = handle.pids.lock().ok()?;
-        match container {
-            Some(name) => pids.get(name).copied(),
-            None => pids.values().next().copied(),
-        }
+        // A finished pod of the same name may still be known until its deletion is seen.
+        pods.values()
+            .filter(|h| h.namespace == namespace && h.name == pod)
+            .find_map(|handle| {
+                let pids = handle.pids.lock().ok()?;
+                match container {
+                    Some(name) => pids.get(name).copied(),
+                    None => pids.values().next().copied(),
+                }
+            })
     }
 
     /// SIGKILLs every process of a pod, as a crash would; the pod's restart policy then applies.
@@ -276,7 +284,8 @@ impl Drop for Kubelet {
 
 /// Kills every pod's processes and waits (briefly) for the workers to record it.
 async fn stop_all_pods(shared: &Shared) {
-    if let Ok(pods) = shared.pods.lock() {
+    if let Ok(mut pods) = shared.pods.lock() {
+        pods.retain(|_, handle| !handle.finished);
         for handle in pods.values() {
             let _ = handle.stop.send(pod::Stop::Kill);
         }
@@ -307,26 +316,33 @@ async fn watch_pods(shared: Arc<Shared>) {
             }
             Ok(Event::InitDone) => {
                 // A pod missing from a relist was deleted while we were not watching.
-                if let Ok(pods) = shared.pods.lock() {
-                    for (uid, handle) in pods.iter() {
-                        if !listed.contains(uid) {
-                            let _ = handle.stop.send(pod::Stop::Kill);
-                        }
-                    }
+                if let Ok(mut pods) = shared.pods.lock() {
+                    pods.retain(|uid, handle| listed.contains(uid) || kill_if_running(handle));
                 }
             }
             Ok(Event::Apply(pod)) => on_apply(&shared, pod),
             Ok(Event::Delete(pod)) => {
                 let uid = pod.metadata.uid.unwrap_or_default();
-                if let Ok(pods) = shared.pods.lock()
+                if let Ok(mut pods) = shared.pods.lock()
                     && let Some(handle) = pods.get(&uid)
+                    && !kill_if_running(handle)
                 {
-                    let _ = handle.stop.send(pod::Stop::Kill);
+                    pods.remove(&uid);
                 }
             }
             Err(err) => tracing::warn!(error = %err, "kubelet pod watch failed; retrying"),
         }
     }
+}
+
+/// For a pod whose object is gone: kills its processes if it still runs and says so (its
+/// worker drops the handle once they have stopped); a finished pod's handle can go now.
+fn kill_if_running(handle: &PodHandle) -> bool {
+    if handle.finished {
+        return false;
+    }
+    let _ = handle.stop.send(pod::Stop::Kill);
+    true
 }
 
 fn on_apply(shared: &Arc<Shared>, pod: Pod) {
@@ -354,16 +370,18 @@ fn on_apply(shared: &Arc<Shared>, pod: Pod) {
     if pod.metadata.deletion_timestamp.is_some() {
         let grace = pod::grace_period(&pod);
         match pods.get(&uid) {
-            Some(handle) => {
+            Some(handle) if !handle.finished => {
                 let _ = handle.stop.send(pod::Stop::Graceful(grace));
             }
             // Nothing runs for it (finished, or never started): let it go now.
-            None => {
+            _ => {
                 tokio::spawn(pod::finish_deletion(shared.client.clone(), pod));
             }
         }
         return;
     }
+    // A pod seen before (running, or finished: a late event from before its final status
+    // must not start it again) or finished before this kubelet saw it is left as it is.
     let finished = matches!(
         pod.status.as_ref().and_then(|s| s.phase.as_deref()),
         Some("Succeeded" | "Failed")
@@ -380,13 +398,33 @@ fn on_apply(shared: &Arc<Shared>, pod: Pod) {
             name: pod.metadata.name.clone().unwrap_or_default(),
             stop,
             pids: pids.clone(),
+            finished: false,
         },
     );
     let shared = shared.clone();
     tokio::spawn(async move {
-        pod::run(&shared.client, &shared.config, pod, stop_rx, pids).await;
-        if let Ok(mut pods) = shared.pods.lock() {
-            pods.remove(&uid);
+        pod::run(&shared.client, &shared.config, &pod, stop_rx, pids).await;
+        // Decided under the lock, so a deletion seen concurrently is either sent to this
+        // worker (and handled here) or finds the pod finished (and is handled by `on_apply`).
+        let mut deleting = false;
+        if let Ok(mut pods) = shared.pods.lock()
+            && let Some(handle) = pods.get_mut(&uid)
+        {
+            let stop = *handle.stop.borrow();
+            match stop {
+                // The object is gone (or the kubelet stops): nothing more will be heard of it.
+                pod::Stop::Kill => {
+                    pods.remove(&uid);
+                }
+                pod::Stop::Graceful(_) => {
+                    handle.finished = true;
+                    deleting = true;
+                }
+                pod::Stop::Run => handle.finished = true,
+            }
+        }
+        if deleting {
+            pod::finish_deletion(shared.client.clone(), pod).await;
         }
     });
 }

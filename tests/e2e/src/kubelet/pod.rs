@@ -62,11 +62,12 @@ impl PodState {
     }
 }
 
-/// Runs a pod until its containers are done (and, if it was deleted, removes the object).
+/// Runs a pod until its containers are done and their final status is published (removing a
+/// deleted pod's object is up to the caller).
 pub(crate) async fn run(
     client: &Client,
     config: &KubeletConfig,
-    pod: Pod,
+    pod: &Pod,
     stop: watch::Receiver<Stop>,
     pids: Arc<Mutex<HashMap<String, u32>>>,
 ) {
@@ -99,7 +100,7 @@ pub(crate) async fn run(
     let api: Api<Pod> = Api::namespaced(client.clone(), &namespace);
 
     let supervisors = containers.iter().enumerate().map(|(index, container)| {
-        supervise(client, config, &pod, container, index, &state, stop.clone())
+        supervise(client, config, pod, container, index, &state, stop.clone())
     });
     let all_done = futures::future::join_all(supervisors);
     tokio::pin!(all_done);
@@ -111,10 +112,6 @@ pub(crate) async fn run(
         }
     }
     publish(&api, &name, &state, start_time).await;
-
-    if matches!(*stop.borrow(), Stop::Graceful(_)) {
-        finish_deletion(client.clone(), pod.clone()).await;
-    }
 }
 
 /// Assigns an unscheduled pod to `node` with a `pods/binding`, as kube-scheduler does.
