@@ -30,6 +30,8 @@ use crate::checkpoint::snapshot::{FORMAT, Snapshot, TaskIdentity};
 use crate::checkpoint::store::{ObjectRef as S3Object, StoreError};
 use crate::status::truncate;
 
+/// Extra time the snapshot read may take beyond a normal reply (hundreds of MiB of state).
+const DUMP_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
 /// How long a Checkpoint of a Task that has not registered yet waits before looking again.
 const TASK_NOT_STARTED_RECHECK: std::time::Duration = std::time::Duration::from_secs(5);
 
@@ -201,7 +203,11 @@ async fn save(
 
     let started = Instant::now();
     let keys = TaskKeys::new(&PoolUid::new(&pool_uid)?, &TaskUid::new(&task_uid)?);
-    let state = dump::read(&ctx.redis, &keys).await?;
+    // A connection of its own: a large state's reply would hold up every other request
+    // multiplexed on the shared one.
+    let redis = ctx.redis.dedicated(DUMP_TIMEOUT).await?;
+    let state = dump::read(&redis, &keys).await?;
+    drop(redis);
     if !state.has_meta() {
         let message = format!(
             "Task {task_name}'s Redis state is gone (its meta key is missing); nothing to save"
