@@ -721,9 +721,37 @@ async fn operator_restarts(stack: &mut Stack, pool: &str) -> (Vec<RestartSample>
     let (created, _) = create_task(stack, &task).await;
     let api = tasks_api(stack);
     let mut samples = Vec::new();
+    let mut running_before = std::collections::BTreeSet::new();
     for _ in 0..RESTART_SAMPLES {
-        // Mid-task: subtasks running, agents publishing events while the operator is down.
-        tokio::time::sleep(Duration::from_secs(3)).await;
+        // Mid-task: subtasks running (other ones than at the last restart, so the Task moved
+        // on), agents publishing events while the operator is down.
+        let waiting = Instant::now();
+        loop {
+            let running: std::collections::BTreeSet<String> = api
+                .get(name)
+                .await
+                .ok()
+                .and_then(|t| t.status)
+                .map(|s| {
+                    s.subtasks
+                        .into_iter()
+                        .filter(|t| t.phase == SubtaskPhase::Running)
+                        .map(|t| t.name)
+                        .collect()
+                })
+                .unwrap_or_default();
+            if !running.is_empty() && running != running_before {
+                running_before = running;
+                break;
+            }
+            assert!(
+                waiting.elapsed() < Duration::from_secs(60),
+                "no new subtask running within 60 s\n{}",
+                stack.diagnostics()
+            );
+            // A poll interval; the condition is re-checked each round.
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
         stack.operator(0).kill();
         let version = api
             .get(name)
