@@ -171,18 +171,14 @@ async fn run(config: OperatorConfig) -> anyhow::Result<()> {
         None => Api::all(client.clone()),
     };
     let checkpoint_controller = Controller::new(checkpoints.clone(), watcher::Config::default());
-    let checkpoint_store = checkpoint_controller.store();
-    let ctx = Arc::new(
-        Context::new(
-            client.clone(),
-            redis,
-            settings,
-            metrics,
-            Some(identity),
-            wake_tx,
-        )
-        .with_checkpoints(checkpoint_store),
-    );
+    let ctx = Arc::new(Context::new(
+        client.clone(),
+        redis,
+        settings,
+        metrics,
+        Some(identity),
+        wake_tx,
+    ));
 
     let (tasks, pools, pods, secrets): (Api<Task>, Api<AgentPool>, Api<Pod>, Api<Secret>) =
         match &config.namespace {

@@ -405,7 +405,7 @@ impl Store {
             });
         }
         let location = object.to_string();
-        tokio::task::spawn_blocking(move || snapshot::decode(bytes.as_slice()))
+        tokio::task::spawn_blocking(move || snapshot::decode(&bytes[..]))
             .await
             .map_err(|e| StoreError::Request {
                 op: "download",
@@ -415,8 +415,8 @@ impl Store {
             .map_err(|source| StoreError::Unreadable { location, source })
     }
 
-    /// The stored bytes of `object`.
-    pub async fn fetch(&self, object: &ObjectRef) -> Result<Vec<u8>, StoreError> {
+    /// The stored bytes of `object` (as the SDK collected them: no second copy).
+    pub async fn fetch(&self, object: &ObjectRef) -> Result<bytes::Bytes, StoreError> {
         let response = self
             .client
             .get_object()
@@ -434,7 +434,7 @@ impl Store {
                 location: object.to_string(),
                 detail: e.to_string(),
             })?;
-        Ok(body.into_bytes().to_vec())
+        Ok(body.into_bytes())
     }
 
     /// Deletes `object`; an object (or bucket) that is already gone counts as deleted.

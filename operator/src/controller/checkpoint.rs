@@ -15,7 +15,6 @@ use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::controller::Action;
 use kube::runtime::events::EventType;
 use kube::runtime::finalizer::{Event as Finalize, finalizer};
-use kube::runtime::reflector::ObjectRef;
 use kube::{Resource, ResourceExt};
 use maos_core::api::v1alpha1::conditions::{
     checkpoint as cond, condition, find_condition, reason, set_condition,
@@ -25,6 +24,7 @@ use maos_core::coord::dump;
 use maos_core::coord::{PoolUid, TaskKeys, TaskUid};
 use maos_core::meta::{FIELD_MANAGER, FINALIZER_CHECKPOINT};
 
+use super::task_checkpoints::{forget, note_saved};
 use super::{Context, Error, from_finalizer, now};
 use crate::checkpoint::snapshot::{FORMAT, Snapshot, TaskIdentity};
 use crate::checkpoint::store::{ObjectRef as S3Object, StoreError};
@@ -153,6 +153,8 @@ async fn save(
         status.phase,
         Some(CheckpointPhase::Saved | CheckpointPhase::Failed)
     ) {
+        // Known to this process from here on (after a restart too) for the Task's status.
+        note_saved(ctx, checkpoint);
         return Ok(Action::await_change());
     }
     let namespace = checkpoint.namespace().unwrap_or_default();
@@ -248,6 +250,10 @@ async fn save(
         &message,
         generation,
     );
+    // Noted before the write, whose watch event wakes the Task to show it.
+    let mut saved_checkpoint = checkpoint.clone();
+    saved_checkpoint.status = Some(status.clone());
+    note_saved(ctx, &saved_checkpoint);
     write(api, checkpoint, &status).await?;
     ctx.metrics.checkpoint_finished("saved");
     ctx.metrics
@@ -261,14 +267,11 @@ async fn save(
         message,
     )
     .await;
-    // The Task shows its newest checkpoint.
-    let _ = ctx
-        .wake
-        .unbounded_send(ObjectRef::new(task_name).within(&namespace));
     Ok(Action::await_change())
 }
 
 async fn remove(checkpoint: &Checkpoint, ctx: &Arc<Context>) -> Result<Action, Error> {
+    forget(ctx, checkpoint);
     let Some(location) = checkpoint
         .status
         .as_ref()

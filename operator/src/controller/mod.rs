@@ -51,11 +51,10 @@ pub struct Context {
     pub metrics: Arc<Metrics>,
     /// Publishes Kubernetes Events.
     pub recorder: Recorder,
-    /// Every Checkpoint the operator watches (filled by the Checkpoint controller), for the
-    /// Tasks' `status.lastCheckpoint`. Decisions that must not act on a cache still filling
-    /// (recovery, pruning) list from the API instead.
-    pub(crate) checkpoints:
-        Option<kube::runtime::reflector::Store<maos_core::api::v1alpha1::Checkpoint>>,
+    /// Task uid → its newest Saved Checkpoint, kept by the Checkpoint controller for the
+    /// Tasks' `status.lastCheckpoint`. Decisions that must not act on what this process has
+    /// seen so far (recovery, pruning) list from the API instead.
+    pub(crate) newest_checkpoints: Mutex<HashMap<String, maos_core::api::v1alpha1::LastCheckpoint>>,
     /// Per-Task memory between reconciles (the working status, the event pump).
     pub(crate) tasks: Mutex<HashMap<String, task::TaskMemory>>,
     /// Per-pool memory between reconciles (idle times).
@@ -91,20 +90,11 @@ impl Context {
             settings,
             metrics,
             recorder,
-            checkpoints: None,
+            newest_checkpoints: Mutex::new(HashMap::new()),
             tasks: Mutex::new(HashMap::new()),
             pools: Mutex::new(HashMap::new()),
             wake,
         }
-    }
-
-    /// The same context, reading `status.lastCheckpoint` from `checkpoints` (a watch cache).
-    pub fn with_checkpoints(
-        mut self,
-        checkpoints: kube::runtime::reflector::Store<maos_core::api::v1alpha1::Checkpoint>,
-    ) -> Self {
-        self.checkpoints = Some(checkpoints);
-        self
     }
 
     /// Where checkpoints are stored.

@@ -217,80 +217,64 @@ async fn step(
         }
         let mut accepted_why = "Registered";
         let mut accepted_message = format!("registered with AgentPool {}", task.spec.pool_ref.name);
+        let mut redispatch = Vec::new();
         if memory.status.pool_uid.is_none()
             && let Some(from) = &task.spec.resume_from
         {
-            match task_checkpoints::resume(task, ctx, coord.keys(), now).await? {
+            let refused = match task_checkpoints::resume(task, ctx, coord.keys(), now).await? {
                 Resume::Restored(restored) => {
                     let Restored {
-                        status, redispatch, ..
+                        status,
+                        redispatch: in_flight,
+                        ..
                     } = *restored;
                     adopt(memory, status);
-                    restarted(task, &pool, &coord, &memory.status, redispatch, now).await?;
+                    redispatch = in_flight;
                     accepted_why = reason::RESUMED;
                     accepted_message = format!(
                         "resumed from Checkpoint {} in AgentPool {}",
                         from.checkpoint, task.spec.pool_ref.name
                     );
-                    ctx.event(
-                        task,
-                        EventType::Normal,
-                        reason::RESUMED,
-                        "Resume",
-                        format!(
-                            "resumed from Checkpoint {}: {} of {} subtask(s) already done",
-                            from.checkpoint,
-                            memory
-                                .status
-                                .subtasks
-                                .iter()
-                                .filter(|s| s.phase == SubtaskPhase::Succeeded)
-                                .count(),
-                            memory.status.subtasks.len(),
-                        ),
-                    )
-                    .await;
-                }
-                Resume::Wait { why, message } => {
-                    lifecycle::set(
-                        &mut memory.status,
-                        cond::ACCEPTED,
-                        "False",
-                        why,
-                        &message,
-                        generation,
-                        now,
+                    let done = memory
+                        .status
+                        .subtasks
+                        .iter()
+                        .filter(|s| s.phase == SubtaskPhase::Succeeded)
+                        .count();
+                    let note = format!(
+                        "resumed from Checkpoint {}: {done} of {} subtask(s) already done",
+                        from.checkpoint,
+                        memory.status.subtasks.len(),
                     );
-                    write_status(task, ctx, api, memory, before, true).await?;
-                    return Ok(Action::requeue(POOL_RECHECK));
+                    ctx.event(task, EventType::Normal, reason::RESUMED, "Resume", note)
+                        .await;
+                    None
                 }
-                Resume::Fail { why, message } => {
-                    lifecycle::set(
-                        &mut memory.status,
-                        cond::ACCEPTED,
-                        "False",
-                        why,
-                        &message,
-                        generation,
-                        now,
-                    );
+                Resume::Wait { why, message } => Some((why, message, false)),
+                Resume::Fail { why, message } => Some((why, message, true)),
+            };
+            if let Some((why, message, permanent)) = refused {
+                lifecycle::set(
+                    &mut memory.status,
+                    cond::ACCEPTED,
+                    "False",
+                    why,
+                    &message,
+                    generation,
+                    now,
+                );
+                if permanent {
                     finish_failed(&mut memory.status, why, &message, generation, now);
-                    write_status(task, ctx, api, memory, before, true).await?;
-                    return Ok(Action::await_change());
                 }
+                write_status(task, ctx, api, memory, before, true).await?;
+                return Ok(if permanent {
+                    Action::await_change()
+                } else {
+                    Action::requeue(POOL_RECHECK)
+                });
             }
         }
-        coord
-            .register(task.spec.budget.as_ref().and_then(|b| b.max_tokens))
-            .await?;
-        coord
-            .plan()
-            .set_goal(&Goal {
-                prompt: task.spec.prompt.clone(),
-                max_subtasks: task.spec.max_subtasks,
-            })
-            .await?;
-        pool.queue().ensure_group().await?;
+        register(task, &pool, &coord).await?;
         memory.registered = true;
         memory.status.pool_uid = Some(pool_uid.clone());
         lifecycle::set(
@@ -302,6 +286,8 @@ async fn step(
             generation,
             now,
         );
+        let accepted_at = accepted_at(&memory.status, now);
+        enqueue(task, &pool, &coord, redispatch, accepted_at, now).await?;
     } else if !coord.exists().await? {
         return state_lost(task, ctx, api, memory, before, &pool, &coord).await;
     }
@@ -404,9 +390,7 @@ async fn step(
     };
     let budget_exhausted =
         budget_exhausted(task, &memory.status, &coord, budget_spent_by_agent).await?;
-    let accepted_at = find_condition(&memory.status.conditions, cond::ACCEPTED)
-        .filter(|c| c.status == "True")
-        .map_or(now, |c| c.last_transition_time.0);
+    let accepted_at = accepted_at(&memory.status, now);
     let facts = Facts {
         now,
         accepted_at,
@@ -426,18 +410,7 @@ async fn step(
                 coord.plan().set_feedback(&feedback).await?;
             }
             Effect::Dispatch(orders) => {
-                let deadline = deadline_ms(task, accepted_at, now);
-                let items: Vec<WorkItem> = orders
-                    .into_iter()
-                    .map(|order| WorkItem {
-                        task: coord.keys().task().clone(),
-                        subtask: order.subtask,
-                        attempt: order.attempt,
-                        kind: order.kind,
-                        deadline_ms: deadline,
-                    })
-                    .collect();
-                pool.queue().enqueue_many_once(&items).await?;
+                let items = enqueue(task, &pool, &coord, orders, accepted_at, now).await?;
                 if let Some(ready_ms) = newest_event_ms {
                     let waited = unix_ms().saturating_sub(ready_ms);
                     for _ in &items {
@@ -687,34 +660,40 @@ async fn complete(
 
 /// The `<task>-result` ConfigMap, owned by the Task.
 fn result_config_map(task: &Task, text: &str) -> Result<ConfigMap, Error> {
-    let uid = task.uid().ok_or(Error::MissingMetadata("uid"))?;
     let mut value = prefix(text, MAX_CONFIGMAP_RESULT).to_owned();
     if value.len() < text.len() {
         value.push_str("\n\n[truncated: the full result is in the Task's Redis results]\n");
     }
     Ok(ConfigMap {
-        metadata: ObjectMeta {
-            name: Some(format!("{}-result", task.name_any())),
-            namespace: task.namespace(),
-            labels: Some(
-                [
-                    (LABEL_TASK.to_owned(), task.name_any()),
-                    (LABEL_MANAGED_BY.to_owned(), MANAGED_BY.to_owned()),
-                ]
-                .into(),
-            ),
-            owner_references: Some(vec![OwnerReference {
-                api_version: Task::api_version(&()).into_owned(),
-                kind: Task::kind(&()).into_owned(),
-                name: task.name_any(),
-                uid,
-                controller: Some(true),
-                block_owner_deletion: Some(true),
-            }]),
-            ..ObjectMeta::default()
-        },
+        metadata: child_meta(task, &format!("{}-result", task.name_any()))?,
         data: Some([(RESULT_KEY.to_owned(), value)].into()),
         ..ConfigMap::default()
+    })
+}
+
+/// The metadata of an object `name` the Task owns (its result ConfigMap, its periodic
+/// Checkpoints): our labels and a controller reference, so it goes with the Task.
+pub(crate) fn child_meta(task: &Task, name: &str) -> Result<ObjectMeta, Error> {
+    let uid = task.uid().ok_or(Error::MissingMetadata("uid"))?;
+    Ok(ObjectMeta {
+        name: Some(name.to_owned()),
+        namespace: task.namespace(),
+        labels: Some(
+            [
+                (LABEL_TASK.to_owned(), task.name_any()),
+                (LABEL_MANAGED_BY.to_owned(), MANAGED_BY.to_owned()),
+            ]
+            .into(),
+        ),
+        owner_references: Some(vec![OwnerReference {
+            api_version: Task::api_version(&()).into_owned(),
+            kind: Task::kind(&()).into_owned(),
+            name: task.name_any(),
+            uid,
+            controller: Some(true),
+            block_owner_deletion: Some(true),
+        }]),
+        ..ObjectMeta::default()
     })
 }
 
@@ -768,16 +747,9 @@ fn adopt(memory: &mut TaskMemory, status: TaskStatus) {
     memory.unacked.clear();
 }
 
-/// After a restore: the task's registration, goal and budget from the spec, the pool's queue
-/// group (gone too if Redis was flushed), and the work the snapshot showed in flight.
-async fn restarted(
-    task: &Task,
-    pool: &Pool,
-    coord: &maos_core::coord::Task,
-    status: &TaskStatus,
-    redispatch: Vec<lifecycle::WorkOrder>,
-    now: Timestamp,
-) -> Result<(), Error> {
+/// Registers the Task in Redis (identity, event groups, token budget, goal) and makes sure its
+/// pool's queue group exists (after a flushed Redis it is gone too). Safe to repeat.
+async fn register(task: &Task, pool: &Pool, coord: &maos_core::coord::Task) -> Result<(), Error> {
     coord
         .register(task.spec.budget.as_ref().and_then(|b| b.max_tokens))
         .await?;
@@ -789,14 +761,31 @@ async fn restarted(
         })
         .await?;
     pool.queue().ensure_group().await?;
-    if redispatch.is_empty() {
-        return Ok(());
-    }
-    let accepted_at = find_condition(&status.conditions, cond::ACCEPTED)
+    Ok(())
+}
+
+/// When the Task was accepted (`now` if it is not yet): its `activeDeadlineSeconds` counts
+/// from then.
+fn accepted_at(status: &TaskStatus, now: Timestamp) -> Timestamp {
+    find_condition(&status.conditions, cond::ACCEPTED)
         .filter(|c| c.status == "True")
-        .map_or(now, |c| c.last_transition_time.0);
+        .map_or(now, |c| c.last_transition_time.0)
+}
+
+/// Puts `orders` on the pool's queue, each (subtask, attempt) at most once; returns the items.
+async fn enqueue(
+    task: &Task,
+    pool: &Pool,
+    coord: &maos_core::coord::Task,
+    orders: Vec<lifecycle::WorkOrder>,
+    accepted_at: Timestamp,
+    now: Timestamp,
+) -> Result<Vec<WorkItem>, Error> {
+    if orders.is_empty() {
+        return Ok(Vec::new());
+    }
     let deadline = deadline_ms(task, accepted_at, now);
-    let items: Vec<WorkItem> = redispatch
+    let items: Vec<WorkItem> = orders
         .into_iter()
         .map(|order| WorkItem {
             task: coord.keys().task().clone(),
@@ -807,7 +796,7 @@ async fn restarted(
         })
         .collect();
     pool.queue().enqueue_many_once(&items).await?;
-    Ok(())
+    Ok(items)
 }
 
 async fn state_lost(
@@ -829,7 +818,16 @@ async fn state_lost(
             redone,
         } = restored;
         adopt(memory, status);
-        restarted(task, pool, coord, &memory.status, redispatch, now).await?;
+        register(task, pool, coord).await?;
+        enqueue(
+            task,
+            pool,
+            coord,
+            redispatch,
+            accepted_at(&memory.status, now),
+            now,
+        )
+        .await?;
         memory.registered = true;
         let note = if redone.is_empty() {
             format!("Redis state lost; restored from Checkpoint {checkpoint}, nothing to redo")
@@ -868,6 +866,9 @@ async fn state_lost(
 async fn cleanup(task: &Task, ctx: &Context) -> Result<Action, Error> {
     let uid = task.uid().ok_or(Error::MissingMetadata("uid"))?;
     drop(take_memory(ctx, &uid));
+    if let Ok(mut newest) = ctx.newest_checkpoints.lock() {
+        newest.remove(&uid);
+    }
     ctx.metrics.set_task_phase(&uid, None);
     let Some(pool_uid) = task.status.as_ref().and_then(|s| s.pool_uid.clone()) else {
         return Ok(Action::await_change());

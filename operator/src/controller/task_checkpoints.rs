@@ -4,12 +4,11 @@
 
 use std::sync::Arc;
 
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use k8s_openapi::jiff::{SignedDuration, Timestamp};
-use kube::api::{Api, DeleteParams, ListParams, ObjectMeta, PostParams};
+use kube::ResourceExt;
+use kube::api::{Api, DeleteParams, ListParams, PostParams};
 use kube::runtime::events::EventType;
 use kube::runtime::reflector::ObjectRef;
-use kube::{Resource, ResourceExt};
 use maos_core::api::v1alpha1::conditions::reason;
 use maos_core::api::v1alpha1::{
     Checkpoint, CheckpointPhase, CheckpointSpec, LastCheckpoint, Task, TaskRef, TaskStatus,
@@ -17,9 +16,10 @@ use maos_core::api::v1alpha1::{
 use maos_core::coord::dump;
 use maos_core::coord::keys::GROUP_OPERATOR;
 use maos_core::coord::{TaskKeys, queue::EntryId};
-use maos_core::meta::{LABEL_MANAGED_BY, LABEL_TASK, MANAGED_BY};
+use maos_core::meta::LABEL_TASK;
 
 use super::checkpoint::{is_corrupt, is_saved};
+use super::task::child_meta;
 use super::{Context, Error};
 use crate::checkpoint::resume::{self, Restored};
 use crate::checkpoint::snapshot::Snapshot;
@@ -51,24 +51,48 @@ pub fn task_of_checkpoint(checkpoint: &Checkpoint) -> Option<ObjectRef<Task>> {
     Some(ObjectRef::new(&checkpoint.spec.task_ref.name).within(&namespace))
 }
 
-/// The newest Saved Checkpoint of the Task with `uid`, from the watch cache.
+/// The newest Saved Checkpoint of the Task with `uid` this process has seen.
 pub(crate) fn last_checkpoint(ctx: &Context, uid: &str) -> Option<LastCheckpoint> {
-    let store = ctx.checkpoints.as_ref()?;
-    store
-        .state()
-        .into_iter()
-        .filter(|c| is_saved(c))
-        .filter_map(|c| {
-            let status = c.status.as_ref()?;
-            (status.task_uid.as_deref() == Some(uid)).then(|| LastCheckpoint {
-                name: c.name_any(),
-                time: status.saved_at.clone(),
-            })
-        })
-        .max_by(|a, b| {
-            let key = |l: &LastCheckpoint| (l.time.as_ref().map(|t| t.0), l.name.clone());
-            key(a).cmp(&key(b))
-        })
+    ctx.newest_checkpoints.lock().ok()?.get(uid).cloned()
+}
+
+/// Notes a Saved Checkpoint for its Task's `status.lastCheckpoint`, if it is the newest.
+pub(crate) fn note_saved(ctx: &Context, checkpoint: &Checkpoint) {
+    let Some(status) = checkpoint.status.as_ref() else {
+        return;
+    };
+    let Some(uid) = status.task_uid.clone() else {
+        return;
+    };
+    let saved = LastCheckpoint {
+        name: checkpoint.name_any(),
+        time: status.saved_at.clone(),
+    };
+    let key = |l: &LastCheckpoint| (l.time.as_ref().map(|t| t.0), l.name.clone());
+    if let Ok(mut newest) = ctx.newest_checkpoints.lock() {
+        let entry = newest.entry(uid).or_insert_with(|| saved.clone());
+        if key(&saved) > key(entry) {
+            *entry = saved;
+        }
+    }
+}
+
+/// Forgets a deleted Checkpoint if it was its Task's newest.
+pub(crate) fn forget(ctx: &Context, checkpoint: &Checkpoint) {
+    let Some(uid) = checkpoint
+        .status
+        .as_ref()
+        .and_then(|s| s.task_uid.as_deref())
+    else {
+        return;
+    };
+    if let Ok(mut newest) = ctx.newest_checkpoints.lock()
+        && newest
+            .get(uid)
+            .is_some_and(|l| l.name == checkpoint.name_any())
+    {
+        newest.remove(uid);
+    }
 }
 
 /// Loads `checkpoint`'s snapshot (checking its sha256) and writes its state under `keys`.
@@ -275,6 +299,7 @@ pub(crate) async fn periodic(
         owned
     };
     let selector = ListParams::default().labels(&format!("{LABEL_TASK}={name}"));
+    let mut listed = None;
     let due = match due {
         Some(due) => due,
         None => {
@@ -284,13 +309,17 @@ pub(crate) async fn periodic(
                 .last()
                 .and_then(|(_, c)| c.metadata.creation_timestamp.as_ref().map(|t| t.0))
                 .unwrap_or(accepted_at);
+            listed = Some(existing);
             base.checked_add(interval).unwrap_or(Timestamp::MAX)
         }
     };
     if now < due {
         return Ok(due);
     }
-    let existing = owned(api.list(&selector).await?.items);
+    let existing = match listed {
+        Some(existing) => existing,
+        None => owned(api.list(&selector).await?.items),
+    };
     let next = existing.last().map_or(1, |(n, _)| n + 1);
     let checkpoint_name = format!("{name}-ckpt-{next:05}");
     let mut checkpoint = Checkpoint::new(
@@ -300,26 +329,7 @@ pub(crate) async fn periodic(
             storage: None,
         },
     );
-    checkpoint.metadata = ObjectMeta {
-        name: Some(checkpoint_name.clone()),
-        namespace: Some(namespace.clone()),
-        labels: Some(
-            [
-                (LABEL_TASK.to_owned(), name.clone()),
-                (LABEL_MANAGED_BY.to_owned(), MANAGED_BY.to_owned()),
-            ]
-            .into(),
-        ),
-        owner_references: Some(vec![OwnerReference {
-            api_version: Task::api_version(&()).into_owned(),
-            kind: Task::kind(&()).into_owned(),
-            name: name.clone(),
-            uid: uid.clone(),
-            controller: Some(true),
-            block_owner_deletion: Some(true),
-        }]),
-        ..ObjectMeta::default()
-    };
+    checkpoint.metadata = child_meta(task, &checkpoint_name)?;
     match api.create(&PostParams::default(), &checkpoint).await {
         Ok(_) => {}
         // Created by an earlier reconcile whose list was stale: the schedule goes on.
