@@ -130,11 +130,10 @@ fn absolute(keys: &TaskKeys, name: &str) -> CoordResult<String> {
         })
 }
 
-/// How a key of a task is read, by its name.
+/// How a key of a task is read, by its name (the journal index, the one set, is read apart).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Kind {
     Hash,
-    Set,
     String,
     Stream,
 }
@@ -143,7 +142,6 @@ fn kind_of(name: &str) -> Kind {
     match name {
         "events" | "bus" => Kind::Stream,
         _ if name.starts_with(JOURNAL_PREFIX) => Kind::Stream,
-        "journals" => Kind::Set,
         "cancel" => Kind::String,
         _ => Kind::Hash,
     }
@@ -178,9 +176,6 @@ pub async fn read(redis: &Redis, keys: &TaskKeys) -> CoordResult<TaskDump> {
             match kind {
                 Kind::Hash => {
                     pipe.cmd("HGETALL").arg(key);
-                }
-                Kind::Set => {
-                    pipe.cmd("SMEMBERS").arg(key);
                 }
                 Kind::String => {
                     pipe.cmd("GET").arg(key);
@@ -219,13 +214,6 @@ pub async fn read(redis: &Redis, keys: &TaskKeys) -> CoordResult<TaskDump> {
                 Kind::Hash => {
                     let fields: BTreeMap<String, String> = pairs(OP, next())?.into_iter().collect();
                     (!fields.is_empty()).then_some(KeyDump::Hash { fields })
-                }
-                Kind::Set => {
-                    let members: BTreeSet<String> = array(OP, next())?
-                        .into_iter()
-                        .map(|m| owned_text(OP, m))
-                        .collect::<CoordResult<_>>()?;
-                    (!members.is_empty()).then_some(KeyDump::Set { members })
                 }
                 Kind::String => match next() {
                     Value::Nil => None,
@@ -298,7 +286,7 @@ fn stream(
     }))
 }
 
-/// The field/value pairs of an XINFO reply (a flat array in RESP2, a map in RESP3), values raw.
+/// The field/value pairs of a reply (a flat array in RESP2, a map in RESP3), values raw.
 fn fields_of(op: &'static str, value: Value) -> CoordResult<Vec<(String, Value)>> {
     match value {
         Value::Map(pairs) => pairs
@@ -307,6 +295,12 @@ fn fields_of(op: &'static str, value: Value) -> CoordResult<Vec<(String, Value)>
             .collect(),
         other => {
             let items = array(op, other)?;
+            if items.len() % 2 != 0 {
+                return Err(CoordError::protocol(
+                    op,
+                    "odd number of items in a pair list",
+                ));
+            }
             let mut out = Vec::with_capacity(items.len() / 2);
             let mut items = items.into_iter();
             while let (Some(k), Some(v)) = (items.next(), items.next()) {
@@ -332,7 +326,7 @@ fn owned_text(op: &'static str, value: Value) -> CoordResult<String> {
 
 fn array(op: &'static str, value: Value) -> CoordResult<Vec<Value>> {
     match value {
-        Value::Array(items) => Ok(items),
+        Value::Array(items) | Value::Set(items) => Ok(items),
         Value::Nil => Ok(Vec::new()),
         other => Err(CoordError::protocol(
             op,
@@ -341,20 +335,12 @@ fn array(op: &'static str, value: Value) -> CoordResult<Vec<Value>> {
     }
 }
 
+/// The field/value pairs of a hash or stream entry, as text.
 fn pairs(op: &'static str, value: Value) -> CoordResult<Vec<(String, String)>> {
-    let items = array(op, value)?;
-    if items.len() % 2 != 0 {
-        return Err(CoordError::protocol(
-            op,
-            "odd number of items in a pair list",
-        ));
-    }
-    let mut out = Vec::with_capacity(items.len() / 2);
-    let mut items = items.into_iter();
-    while let (Some(k), Some(v)) = (items.next(), items.next()) {
-        out.push((owned_text(op, k)?, owned_text(op, v)?));
-    }
-    Ok(out)
+    fields_of(op, value)?
+        .into_iter()
+        .map(|(k, v)| Ok((k, owned_text(op, v)?)))
+        .collect()
 }
 
 /// Accumulates commands into pipelines of bounded size and sends each when full.
