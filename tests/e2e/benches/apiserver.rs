@@ -17,6 +17,7 @@ use futures::{StreamExt as _, TryStreamExt as _};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{Api, Patch, PatchParams, PostParams, WatchEvent, WatchParams};
 use maos_core::api::v1alpha1::{PoolRef, Task, TaskSpec};
+use maos_e2e::procfs;
 use serde_json::json;
 
 const CLIENTS: usize = 20;
@@ -50,16 +51,7 @@ fn ms(d: Duration) -> String {
 }
 
 fn rss_mib(pid: u32) -> Option<f64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let kib: f64 = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))?
-        .trim()
-        .trim_end_matches("kB")
-        .trim()
-        .parse()
-        .ok()?;
-    Some(kib / 1024.0)
+    Some(procfs::status_kib(Some(pid), "VmRSS:")? as f64 / 1024.0)
 }
 
 fn task(name: &str) -> Task {

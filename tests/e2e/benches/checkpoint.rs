@@ -24,6 +24,7 @@ use maos_core::coord::state::SharedState;
 use maos_core::coord::{Pool, PoolUid, Redis, RedisConfig, TaskKeys, TaskUid, Topology};
 use maos_e2e::launch::redis::RedisServer;
 use maos_e2e::launch::s3::S3Server;
+use maos_e2e::procfs;
 use maos_operator::checkpoint::snapshot::{self, FORMAT, Snapshot, TaskIdentity};
 use maos_operator::checkpoint::store::{ObjectRef, Store, StoreConfig, StoreError, hex_sha256};
 use serde::{Deserialize, Serialize};
@@ -219,15 +220,7 @@ fn ms(d: Duration) -> f64 {
 
 /// A `/proc/self/status` field in KiB (`VmRSS:`, `VmHWM:`), 0 where it cannot be read.
 fn status_kib(field: &str) -> u64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|status| {
-            status
-                .lines()
-                .find_map(|l| l.strip_prefix(field))
-                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        })
-        .unwrap_or(0)
+    procfs::status_kib(None, field).unwrap_or(0)
 }
 
 /// Resets VmHWM to the current RSS (`/proc/self/clear_refs` 5, Linux ≥ 4.0), so the next peak
@@ -248,12 +241,6 @@ fn mib(bytes: f64) -> f64 {
 
 fn kib_to_mib(kib: u64) -> f64 {
     kib as f64 / 1024.0
-}
-
-fn load() -> String {
-    std::fs::read_to_string("/proc/loadavg")
-        .map(|l| l.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
-        .unwrap_or_default()
 }
 
 /// Deterministic prose from [`VOCABULARY`]: sentences of 6 to 24 words with the odd comma or
@@ -560,7 +547,7 @@ async fn child_profile(job: &Job, sha256: &str) -> Profile {
     let sha_ms = ms(started.elapsed());
     assert_eq!(actual, sha256, "the stored object is the one saved");
     let started = Instant::now();
-    let decoded = snapshot::decode(fetched.as_slice()).expect("snapshot::decode");
+    let decoded = snapshot::decode(&fetched[..]).expect("snapshot::decode");
     let decode_ms = ms(started.elapsed());
     assert!(decoded == snapshot, "the decoded snapshot is the saved one");
     drop(decoded);
@@ -1220,7 +1207,7 @@ fn main() {
         return;
     }
     // `cargo bench` passes --bench; nothing else is configurable.
-    let load_before = load();
+    let load_before = procfs::load_average();
     let started = Instant::now();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -1231,6 +1218,11 @@ fn main() {
     let wall = started.elapsed();
     print!(
         "{}",
-        report(&results, &version, wall, (&load_before, &load()))
+        report(
+            &results,
+            &version,
+            wall,
+            (&load_before, &procfs::load_average())
+        )
     );
 }

@@ -24,6 +24,7 @@ use maos_core::api::v1alpha1::{AgentPool, SubtaskPhase, Task};
 use maos_core::coord::keys::field;
 use maos_core::coord::{PoolKeys, PoolUid, TaskUid};
 use maos_e2e::claude_standin::{PlanShape, RecordedRequest};
+use maos_e2e::procfs;
 use maos_e2e::stack::{
     API_KEY_SECRET, LEADING_LOG_LINE, Stack, StackConfig, condition, conversation_text, subtask,
 };
@@ -945,14 +946,6 @@ fn open_sockets(pid: u32) -> Option<usize> {
     )
 }
 
-fn proc_status_kib(pid: u32, field: &str) -> Option<u64> {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()?
-        .lines()
-        .find_map(|l| l.strip_prefix(field))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-}
-
 async fn scale(stack: &mut Stack) -> Scale {
     let agents_ready = secs(start_pool(stack, "scale", SCALE_AGENTS).await);
     let pid = stack.operator(0).pid().expect("the operator runs");
@@ -1021,8 +1014,8 @@ async fn scale(stack: &mut Stack) -> Scale {
         finished: finished_count,
         failed,
         all_done_in,
-        rss_peak_kib: proc_status_kib(pid, "VmHWM:"),
-        rss_last_kib: proc_status_kib(pid, "VmRSS:"),
+        rss_peak_kib: procfs::status_kib(Some(pid), "VmHWM:"),
+        rss_last_kib: procfs::status_kib(Some(pid), "VmRSS:"),
         operator_cpu,
         peak_sockets,
     }
@@ -1108,12 +1101,6 @@ async fn run() -> Results {
         dispatch,
         scale,
     }
-}
-
-fn load() -> String {
-    std::fs::read_to_string("/proc/loadavg")
-        .map(|l| l.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
-        .unwrap_or_default()
 }
 
 fn report(r: &Results, wall: Duration, load_before: &str, load_after: &str) -> String {
@@ -1451,7 +1438,7 @@ fn yes(b: bool) -> &'static str {
 
 fn main() {
     // `cargo bench` passes --bench; nothing else is configurable.
-    let load_before = load();
+    let load_before = procfs::load_average();
     let started = Instant::now();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -1460,5 +1447,8 @@ fn main() {
         .expect("runtime");
     let results = runtime.block_on(run());
     let wall = started.elapsed();
-    print!("{}", report(&results, wall, &load_before, &load()));
+    print!(
+        "{}",
+        report(&results, wall, &load_before, &procfs::load_average())
+    );
 }

@@ -8,4 +8,5 @@ pub mod cluster;
 pub mod demo;
 pub mod kubelet;
 pub mod launch;
+pub mod procfs;
 pub mod stack;

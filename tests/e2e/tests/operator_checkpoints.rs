@@ -27,6 +27,15 @@ fn succeeded(task: &Task) -> bool {
     has_condition(task, "Succeeded", "True", Some("Completed"))
 }
 
+/// A stack with S3 and the pool `work` of `agents` agents.
+async fn stack_with_pool(config: StackConfig, agents: u32) -> Stack {
+    let stack = Stack::start(config.s3()).await.expect("the stack starts");
+    stack
+        .apply(&pool_manifest("work", agents, agents))
+        .expect("apply the pool");
+    stack
+}
+
 fn task_manifest(name: &str, pool: &str, subtasks: &[(&str, &[&str])], extra: &str) -> String {
     let mut yaml = format!(
         "apiVersion: maos.dev/v1alpha1
@@ -100,25 +109,7 @@ async fn live_dump(stack: &Stack, task: &Task) -> TaskDump {
 
 async fn object_bytes(stack: &Stack, key: &str) -> Option<Vec<u8>> {
     let s3 = stack.s3().expect("the stack has S3");
-    match s3
-        .client()
-        .get_object()
-        .bucket(CHECKPOINT_BUCKET)
-        .key(key)
-        .send()
-        .await
-    {
-        Ok(object) => Some(
-            object
-                .body
-                .collect()
-                .await
-                .expect("read the object")
-                .into_bytes()
-                .to_vec(),
-        ),
-        Err(_) => None,
-    }
+    s3.object(CHECKPOINT_BUCKET, key).await.expect("GetObject")
 }
 
 async fn objects_under(stack: &Stack, prefix: &str) -> Vec<String> {
@@ -162,12 +153,7 @@ fn data_keys(dump: &TaskDump) -> Vec<(String, KeyDump)> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_saved_checkpoint_resumes_a_deleted_task_byte_for_byte_and_goes_with_its_object() {
-    let stack = Stack::start(StackConfig::new("e2e-ckpt-resume").s3())
-        .await
-        .expect("the stack starts");
-    stack
-        .apply(&pool_manifest("work", 2, 2))
-        .expect("apply the pool");
+    let stack = stack_with_pool(StackConfig::new("e2e-ckpt-resume"), 2).await;
     stack
         .apply(&task_manifest(
             "source",
@@ -308,12 +294,7 @@ async fn a_saved_checkpoint_resumes_a_deleted_task_byte_for_byte_and_goes_with_i
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_corrupt_object_restores_nothing_and_a_missing_bucket_fails_the_checkpoint() {
-    let stack = Stack::start(StackConfig::new("e2e-ckpt-corrupt").s3())
-        .await
-        .expect("the stack starts");
-    stack
-        .apply(&pool_manifest("work", 1, 1))
-        .expect("apply the pool");
+    let stack = stack_with_pool(StackConfig::new("e2e-ckpt-corrupt"), 1).await;
     stack
         .apply(&task_manifest("origin", "work", &[("only", &[])], ""))
         .expect("apply the task");
@@ -418,16 +399,11 @@ async fn a_corrupt_object_restores_nothing_and_a_missing_bucket_fails_the_checkp
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn wrong_storage_credentials_fail_the_checkpoint_with_access_denied() {
-    let stack = Stack::start(
-        StackConfig::new("e2e-ckpt-denied")
-            .s3()
-            .operator_env("AWS_SECRET_ACCESS_KEY", "not-the-secret"),
+    let stack = stack_with_pool(
+        StackConfig::new("e2e-ckpt-denied").operator_env("AWS_SECRET_ACCESS_KEY", "not-the-secret"),
+        1,
     )
-    .await
-    .expect("the stack starts");
-    stack
-        .apply(&pool_manifest("work", 1, 1))
-        .expect("apply the pool");
+    .await;
     stack
         .apply(&task_manifest("guarded", "work", &[("only", &[])], ""))
         .expect("apply the task");
@@ -489,7 +465,10 @@ fn chain_manifest(name: &str, n: usize, extra: &str) -> String {
 async fn periodic_checkpoints(stack: &Stack, task: &str) -> Vec<Checkpoint> {
     let api: Api<Checkpoint> = Api::namespaced(stack.client(), stack.namespace());
     let mut list = api
-        .list(&kube::api::ListParams::default().labels(&format!("maos.dev/task={task}")))
+        .list(
+            &kube::api::ListParams::default()
+                .labels(&format!("{}={task}", maos_core::meta::LABEL_TASK)),
+        )
         .await
         .expect("list checkpoints")
         .items;
@@ -499,16 +478,11 @@ async fn periodic_checkpoints(stack: &Stack, task: &str) -> Vec<Checkpoint> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn periodic_checkpoints_keep_the_newest_three_crs_and_objects() {
-    let stack = Stack::start(
-        StackConfig::new("e2e-ckpt-periodic")
-            .s3()
-            .claude_latency(Duration::from_millis(700)),
+    let stack = stack_with_pool(
+        StackConfig::new("e2e-ckpt-periodic").claude_latency(Duration::from_millis(700)),
+        1,
     )
-    .await
-    .expect("the stack starts");
-    stack
-        .apply(&pool_manifest("work", 1, 1))
-        .expect("apply the pool");
+    .await;
     stack
         .apply(&chain_manifest(
             "long",
@@ -574,16 +548,11 @@ async fn periodic_checkpoints_keep_the_newest_three_crs_and_objects() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_task_whose_redis_state_is_flushed_is_restored_from_its_checkpoint_and_completes() {
-    let stack = Stack::start(
-        StackConfig::new("e2e-ckpt-flush")
-            .s3()
-            .claude_latency(Duration::from_millis(700)),
+    let stack = stack_with_pool(
+        StackConfig::new("e2e-ckpt-flush").claude_latency(Duration::from_millis(700)),
+        1,
     )
-    .await
-    .expect("the stack starts");
-    stack
-        .apply(&pool_manifest("work", 1, 1))
-        .expect("apply the pool");
+    .await;
     stack
         .apply(&chain_manifest(
             "survivor",
@@ -655,17 +624,13 @@ fn message_count(request: &maos_e2e::claude_standin::RecordedRequest) -> usize {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_checkpoint_taken_mid_subtask_resumes_a_new_task_that_continues_the_conversation() {
     const STEP_2: &str = "Write part step-2.";
-    let stack = Stack::start(
+    let stack = stack_with_pool(
         StackConfig::new("e2e-ckpt-midway")
-            .s3()
             // Slow calls, so the snapshot lands well inside step-2's conversation.
             .claude_latency(Duration::from_millis(2500)),
+        1,
     )
-    .await
-    .expect("the stack starts");
-    stack
-        .apply(&pool_manifest("work", 1, 1))
-        .expect("apply the pool");
+    .await;
     stack
         .apply(&chain_manifest("midway", 3, ""))
         .expect("apply the task");

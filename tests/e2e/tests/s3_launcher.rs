@@ -29,23 +29,6 @@ async fn start() -> S3Server {
     S3Server::start().await.expect("start moto_server")
 }
 
-async fn read_object(client: &aws_sdk_s3::Client, bucket: &str, key: &str) -> Vec<u8> {
-    let object = client
-        .get_object()
-        .bucket(bucket)
-        .key(key)
-        .send()
-        .await
-        .expect("GetObject");
-    object
-        .body
-        .collect()
-        .await
-        .expect("read the body")
-        .into_bytes()
-        .to_vec()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn server_answers_requests_signed_with_its_key() {
     let server = start().await;
@@ -107,7 +90,11 @@ async fn object_put_then_get_is_byte_identical() {
         .send()
         .await
         .expect("PutObject");
-    let read = read_object(&client, "objects", "tasks/t1/checkpoint.bin").await;
+    let read = server
+        .object("objects", "tasks/t1/checkpoint.bin")
+        .await
+        .expect("GetObject")
+        .expect("the object exists");
     assert_eq!(read.len(), data.len());
     assert!(
         read == data,
@@ -170,7 +157,11 @@ async fn multipart_upload_reads_back_byte_identical() {
         .await
         .expect("CompleteMultipartUpload");
     let expected = parts.concat();
-    let read = read_object(&client, "multipart", "big").await;
+    let read = server
+        .object("multipart", "big")
+        .await
+        .expect("GetObject")
+        .expect("the object exists");
     assert_eq!(read.len(), 2 * MIB_5 + 12_345);
     assert!(
         read == expected,

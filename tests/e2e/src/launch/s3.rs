@@ -195,6 +195,38 @@ impl S3Server {
             })
     }
 
+    /// The bytes of object `key` in `bucket`, read with this server's key; `None` when there is
+    /// no such object.
+    pub async fn object(&self, bucket: &str, key: &str) -> Result<Option<Vec<u8>>, LaunchError> {
+        let failed = |what: &str, detail: String| LaunchError::SetupCommand {
+            what: format!("{what} {bucket}/{key}"),
+            detail,
+        };
+        let object = match self
+            .client()
+            .get_object()
+            .bucket(bucket)
+            .key(key)
+            .send()
+            .await
+        {
+            Ok(object) => object,
+            Err(err) if err.as_service_error().is_some_and(|e| e.is_no_such_key()) => {
+                return Ok(None);
+            }
+            Err(err) => {
+                let detail = aws_sdk_s3::error::DisplayErrorContext(err).to_string();
+                return Err(failed("GetObject", detail));
+            }
+        };
+        let body = object
+            .body
+            .collect()
+            .await
+            .map_err(|e| failed("reading", e.to_string()))?;
+        Ok(Some(body.into_bytes().to_vec()))
+    }
+
     /// The environment an operator process needs to use this server: `MAOS_S3_ENDPOINT`,
     /// `MAOS_S3_FORCE_PATH_STYLE`, `MAOS_S3_REGION` and the standard AWS credential variables.
     pub fn operator_env(&self) -> Vec<(String, String)> {
