@@ -13,10 +13,10 @@ use std::time::Duration;
 use backon::{ExponentialBuilder, Retryable};
 use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
 use redis::cluster::ClusterClientBuilder;
-use redis::cluster_async::ClusterConnection;
 use redis::{Cmd, IntoConnectionInfo, Pipeline, RedisFuture, RedisResult, Value};
 
 use super::error::{CoordError, CoordResult, is_transient};
+use super::route::{ClusterConn, RouteStats, Router};
 
 /// Reconnect attempts the standalone connection manager makes per failed request.
 const CLIENT_RETRIES: usize = 1;
@@ -125,7 +125,7 @@ pub enum Conn {
     /// A standalone server, reconnecting on loss.
     Standalone(ConnectionManager),
     /// A Redis Cluster, following MOVED/ASK and topology changes.
-    Cluster(ClusterConnection),
+    Cluster(ClusterConn),
 }
 
 impl ConnectionLike for Conn {
@@ -178,16 +178,21 @@ impl fmt::Debug for Redis {
 impl Redis {
     /// Connects as `config` says; fails with a typed error if no node answers.
     pub async fn connect(config: RedisConfig) -> CoordResult<Self> {
-        let conn = open(&config, config.response_timeout).await?;
-        Ok(Self {
-            conn,
-            config: Arc::new(config),
-        })
+        let config = Arc::new(config);
+        let conn = open(&config, config.response_timeout, Routing::Direct).await?;
+        Ok(Self { conn, config })
     }
 
     /// A handle with a connection of its own, for blocking reads of up to `max_block`.
     pub async fn dedicated(&self, max_block: Duration) -> CoordResult<Self> {
-        let conn = open(&self.config, self.config.response_timeout + max_block).await?;
+        // Blocking reads are few and long: they keep to the cluster client's own connections
+        // rather than open one more per master for each dedicated handle.
+        let conn = open(
+            &self.config,
+            self.config.response_timeout + max_block,
+            Routing::ClusterClient,
+        )
+        .await?;
         Ok(Self {
             conn,
             config: Arc::clone(&self.config),
@@ -197,6 +202,16 @@ impl Redis {
     /// Whether this handle talks to a Redis Cluster.
     pub fn topology(&self) -> Topology {
         self.config.topology
+    }
+
+    /// On a cluster, how many requests went straight to a slot's master and how many had to be
+    /// sent again through the cluster client; `None` where the handle does not route itself
+    /// (a standalone server, a [`Redis::dedicated`] handle).
+    pub fn route_stats(&self) -> Option<RouteStats> {
+        match &self.conn {
+            Conn::Cluster(c) => c.stats(),
+            Conn::Standalone(_) => None,
+        }
     }
 
     /// The connection, for callers that need a raw command this layer does not wrap.
@@ -333,10 +348,12 @@ async fn classify_cluster_connect_error(
 
 /// A client for the single node at `url`, authenticating as `config` says.
 fn standalone_client(config: &RedisConfig, url: &str) -> CoordResult<redis::Client> {
-    const OP: &str = "connect";
-    let mut info = url
-        .into_connection_info()
-        .map_err(|e| CoordError::from_redis(OP, e))?;
+    node_client(config, url).map_err(|e| CoordError::from_redis("connect", e))
+}
+
+/// [`standalone_client`] with redis-rs's own error, for code inside a redis-rs connection.
+pub(super) fn node_client(config: &RedisConfig, url: &str) -> RedisResult<redis::Client> {
+    let mut info = url.into_connection_info()?;
     let mut settings = info.redis_settings().clone();
     if let Some(user) = &config.username {
         settings = settings.set_username(user);
@@ -345,10 +362,23 @@ fn standalone_client(config: &RedisConfig, url: &str) -> CoordResult<redis::Clie
         settings = settings.set_password(password.expose());
     }
     info = info.set_redis_settings(settings);
-    redis::Client::open(info).map_err(|e| CoordError::from_redis(OP, e))
+    redis::Client::open(info)
 }
 
-async fn open(config: &RedisConfig, response_timeout: Duration) -> CoordResult<Conn> {
+/// Whether a cluster connection sends single-slot requests to the slot's master itself.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Routing {
+    /// Through a [`Router`] (module `route`), falling back to the cluster client.
+    Direct,
+    /// Everything through the cluster client.
+    ClusterClient,
+}
+
+async fn open(
+    config: &Arc<RedisConfig>,
+    response_timeout: Duration,
+    routing: Routing,
+) -> CoordResult<Conn> {
     const OP: &str = "connect";
     match config.topology {
         Topology::Standalone => {
@@ -400,10 +430,19 @@ async fn open(config: &RedisConfig, response_timeout: Duration) -> CoordResult<C
                 builder = builder.password(password.expose());
             }
             let client = builder.build().map_err(|e| CoordError::from_redis(OP, e))?;
-            match client.get_async_connection().await {
-                Ok(conn) => Ok(Conn::Cluster(conn)),
-                Err(e) => Err(classify_cluster_connect_error(config, e).await),
-            }
+            let mut conn = match client.get_async_connection().await {
+                Ok(conn) => conn,
+                Err(e) => return Err(classify_cluster_connect_error(config, e).await),
+            };
+            let router = match routing {
+                Routing::Direct => {
+                    let router = Arc::new(Router::new(Arc::clone(config), response_timeout));
+                    router.reload(&mut conn).await;
+                    Some(router)
+                }
+                Routing::ClusterClient => None,
+            };
+            Ok(Conn::Cluster(ClusterConn::new(conn, router)))
         }
     }
 }

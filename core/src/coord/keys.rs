@@ -335,36 +335,53 @@ impl TaskKeys {
 
 /// The Redis Cluster slot of `key` (CRC16 of the hash tag, or of the key without one).
 pub fn slot_of(key: &str) -> u16 {
-    let bytes = key.as_bytes();
-    let tagged = bytes
+    slot_of_bytes(key.as_bytes())
+}
+
+/// [`slot_of`] for a key given as bytes, as it appears inside a command.
+pub fn slot_of_bytes(key: &[u8]) -> u16 {
+    let tagged = key
         .iter()
         .position(|&b| b == b'{')
         .and_then(|open| {
-            bytes[open + 1..]
+            key[open + 1..]
                 .iter()
                 .position(|&b| b == b'}')
                 .filter(|&len| len > 0)
-                .map(|len| &bytes[open + 1..open + 1 + len])
+                .map(|len| &key[open + 1..open + 1 + len])
         })
-        .unwrap_or(bytes);
+        .unwrap_or(key);
     crc16_xmodem(tagged) % 16384
 }
 
-/// CRC16-CCITT (XMODEM), the checksum Redis Cluster uses for slots.
+/// CRC16-CCITT (XMODEM), the checksum Redis Cluster uses for slots; table-driven because the
+/// cluster connection computes it for every request it routes itself.
 fn crc16_xmodem(data: &[u8]) -> u16 {
-    let mut crc: u16 = 0;
-    for &byte in data {
-        crc ^= u16::from(byte) << 8;
-        for _ in 0..8 {
+    data.iter().fold(0u16, |crc, &byte| {
+        (crc << 8) ^ CRC16_TABLE[usize::from((crc >> 8) as u8 ^ byte)]
+    })
+}
+
+/// CRC16 (polynomial 0x1021) of every byte value, computed at compile time.
+const CRC16_TABLE: [u16; 256] = {
+    let mut table = [0u16; 256];
+    let mut i = 0;
+    while i < 256 {
+        let mut crc = (i as u16) << 8;
+        let mut bit = 0;
+        while bit < 8 {
             crc = if crc & 0x8000 != 0 {
                 (crc << 1) ^ 0x1021
             } else {
                 crc << 1
             };
+            bit += 1;
         }
+        table[i] = crc;
+        i += 1;
     }
-    crc
-}
+    table
+};
 
 /// Whether `key` matches a Redis glob `pattern` (`*`, `?`, `[...]`, `\` escapes), as Redis's
 /// ACL key patterns do; used to check our patterns against our keys without a server.

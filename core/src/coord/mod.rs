@@ -21,6 +21,7 @@ pub mod pool;
 pub mod queue;
 pub mod ratelimit;
 pub mod results;
+pub mod route;
 pub mod state;
 pub mod task;
 
