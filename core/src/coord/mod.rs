@@ -22,6 +22,7 @@ pub mod queue;
 pub mod ratelimit;
 pub mod results;
 pub mod route;
+mod script;
 pub mod state;
 pub mod task;
 

@@ -170,8 +170,21 @@ const COUNTED_KEYS: &[&str] = &[
 /// Commands that take no key and may share a pipeline with keyed ones.
 const NO_KEY: &[&str] = &["DISCARD", "EXEC", "MULTI"];
 
+/// Room for the longest command name of the lists above.
+const NAME_MAX: usize = 16;
+
+/// `name` in upper case, in `buf`; `None` if it is longer than any name of the lists.
+fn upper<'b>(name: &[u8], buf: &'b mut [u8; NAME_MAX]) -> Option<&'b [u8]> {
+    let upper = buf.get_mut(..name.len())?;
+    for (to, from) in upper.iter_mut().zip(name) {
+        *to = from.to_ascii_uppercase();
+    }
+    Some(upper)
+}
+
+/// Whether upper-case `name` is in `list` (sorted: every request is looked up here).
 fn named(list: &[&str], name: &[u8]) -> bool {
-    list.iter().any(|n| n.as_bytes().eq_ignore_ascii_case(name))
+    list.binary_search_by(|n| n.as_bytes().cmp(name)).is_ok()
 }
 
 /// The slot of every key among `keys`, if they share one and there is at least one.
@@ -195,7 +208,8 @@ pub(crate) fn command_keys(cmd: &Cmd) -> Keys {
         Some(Arg::Simple(bytes)) => Some(bytes),
         _ => None,
     };
-    let Some(name) = arg(0) else {
+    let mut buf = [0; NAME_MAX];
+    let Some(name) = arg(0).and_then(|name| upper(name, &mut buf)) else {
         return Keys::Unknown;
     };
     if named(FIRST_KEY, name) {
@@ -680,6 +694,24 @@ mod tests {
 
     fn keys_of(cmd: &Cmd) -> Keys {
         command_keys(cmd)
+    }
+
+    #[test]
+    fn command_lists_are_sorted_upper_case_and_fit_the_name_buffer() {
+        for list in [FIRST_KEY, ALL_KEYS, SUBCOMMAND_KEY, COUNTED_KEYS, NO_KEY] {
+            assert!(
+                list.is_sorted(),
+                "{list:?} must be sorted for binary search"
+            );
+            for name in list {
+                assert_eq!(*name, name.to_ascii_uppercase());
+                assert!(name.len() <= NAME_MAX, "{name} is longer than NAME_MAX");
+            }
+        }
+        let lower = redis::cmd("xadd").arg("{t}:events").clone();
+        assert_eq!(keys_of(&lower), Keys::Slot(slot_of("{t}:events")));
+        let long = redis::cmd("AVERYLONGCOMMANDNAME").arg("k").clone();
+        assert_eq!(keys_of(&long), Keys::Unknown);
     }
 
     #[test]

@@ -13,6 +13,7 @@ use super::conn::Redis;
 use super::entry::parse;
 use super::error::{CoordError, CoordResult};
 use super::keys::TaskKeys;
+use super::script::Call;
 
 /// Default cap on one value: 1 MiB.
 pub const DEFAULT_MAX_VALUE_BYTES: usize = 1024 * 1024;
@@ -150,7 +151,12 @@ impl SharedState {
             .redis
             .run("state get", |mut c| {
                 let (kv, ver) = (&kv, &ver);
-                async move { GET.key(kv).key(ver).arg(key).invoke_async(&mut c).await }
+                async move {
+                    Call::new(&GET, &[kv, ver], key.len())
+                        .arg(key)
+                        .invoke(&mut c)
+                        .await
+                }
             })
             .await?;
         let (value, version): (Option<Vec<u8>>, u64) = parse("state get", reply)?;
@@ -166,11 +172,10 @@ impl SharedState {
             .run("state put", |mut c| {
                 let (kv, ver) = (&kv, &ver);
                 async move {
-                    PUT.key(kv)
-                        .key(ver)
+                    Call::new(&PUT, &[kv, ver], key.len() + value.len())
                         .arg(key)
                         .arg(value)
-                        .invoke_async(&mut c)
+                        .invoke(&mut c)
                         .await
                 }
             })
@@ -196,12 +201,11 @@ impl SharedState {
             .run("state cas", |mut c| {
                 let (kv, ver) = (&kv, &ver);
                 async move {
-                    CAS.key(kv)
-                        .key(ver)
+                    Call::new(&CAS, &[kv, ver], key.len() + value.len() + 20)
                         .arg(key)
                         .arg(expected_version)
                         .arg(value)
-                        .invoke_async(&mut c)
+                        .invoke(&mut c)
                         .await
                 }
             })
@@ -227,7 +231,12 @@ impl SharedState {
             .redis
             .run("state delete", |mut c| {
                 let (kv, ver) = (&kv, &ver);
-                async move { DELETE.key(kv).key(ver).arg(key).invoke_async(&mut c).await }
+                async move {
+                    Call::new(&DELETE, &[kv, ver], key.len())
+                        .arg(key)
+                        .invoke(&mut c)
+                        .await
+                }
             })
             .await?;
         Ok(removed == 1)

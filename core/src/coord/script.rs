@@ -1,0 +1,51 @@
+//! One `EVALSHA` per script call, written straight into a single pre-sized command.
+//!
+//! redis-rs's `ScriptInvocation` copies each key and argument into vectors of its own and then
+//! again into the command it sends: seven allocations for a CAS, the layer's hottest call, and a
+//! measurable share of its client CPU (BENCHMARKS.md). A [`Call`] writes them once.
+
+use redis::aio::ConnectionLike;
+use redis::{Cmd, FromRedisValue, RedisResult, Script, ServerErrorKind, ToRedisArgs};
+
+/// Bytes reserved for the command name, the hash, the key count and the framing of each part.
+const FIXED_BYTES: usize = 64;
+
+/// A prepared `EVALSHA` of a script, its keys and arguments.
+pub(crate) struct Call<'s> {
+    script: &'s Script,
+    cmd: Cmd,
+}
+
+impl<'s> Call<'s> {
+    /// A call of `script` on `keys`; `arg_bytes` sizes the command for the arguments to come.
+    pub(crate) fn new(script: &'s Script, keys: &[&str], arg_bytes: usize) -> Self {
+        let key_bytes: usize = keys.iter().map(|k| k.len()).sum();
+        let mut cmd = Cmd::with_capacity(3 + keys.len() + 4, FIXED_BYTES + key_bytes + arg_bytes);
+        cmd.arg("EVALSHA").arg(script.get_hash()).arg(keys.len());
+        for key in keys {
+            cmd.arg(*key);
+        }
+        Self { script, cmd }
+    }
+
+    /// Appends an argument (`ARGV[n]`).
+    pub(crate) fn arg(mut self, arg: impl ToRedisArgs) -> Self {
+        self.cmd.arg(arg);
+        self
+    }
+
+    /// Runs the call; a server that does not know the script yet (restarted, failed over, or
+    /// flushed) is sent it with `SCRIPT LOAD` and the call is made again.
+    pub(crate) async fn invoke<T: FromRedisValue>(
+        &self,
+        con: &mut impl ConnectionLike,
+    ) -> RedisResult<T> {
+        match self.cmd.query_async(con).await {
+            Err(e) if e.kind() == redis::ErrorKind::Server(ServerErrorKind::NoScript) => {
+                self.script.load_async(con).await?;
+                self.cmd.query_async(con).await
+            }
+            other => other,
+        }
+    }
+}
