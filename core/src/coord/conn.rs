@@ -119,7 +119,9 @@ impl RedisConfig {
     }
 }
 
-/// One multiplexed connection to a standalone Redis or a Redis Cluster.
+/// A multiplexed connection to a standalone Redis, or to a Redis Cluster (the cluster client's
+/// connections plus, on a shared handle, one per master for single-slot requests: see
+/// [`super::route`]).
 #[derive(Clone)]
 pub enum Conn {
     /// A standalone server, reconnecting on loss.
@@ -158,7 +160,9 @@ impl ConnectionLike for Conn {
 
 /// A handle to Redis: one shared multiplexed connection plus the config to open more.
 ///
-/// Cloning is cheap and shares the connection. Blocking reads (a claim that waits for work)
+/// Cloning is cheap and shares the connection. On a cluster, the shared connection is the
+/// cluster client's plus a direct one to each master (one more socket per master); a dedicated
+/// handle has the cluster client's only. Blocking reads (a claim that waits for work)
 /// would stall every other request on a multiplexed connection, so give them their own handle
 /// from [`Redis::dedicated`].
 #[derive(Clone)]

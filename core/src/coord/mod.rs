@@ -5,6 +5,10 @@
 //! addresses exactly one task's keys (shared state, events, messages, journals, results, budget),
 //! so code holding a task handle cannot reach another task. Every multi-key atomic step is a Lua
 //! script whose keys share one hash tag, so it runs on a cluster too.
+//!
+//! On a cluster, requests whose keys share a slot (nearly all of them, thanks to the hash tags)
+//! go straight to that slot's master rather than through redis-rs's cluster task ([`route`]);
+//! the cluster client still handles everything else and every topology change.
 
 pub mod acl;
 pub mod budget;

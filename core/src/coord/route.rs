@@ -5,7 +5,7 @@
 //! top of the node connection's own. On these 2-core machines that made our client spend about
 //! 1.8× the CPU per call of a standalone connection, CPU the Redis servers on the same cores
 //! then lacked (BENCHMARKS.md). Nearly every call of this layer addresses one task's or one
-//! pool's keys, which share a hash tag, so a [`Router`] keeps a plain multiplexed connection to
+//! pool's keys, which share a hash tag, so a `Router` keeps a plain multiplexed connection to
 //! each master and a slot → master table read from `CLUSTER SLOTS`, and sends such requests
 //! there itself. Anything else (keyless commands, keys in several slots, commands this module
 //! does not know) goes through the cluster client as before.
