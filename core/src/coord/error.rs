@@ -150,25 +150,31 @@ fn is_connection_error(err: &RedisError) -> bool {
         || err.is_unrecoverable_error()
 }
 
+/// Whether a server error says the slot is served elsewhere now (a redirection, a replica that
+/// was a master), or not served at the moment (failover, loading).
+pub(crate) fn is_topology(kind: ServerErrorKind) -> bool {
+    matches!(
+        kind,
+        ServerErrorKind::Moved
+            | ServerErrorKind::Ask
+            | ServerErrorKind::TryAgain
+            | ServerErrorKind::ClusterDown
+            | ServerErrorKind::MasterDown
+            | ServerErrorKind::ReadOnly
+            | ServerErrorKind::BusyLoading
+    )
+}
+
 /// Whether retrying the same call after a short wait may succeed: lost connections, timeouts,
 /// redirections and failover states. NOPERM, wrong types and script errors are permanent.
 pub(crate) fn is_transient(err: &RedisError) -> bool {
-    matches!(
-        err.kind(),
-        ErrorKind::Server(
-            ServerErrorKind::Moved
-                | ServerErrorKind::Ask
-                | ServerErrorKind::TryAgain
-                | ServerErrorKind::ClusterDown
-                | ServerErrorKind::MasterDown
-                | ServerErrorKind::ReadOnly
-                | ServerErrorKind::BusyLoading
-        ) | ErrorKind::ClusterConnectionNotFound
-    ) || (is_connection_error(err)
-        && !matches!(
-            err.kind(),
-            ErrorKind::AuthenticationFailed | ErrorKind::InvalidClientConfig
-        ))
+    matches!(err.kind(), ErrorKind::Server(kind) if is_topology(kind))
+        || err.kind() == ErrorKind::ClusterConnectionNotFound
+        || (is_connection_error(err)
+            && !matches!(
+                err.kind(),
+                ErrorKind::AuthenticationFailed | ErrorKind::InvalidClientConfig
+            ))
 }
 
 #[cfg(test)]

@@ -28,10 +28,10 @@ use std::time::{Duration, Instant};
 
 use redis::aio::{ConnectionLike, MultiplexedConnection};
 use redis::cluster_async::ClusterConnection;
-use redis::{Arg, Cmd, Pipeline, RedisError, RedisFuture, RedisResult, ServerErrorKind, Value};
+use redis::{Arg, Cmd, Pipeline, RedisError, RedisFuture, RedisResult, Value};
 
 use super::conn::{RedisConfig, node_client};
-use super::error::is_transient;
+use super::error::{is_topology, is_transient};
 use super::keys::slot_of_bytes;
 
 /// Slots of a Redis Cluster.
@@ -265,34 +265,19 @@ pub(crate) fn pipeline_keys(pipeline: &Pipeline) -> Keys {
     }
 }
 
-/// Whether a server error says the slot is served elsewhere now, or not served at the moment.
-fn topology_error(kind: Option<ServerErrorKind>) -> bool {
-    matches!(
-        kind,
-        Some(
-            ServerErrorKind::Moved
-                | ServerErrorKind::Ask
-                | ServerErrorKind::TryAgain
-                | ServerErrorKind::ClusterDown
-                | ServerErrorKind::MasterDown
-                | ServerErrorKind::ReadOnly
-                | ServerErrorKind::BusyLoading
-        )
-    )
-}
-
 /// Whether a failed direct request should go through the cluster client instead: a lost
 /// connection or a topology error, also when it is one of a pipeline's or transaction's errors.
 fn misrouted(err: &RedisError) -> bool {
     is_transient(err)
-        || err
-            .clone()
-            .into_server_errors()
-            .is_some_and(|errors| errors.iter().any(|(_, e)| topology_error(e.kind())))
+        || err.clone().into_server_errors().is_some_and(|errors| {
+            errors
+                .iter()
+                .any(|(_, e)| e.kind().is_some_and(is_topology))
+        })
 }
 
 fn misrouted_value(value: &Value) -> bool {
-    matches!(value, Value::ServerError(e) if topology_error(e.kind()))
+    matches!(value, Value::ServerError(e) if e.kind().is_some_and(is_topology))
 }
 
 /// Counts of requests, for tests and for whoever wants to know the shortcut is taken.
@@ -390,11 +375,17 @@ impl Router {
         None
     }
 
-    /// Stops routing by the table after a direct request met a topology change, and reads it
-    /// again.
-    fn invalidate(self: &Arc<Self>, cluster: &ClusterConnection) {
+    /// Counts a direct reply and says whether it met a topology change (`misrouted`); if it
+    /// did, stops routing by the table and reads it again.
+    fn must_reroute(self: &Arc<Self>, misrouted: bool, cluster: &ClusterConnection) -> bool {
+        if !misrouted {
+            self.direct.fetch_add(1, Ordering::Relaxed);
+            return false;
+        }
+        self.rerouted.fetch_add(1, Ordering::Relaxed);
         self.fresh.store(false, Ordering::Release);
         self.reload_in_background(cluster.clone());
+        true
     }
 
     fn reload_in_background(self: &Arc<Self>, cluster: ClusterConnection) {
@@ -606,12 +597,9 @@ impl ConnectionLike for ClusterConn {
                 Ok(value) => misrouted_value(value),
                 Err(e) => misrouted(e),
             };
-            if !wrong {
-                router.direct.fetch_add(1, Ordering::Relaxed);
+            if !router.must_reroute(wrong, cluster) {
                 return reply;
             }
-            router.rerouted.fetch_add(1, Ordering::Relaxed);
-            router.invalidate(cluster);
             cluster.req_packed_command(cmd).await
         })
     }
@@ -639,12 +627,9 @@ impl ConnectionLike for ClusterConn {
                 Ok(values) => values.iter().any(misrouted_value),
                 Err(e) => misrouted(e),
             };
-            if !wrong {
-                router.direct.fetch_add(1, Ordering::Relaxed);
+            if !router.must_reroute(wrong, cluster) {
                 return reply;
             }
-            router.rerouted.fetch_add(1, Ordering::Relaxed);
-            router.invalidate(cluster);
             cluster.req_packed_commands(pipeline, offset, count).await
         })
     }
