@@ -10,6 +10,7 @@ use redis::Script;
 use super::conn::Redis;
 use super::error::CoordResult;
 use super::keys::{TaskKeys, field};
+use super::script::Call;
 
 // KEYS: budget. ARGV: tokens, limit field, reserved field, spent field, reservation field.
 // Reply: {1, remaining after the reservation} or {0, remaining}; remaining -1 when unlimited.
@@ -137,14 +138,13 @@ impl Budget {
             .run("reserve budget", |mut c| {
                 let (key, reservation_field) = (&key, &reservation.field);
                 async move {
-                    RESERVE
-                        .key(key)
+                    Call::new(&RESERVE, &[key], 64)
                         .arg(tokens)
                         .arg(field::BUDGET_LIMIT)
                         .arg(field::BUDGET_RESERVED)
                         .arg(field::BUDGET_SPENT)
                         .arg(reservation_field)
-                        .invoke_async(&mut c)
+                        .invoke(&mut c)
                         .await
                 }
             })
@@ -166,13 +166,12 @@ impl Budget {
             .run("settle budget", |mut c| {
                 let (key, reservation_field) = (&key, &reservation.field);
                 async move {
-                    SETTLE
-                        .key(key)
+                    Call::new(&SETTLE, &[key], 64)
                         .arg(used)
                         .arg(field::BUDGET_RESERVED)
                         .arg(field::BUDGET_SPENT)
                         .arg(reservation_field)
-                        .invoke_async(&mut c)
+                        .invoke(&mut c)
                         .await
                 }
             })

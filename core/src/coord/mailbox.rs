@@ -11,6 +11,7 @@ use super::entry;
 use super::error::CoordResult;
 use super::keys::{AgentName, TaskKeys, field};
 use super::queue::EntryId;
+use super::script::Call;
 
 // KEYS: bus stream, applied-effects hash. ARGV: effect id, then field/value pairs of the entry.
 // Marks the effect applied and sends in one step, so a replay of the same tool call sends
@@ -120,9 +121,7 @@ impl Mailbox {
             .run("send message once", |mut c| {
                 let (bus, applied) = (&bus, &applied);
                 async move {
-                    SEND_ONCE
-                        .key(bus)
-                        .key(applied)
+                    Call::new(&SEND_ONCE, &[bus, applied], body.len() + 64)
                         .arg(effect)
                         .arg(field::FROM)
                         .arg(from.as_str())
@@ -130,7 +129,7 @@ impl Mailbox {
                         .arg(to.map(AgentName::as_str).unwrap_or(""))
                         .arg(field::BODY)
                         .arg(body)
-                        .invoke_async(&mut c)
+                        .invoke(&mut c)
                         .await
                 }
             })

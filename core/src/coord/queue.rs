@@ -22,6 +22,7 @@ use super::conn::Redis;
 use super::entry;
 use super::error::{CoordError, CoordResult};
 use super::keys::{AgentName, GROUP_AGENTS, PoolKeys, TaskUid, field};
+use super::script::Call;
 use crate::dag::SubtaskName;
 
 /// Most entries one reclaim script moves; larger backlogs take several calls, so one script
@@ -620,10 +621,9 @@ impl WorkQueue {
             .run("heartbeat", |mut c| {
                 let hb = &hb;
                 async move {
-                    HEARTBEAT
-                        .key(hb)
+                    Call::new(&HEARTBEAT, &[hb], 64)
                         .arg(agent.as_str())
-                        .invoke_async::<i64>(&mut c)
+                        .invoke::<i64>(&mut c)
                         .await
                         .map(|_| ())
                 }
@@ -657,12 +657,10 @@ impl WorkQueue {
             .run("dead agents", |mut c| {
                 let (hb, work) = (&hb, &work);
                 async move {
-                    DEAD_AGENTS
-                        .key(hb)
-                        .key(work)
+                    Call::new(&DEAD_AGENTS, &[hb, work], 64)
                         .arg(threshold.as_millis() as u64)
                         .arg(GROUP_AGENTS)
-                        .invoke_async(&mut c)
+                        .invoke(&mut c)
                         .await
                 }
             })
@@ -687,15 +685,14 @@ impl WorkQueue {
                 .run("reclaim", |mut c| {
                     let (work, hb) = (&work, &hb);
                     async move {
-                        let r: redis::RedisResult<Vec<(String, String, u32)>> = RECLAIM
-                            .key(work)
-                            .key(hb)
-                            .arg(GROUP_AGENTS)
-                            .arg(dead.as_str())
-                            .arg(field::ATTEMPT)
-                            .arg(RECLAIM_BATCH)
-                            .invoke_async(&mut c)
-                            .await;
+                        let r: redis::RedisResult<Vec<(String, String, u32)>> =
+                            Call::new(&RECLAIM, &[work, hb], 64)
+                                .arg(GROUP_AGENTS)
+                                .arg(dead.as_str())
+                                .arg(field::ATTEMPT)
+                                .arg(RECLAIM_BATCH)
+                                .invoke(&mut c)
+                                .await;
                         match r {
                             // No stream or group: nothing can be pending.
                             Err(e) if is_no_group(&e) => Ok(Vec::new()),
@@ -785,14 +782,13 @@ impl WorkQueue {
                 .run("purge task work", |mut c| {
                     let (work, start) = (&work, &start);
                     async move {
-                        PURGE_TASK
-                            .key(work)
+                        Call::new(&PURGE_TASK, &[work], 64)
                             .arg(GROUP_AGENTS)
                             .arg(field::TASK)
                             .arg(task.as_str())
                             .arg(start)
                             .arg(PURGE_BATCH)
-                            .invoke_async(&mut c)
+                            .invoke(&mut c)
                             .await
                     }
                 })
@@ -815,11 +811,9 @@ impl WorkQueue {
             .run("list agents", |mut c| {
                 let (hb, work) = (&hb, &work);
                 async move {
-                    AGENTS
-                        .key(hb)
-                        .key(work)
+                    Call::new(&AGENTS, &[hb, work], 64)
                         .arg(GROUP_AGENTS)
-                        .invoke_async(&mut c)
+                        .invoke(&mut c)
                         .await
                 }
             })
@@ -860,14 +854,13 @@ impl WorkQueue {
                 .run("count task pending", |mut c| {
                     let (work, start) = (&work, &start);
                     async move {
-                        let r = PENDING_FOR_TASK
-                            .key(work)
+                        let r = Call::new(&PENDING_FOR_TASK, &[work], 64)
                             .arg(GROUP_AGENTS)
                             .arg(field::TASK)
                             .arg(task.as_str())
                             .arg(start)
                             .arg(PENDING_BATCH)
-                            .invoke_async(&mut c)
+                            .invoke(&mut c)
                             .await;
                         match r {
                             // No stream or group: nothing can be pending.

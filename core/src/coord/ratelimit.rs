@@ -13,6 +13,7 @@ use redis::Script;
 use super::conn::Redis;
 use super::error::{CoordError, CoordResult};
 use super::keys::PoolKeys;
+use super::script::Call;
 
 /// Name of the requests bucket in the rate-limit hash.
 const BUCKET_REQUESTS: &str = "requests";
@@ -183,15 +184,16 @@ impl RateLimiter {
             .run("rate limit", |mut c| {
                 let (key, limited) = (&key, &limited);
                 async move {
-                    let mut call = ACQUIRE.key(key);
-                    call.arg(limited.len());
+                    let mut call =
+                        Call::new(&ACQUIRE, &[key], 64 * limited.len()).arg(limited.len());
                     for (name, bucket, amount) in limited {
-                        call.arg(*name)
+                        call = call
+                            .arg(*name)
                             .arg(bucket.per_minute)
                             .arg(bucket.burst)
                             .arg(*amount);
                     }
-                    call.invoke_async(&mut c).await
+                    call.invoke(&mut c).await
                 }
             })
             .await?;
@@ -221,12 +223,12 @@ impl RateLimiter {
             .run("rate limit refund", |mut c| {
                 let (key, refunds) = (&key, &refunds);
                 async move {
-                    let mut call = REFUND.key(key);
-                    call.arg(refunds.len());
+                    let mut call =
+                        Call::new(&REFUND, &[key], 64 * refunds.len()).arg(refunds.len());
                     for (name, bucket, amount) in refunds {
-                        call.arg(*name).arg(bucket.burst).arg(*amount);
+                        call = call.arg(*name).arg(bucket.burst).arg(*amount);
                     }
-                    call.invoke_async::<()>(&mut c).await
+                    call.invoke::<()>(&mut c).await
                 }
             })
             .await

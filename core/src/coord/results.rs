@@ -14,6 +14,7 @@ use serde::{Deserialize, Serialize};
 use super::conn::Redis;
 use super::error::{CoordError, CoordResult};
 use super::keys::{AgentName, TaskKeys};
+use super::script::Call;
 use crate::dag::SubtaskName;
 
 // KEYS: results. ARGV: subtask, encoded result. Reply: the stored encoded result (ours if we won).
@@ -88,11 +89,10 @@ impl Results {
             .run(OP, |mut c| {
                 let (key, encoded) = (&key, &encoded);
                 async move {
-                    RECORD
-                        .key(key)
+                    Call::new(&RECORD, &[key], encoded.len() + 64)
                         .arg(subtask.as_str())
                         .arg(encoded.as_slice())
-                        .invoke_async(&mut c)
+                        .invoke(&mut c)
                         .await
                 }
             })
