@@ -370,7 +370,7 @@ pub(super) fn node_client(config: &RedisConfig, url: &str) -> RedisResult<redis:
 }
 
 /// Whether a cluster connection sends single-slot requests to the slot's master itself.
-#[derive(Clone, Copy, PartialEq, Eq)]
+#[derive(Clone, Copy)]
 enum Routing {
     /// Through a [`Router`] (module `route`), falling back to the cluster client.
     Direct,

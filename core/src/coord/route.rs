@@ -23,7 +23,7 @@
 //! connection (checked with a `PING`), and a stale table is kept until a fresh one replaces it.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
 use redis::aio::{ConnectionLike, MultiplexedConnection};
@@ -39,7 +39,7 @@ const SLOTS: usize = 16384;
 /// Marks a slot no master serves in the table.
 const NO_OWNER: u16 = u16::MAX;
 /// Shortest pause between two reads of the slot table, so a failover in progress (the table
-/// read back still names the dead master) costs a read a second, not one per request.
+/// read back still names the dead master) costs two reads a second at most, not one per request.
 const MIN_RELOAD_INTERVAL: Duration = Duration::from_millis(500);
 
 /// Where a command's keys live.
@@ -54,6 +54,14 @@ pub(crate) enum Keys {
 }
 
 impl Keys {
+    /// `self`, except that nothing keyed at all is left to the cluster client.
+    fn keyed(self) -> Keys {
+        match self {
+            Keys::None => Keys::Unknown,
+            k => k,
+        }
+    }
+
     /// The keys of two commands sent together.
     fn and(self, other: Keys) -> Keys {
         match (self, other) {
@@ -196,10 +204,7 @@ fn slot_of_all<'a>(keys: impl Iterator<Item = Option<&'a [u8]>>) -> Keys {
         };
         found = found.and(Keys::Slot(slot_of_bytes(key)));
     }
-    match found {
-        Keys::None => Keys::Unknown,
-        k => k,
-    }
+    found.keyed()
 }
 
 /// Where the keys of `cmd` live.
@@ -256,13 +261,10 @@ fn simple(arg: Arg<&[u8]>) -> Option<&[u8]> {
 
 /// Where the keys of a whole pipeline live: one slot only if every keyed command shares it.
 pub(crate) fn pipeline_keys(pipeline: &Pipeline) -> Keys {
-    let keys = pipeline
+    pipeline
         .cmd_iter()
-        .fold(Keys::None, |acc, cmd| acc.and(command_keys(cmd)));
-    match keys {
-        Keys::None => Keys::Unknown,
-        k => k,
-    }
+        .fold(Keys::None, |acc, cmd| acc.and(command_keys(cmd)))
+        .keyed()
 }
 
 /// Whether a failed direct request should go through the cluster client instead: a lost
@@ -314,7 +316,10 @@ pub(crate) struct Router {
     /// Whether the table may route requests; a stale one is only kept for `WAIT` and reuse.
     fresh: AtomicBool,
     reloading: AtomicBool,
-    last_load: Mutex<Option<Instant>>,
+    /// When the router was made: the clock of `next_load_ms`.
+    born: Instant,
+    /// Milliseconds after `born` before which the table is not read again.
+    next_load_ms: AtomicU64,
     direct: AtomicU64,
     rerouted: AtomicU64,
     table_loads: AtomicU64,
@@ -329,7 +334,8 @@ impl Router {
             table: RwLock::new(None),
             fresh: AtomicBool::new(false),
             reloading: AtomicBool::new(false),
-            last_load: Mutex::new(None),
+            born: Instant::now(),
+            next_load_ms: AtomicU64::new(0),
             direct: AtomicU64::new(0),
             rerouted: AtomicU64::new(0),
             table_loads: AtomicU64::new(0),
@@ -371,7 +377,7 @@ impl Router {
         {
             return table.master(slot).cloned();
         }
-        self.reload_in_background(cluster.clone());
+        self.reload_in_background(cluster);
         None
     }
 
@@ -384,12 +390,20 @@ impl Router {
         }
         self.rerouted.fetch_add(1, Ordering::Relaxed);
         self.fresh.store(false, Ordering::Release);
-        self.reload_in_background(cluster.clone());
+        self.reload_in_background(cluster);
         true
     }
 
-    fn reload_in_background(self: &Arc<Self>, cluster: ClusterConnection) {
-        if self.reloading.swap(true, Ordering::AcqRel) {
+    fn millis_since_born(&self) -> u64 {
+        u64::try_from(self.born.elapsed().as_millis()).unwrap_or(u64::MAX)
+    }
+
+    /// Starts reading the table on a task of its own, unless a read is running or the last one
+    /// began less than [`MIN_RELOAD_INTERVAL`] ago; a later request asks again meanwhile.
+    fn reload_in_background(self: &Arc<Self>, cluster: &ClusterConnection) {
+        if self.millis_since_born() < self.next_load_ms.load(Ordering::Relaxed)
+            || self.reloading.swap(true, Ordering::AcqRel)
+        {
             return;
         }
         let Ok(runtime) = tokio::runtime::Handle::try_current() else {
@@ -397,20 +411,8 @@ impl Router {
             return;
         };
         let router = Arc::clone(self);
+        let mut cluster = cluster.clone();
         runtime.spawn(async move {
-            let wait = router
-                .last_load
-                .lock()
-                .map(|last| {
-                    last.map_or(Duration::ZERO, |at| {
-                        MIN_RELOAD_INTERVAL.saturating_sub(at.elapsed())
-                    })
-                })
-                .unwrap_or(Duration::ZERO);
-            if !wait.is_zero() {
-                tokio::time::sleep(wait).await;
-            }
-            let mut cluster = cluster;
             router.reload(&mut cluster).await;
             router.reloading.store(false, Ordering::Release);
         });
@@ -419,9 +421,11 @@ impl Router {
     /// Reads the slot table through the cluster client and connects to every master; when
     /// either fails the table stays stale, so requests take the cluster client's path meanwhile.
     pub(crate) async fn reload(&self, cluster: &mut ClusterConnection) {
-        if let Ok(mut last) = self.last_load.lock() {
-            *last = Some(Instant::now());
-        }
+        let interval = u64::try_from(MIN_RELOAD_INTERVAL.as_millis()).unwrap_or(u64::MAX);
+        self.next_load_ms.store(
+            self.millis_since_born().saturating_add(interval),
+            Ordering::Relaxed,
+        );
         self.table_loads.fetch_add(1, Ordering::Relaxed);
         let previous = self.current();
         match self.load(cluster, previous.as_deref()).await {
@@ -579,11 +583,12 @@ impl ConnectionLike for ClusterConn {
         let Some(router) = &self.router else {
             return self.cluster.req_packed_command(cmd);
         };
-        if is_wait(cmd) {
-            let router = Arc::clone(router);
-            return Box::pin(wait_everywhere(router, &mut self.cluster, cmd));
-        }
         let Keys::Slot(slot) = command_keys(cmd) else {
+            // WAIT takes no key, so it is only looked for off the hot path.
+            if is_wait(cmd) {
+                let router = Arc::clone(router);
+                return Box::pin(wait_everywhere(router, &mut self.cluster, cmd));
+            }
             return self.cluster.req_packed_command(cmd);
         };
         let Some(mut master) = router.master(slot, &self.cluster) else {
@@ -677,10 +682,6 @@ mod tests {
     use super::*;
     use crate::coord::keys::slot_of;
 
-    fn keys_of(cmd: &Cmd) -> Keys {
-        command_keys(cmd)
-    }
-
     #[test]
     fn command_lists_are_sorted_upper_case_and_fit_the_name_buffer() {
         for list in [FIRST_KEY, ALL_KEYS, SUBCOMMAND_KEY, COUNTED_KEYS, NO_KEY] {
@@ -694,20 +695,20 @@ mod tests {
             }
         }
         let lower = redis::cmd("xadd").arg("{t}:events").clone();
-        assert_eq!(keys_of(&lower), Keys::Slot(slot_of("{t}:events")));
+        assert_eq!(command_keys(&lower), Keys::Slot(slot_of("{t}:events")));
         let long = redis::cmd("AVERYLONGCOMMANDNAME").arg("k").clone();
-        assert_eq!(keys_of(&long), Keys::Unknown);
+        assert_eq!(command_keys(&long), Keys::Unknown);
     }
 
     #[test]
     fn single_key_commands_route_by_their_key() {
         let key = "maos:pool:p:{task:t}:kv";
         assert_eq!(
-            keys_of(redis::cmd("HGET").arg(key).arg("../x")),
+            command_keys(redis::cmd("HGET").arg(key).arg("../x")),
             Keys::Slot(slot_of(key))
         );
         assert_eq!(
-            keys_of(redis::cmd("xadd").arg(key).arg("*").arg("f").arg("v")),
+            command_keys(redis::cmd("xadd").arg(key).arg("*").arg("f").arg("v")),
             Keys::Slot(slot_of(key))
         );
     }
@@ -726,9 +727,9 @@ mod tests {
             cmd.arg("value-that-looks-like-{task:u}");
             cmd
         };
-        assert_eq!(keys_of(&script(&[a, b])), Keys::Slot(slot_of(a)));
-        assert_eq!(keys_of(&script(&[a, other])), Keys::Unknown);
-        assert_eq!(keys_of(&script(&[])), Keys::Unknown);
+        assert_eq!(command_keys(&script(&[a, b])), Keys::Slot(slot_of(a)));
+        assert_eq!(command_keys(&script(&[a, other])), Keys::Unknown);
+        assert_eq!(command_keys(&script(&[])), Keys::Unknown);
     }
 
     #[test]
@@ -744,9 +745,9 @@ mod tests {
             .arg(key)
             .arg(">")
             .clone();
-        assert_eq!(keys_of(&cmd), Keys::Slot(slot_of(key)));
+        assert_eq!(command_keys(&cmd), Keys::Slot(slot_of(key)));
         let odd = redis::cmd("XREAD").arg("STREAMS").arg(key).clone();
-        assert_eq!(keys_of(&odd), Keys::Unknown);
+        assert_eq!(command_keys(&odd), Keys::Unknown);
     }
 
     #[test]
@@ -759,7 +760,12 @@ mod tests {
             redis::cmd("WAIT").arg(1).arg(0).clone(),
             redis::cmd("KEYS").arg("maos:*").clone(),
         ] {
-            assert_eq!(keys_of(&cmd), Keys::Unknown, "{:?}", cmd.args_iter().next());
+            assert_eq!(
+                command_keys(&cmd),
+                Keys::Unknown,
+                "{:?}",
+                cmd.args_iter().next()
+            );
         }
     }
 
@@ -768,7 +774,7 @@ mod tests {
         let key = "maos:pool:p:{task:t}:events";
         let other = "maos:pool:p:{task:u}:events";
         assert_eq!(
-            keys_of(
+            command_keys(
                 redis::cmd("XGROUP")
                     .arg("CREATE")
                     .arg(key)
@@ -778,11 +784,11 @@ mod tests {
             Keys::Slot(slot_of(key))
         );
         assert_eq!(
-            keys_of(redis::cmd("UNLINK").arg(key).arg(other)),
+            command_keys(redis::cmd("UNLINK").arg(key).arg(other)),
             Keys::Unknown
         );
         assert_eq!(
-            keys_of(redis::cmd("UNLINK").arg(key).arg(key)),
+            command_keys(redis::cmd("UNLINK").arg(key).arg(key)),
             Keys::Slot(slot_of(key))
         );
     }

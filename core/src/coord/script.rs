@@ -9,6 +9,8 @@ use redis::{Cmd, FromRedisValue, RedisResult, Script, ServerErrorKind, ToRedisAr
 
 /// Bytes reserved for the command name, the hash, the key count and the framing of each part.
 const FIXED_BYTES: usize = 64;
+/// Arguments reserved for: the layer's scripts take up to about this many.
+const TYPICAL_ARGS: usize = 6;
 
 /// A prepared `EVALSHA` of a script, its keys and arguments.
 pub(crate) struct Call<'s> {
@@ -20,7 +22,8 @@ impl<'s> Call<'s> {
     /// A call of `script` on `keys`; `arg_bytes` sizes the command for the arguments to come.
     pub(crate) fn new(script: &'s Script, keys: &[&str], arg_bytes: usize) -> Self {
         let key_bytes: usize = keys.iter().map(|k| k.len()).sum();
-        let mut cmd = Cmd::with_capacity(3 + keys.len() + 4, FIXED_BYTES + key_bytes + arg_bytes);
+        let parts = 3 + keys.len() + TYPICAL_ARGS;
+        let mut cmd = Cmd::with_capacity(parts, FIXED_BYTES + key_bytes + arg_bytes);
         cmd.arg("EVALSHA").arg(script.get_hash()).arg(keys.len());
         for key in keys {
             cmd.arg(*key);
