@@ -63,36 +63,8 @@ pub struct ModelSettings {
     pub stream: bool,
 }
 
-/// Why a subtask ended without a result.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum FailReason {
-    /// The task's token budget is spent.
-    BudgetExceeded,
-    /// `maxTurns` model calls did not finish it.
-    MaxTurnsExceeded,
-    /// The work item's deadline passed.
-    DeadlineExceeded,
-    /// The task was cancelled or suspended.
-    Cancelled,
-    /// The model API refused or kept failing.
-    ModelError,
-    /// The model ended without the answer its item needs (e.g. no plan, a refusal).
-    NoAnswer,
-}
-
-impl FailReason {
-    /// The CamelCase reason, as conditions and events spell it.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::BudgetExceeded => "BudgetExceeded",
-            Self::MaxTurnsExceeded => "MaxTurnsExceeded",
-            Self::DeadlineExceeded => "DeadlineExceeded",
-            Self::Cancelled => "Cancelled",
-            Self::ModelError => "ModelError",
-            Self::NoAnswer => "NoAnswer",
-        }
-    }
-}
+/// Why a subtask ended without a result (shared with the operator, which reads it back).
+pub use maos_core::coord::failure::FailReason;
 
 /// How a work item ended.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -149,13 +149,22 @@ pub fn is_finished(status: &TaskStatus) -> bool {
 
 /// The one-word summary of the status, for printer columns.
 pub fn phase_of(status: &TaskStatus) -> TaskPhase {
-    match find_condition(&status.conditions, cond::SUCCEEDED).map(|c| c.status.as_str()) {
-        Some("True") => return TaskPhase::Succeeded,
-        Some("False") => return TaskPhase::Failed,
+    match find_condition(&status.conditions, cond::SUCCEEDED)
+        .map(|c| (c.status.as_str(), c.reason.as_str()))
+    {
+        Some(("True", _)) => return TaskPhase::Succeeded,
+        // A user's own stop is not a failure (as Argo and Tekton show it).
+        Some(("False", reason::CANCELLED)) => return TaskPhase::Cancelled,
+        Some(("False", _)) => return TaskPhase::Failed,
         _ => {}
     }
     if find_condition(&status.conditions, cond::ACCEPTED).is_none_or(|c| c.status != "True") {
         return TaskPhase::Pending;
+    }
+    if find_condition(&status.conditions, cond::SUSPENDED)
+        .is_some_and(|c| c.status == "True" && c.reason == "Suspended")
+    {
+        return TaskPhase::Suspended;
     }
     if status.plan_revision.is_none() {
         return TaskPhase::Planning;
@@ -214,8 +223,8 @@ fn finish(status: &mut TaskStatus, now: Timestamp) {
         status,
         cond::SUSPENDED,
         "False",
-        "Finished",
-        "",
+        reason::FINISHED,
+        "the Task finished: there is no dispatch left to hold",
         status.observed_generation,
         now,
     );
@@ -1060,5 +1069,48 @@ mod tests {
         assert_eq!(phase_of(&status), TaskPhase::Running);
         finish_succeeded(&mut status, Some(1), at(1));
         assert_eq!(phase_of(&status), TaskPhase::Succeeded);
+    }
+
+    #[test]
+    fn a_suspended_task_shows_suspended_and_a_finished_one_says_why_not() {
+        let mut spec = spec(&[("a", &[])]);
+        spec.suspend = true;
+        let mut status = accepted();
+        advance(&spec, &mut status, &facts(1));
+        assert_eq!(phase_of(&status), TaskPhase::Suspended);
+        spec.suspend = false;
+        advance(&spec, &mut status, &facts(2));
+        assert_eq!(phase_of(&status), TaskPhase::Running);
+        finish_succeeded(&mut status, Some(1), at(3));
+        let suspended = find_condition(&status.conditions, cond::SUSPENDED).expect("Suspended");
+        assert_eq!(
+            (suspended.status.as_str(), suspended.reason.as_str()),
+            ("False", reason::FINISHED)
+        );
+        assert!(!suspended.message.is_empty());
+    }
+
+    #[test]
+    fn a_graceful_shutdown_in_progress_is_not_shown_as_suspended() {
+        let mut spec = spec(&[("a", &[]), ("b", &["a"])]);
+        let mut status = accepted();
+        advance(&spec, &mut status, &facts(1));
+        spec.shutdown = Some(Shutdown::Graceful);
+        advance(&spec, &mut status, &facts(2));
+        assert_eq!(phase_of(&status), TaskPhase::Running);
+    }
+
+    #[test]
+    fn a_cancelled_task_shows_cancelled_not_failed() {
+        for shutdown in [Shutdown::Terminate, Shutdown::Graceful] {
+            let mut spec = spec(&[("a", &[])]);
+            spec.shutdown = Some(shutdown);
+            let mut status = accepted();
+            advance(&spec, &mut status, &facts(1));
+            assert_eq!(phase_of(&status), TaskPhase::Cancelled, "{shutdown:?}");
+        }
+        let mut failed = accepted();
+        finish_failed(&mut failed, reason::SUBTASK_FAILED, "x", Some(1), at(1));
+        assert_eq!(phase_of(&failed), TaskPhase::Failed);
     }
 }

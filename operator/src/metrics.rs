@@ -14,13 +14,15 @@ use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
 /// Every Task phase, in lifecycle order: each gets a `maos_tasks` series from the start.
-const PHASES: [TaskPhase; 6] = [
+const PHASES: [TaskPhase; 8] = [
     TaskPhase::Pending,
     TaskPhase::Planning,
     TaskPhase::Running,
+    TaskPhase::Suspended,
     TaskPhase::Synthesizing,
     TaskPhase::Succeeded,
     TaskPhase::Failed,
+    TaskPhase::Cancelled,
 ];
 
 /// Buckets from 1 ms to 10 s, for dispatch latency and reconcile duration.
@@ -34,9 +36,11 @@ fn phase_name(phase: TaskPhase) -> &'static str {
         TaskPhase::Pending => "Pending",
         TaskPhase::Planning => "Planning",
         TaskPhase::Running => "Running",
+        TaskPhase::Suspended => "Suspended",
         TaskPhase::Synthesizing => "Synthesizing",
         TaskPhase::Succeeded => "Succeeded",
         TaskPhase::Failed => "Failed",
+        TaskPhase::Cancelled => "Cancelled",
     }
 }
 

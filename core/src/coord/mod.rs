@@ -17,6 +17,7 @@ pub mod dump;
 mod entry;
 pub mod error;
 pub mod events;
+pub mod failure;
 pub mod journal;
 pub mod keys;
 pub mod mailbox;

@@ -498,7 +498,7 @@ async fn write_status(
         ctx.metrics.set_task_phase(&uid, Some(phase));
     }
     if written_phase != Some(phase) || before != phase {
-        phase_event(task, ctx, &memory.status, phase).await;
+        phase_event(task, ctx, &memory.status, written_phase, phase).await;
     }
     Ok(true)
 }
@@ -519,9 +519,31 @@ async fn ack(memory: &mut TaskMemory, task: &Task) {
     }
 }
 
-async fn phase_event(task: &Task, ctx: &Context, status: &TaskStatus, phase: TaskPhase) {
+async fn phase_event(
+    task: &Task,
+    ctx: &Context,
+    status: &TaskStatus,
+    from: Option<TaskPhase>,
+    phase: TaskPhase,
+) {
     let succeeded = find_condition(&status.conditions, cond::SUCCEEDED);
     let (type_, reason, note) = match phase {
+        TaskPhase::Cancelled => (
+            EventType::Normal,
+            reason::CANCELLED.to_owned(),
+            succeeded.map_or(String::new(), |c| c.message.clone()),
+        ),
+        TaskPhase::Suspended => (
+            EventType::Normal,
+            "Suspended".to_owned(),
+            "spec.suspend is true: no new dispatch; running subtasks finish".to_owned(),
+        ),
+        // Out of a suspension, as a Job reports it.
+        other if from == Some(TaskPhase::Suspended) => (
+            EventType::Normal,
+            "Resumed".to_owned(),
+            format!("spec.suspend is false: dispatch resumed; Task is {other:?}"),
+        ),
         TaskPhase::Failed => (
             EventType::Warning,
             succeeded.map_or("Failed".to_owned(), |c| c.reason.clone()),
@@ -554,6 +576,15 @@ async fn phase_event(task: &Task, ctx: &Context, status: &TaskStatus, phase: Tas
             format!("Task is {other:?}"),
         ),
     };
+    // Names and reasons only: condition messages never hold a prompt, an answer or a secret.
+    tracing::info!(
+        task = %task.name_any(),
+        namespace = %task.namespace().unwrap_or_default(),
+        from = ?from,
+        phase = ?phase,
+        reason = %reason,
+        "Task phase changed"
+    );
     ctx.event(task, type_, &reason, "Reconcile", note).await;
 }
 

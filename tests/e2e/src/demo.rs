@@ -896,7 +896,7 @@ async fn follow(
 fn is_finished(task: &Task) -> bool {
     matches!(
         task.status.as_ref().and_then(|s| s.phase),
-        Some(TaskPhase::Succeeded | TaskPhase::Failed)
+        Some(TaskPhase::Succeeded | TaskPhase::Failed | TaskPhase::Cancelled)
     )
 }
 

@@ -4,7 +4,7 @@
 
 use std::time::{Duration, Instant};
 
-use maos_core::api::v1alpha1::{SubtaskPhase, Task};
+use maos_core::api::v1alpha1::{SubtaskPhase, Task, TaskPhase};
 use maos_e2e::stack::{Stack, StackConfig, condition, has_condition, pool_manifest, subtask};
 
 /// Long enough for a whole Task on a loaded 2-core machine.
@@ -77,11 +77,17 @@ spec:
         )
         .expect("kubectl apply the suspended task");
 
-    stack
+    let held = stack
         .wait_task("paused", "Suspended=True", TASK_DEADLINE, |t| {
             has_condition(t, "Suspended", "True", None)
         })
         .await;
+    assert_eq!(
+        held.status.as_ref().and_then(|s| s.phase),
+        Some(TaskPhase::Suspended),
+        "the phase column shows a held Task as Suspended: {:?}",
+        held.status
+    );
     // An observation window, not synchronisation: nothing may start while it lasts.
     let watched = Instant::now();
     while watched.elapsed() < OBSERVATION {
@@ -126,11 +132,26 @@ spec:
         "{:?}",
         task.status
     );
-    assert!(
-        has_condition(&task, "Suspended", "False", None),
-        "{:?}",
-        condition(&task, "Suspended")
+    let suspended = condition(&task, "Suspended").expect("Suspended condition");
+    assert_eq!(
+        (suspended.status.as_str(), suspended.reason.as_str()),
+        ("False", "Finished"),
+        "{suspended:?}"
     );
+    assert!(!suspended.message.is_empty(), "{suspended:?}");
+    let reasons: Vec<String> = stack
+        .events_for("Task", "paused")
+        .await
+        .expect("list the Task's Events")
+        .into_iter()
+        .filter_map(|e| e.reason)
+        .collect();
+    for expected in ["Suspended", "Resumed"] {
+        assert!(
+            reasons.iter().any(|r| r == expected),
+            "no {expected} Event among {reasons:?}"
+        );
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -174,6 +195,11 @@ async fn shutdown_terminate_cancels_a_running_task_and_stops_its_agents() {
         (succeeded.status.as_str(), succeeded.reason.as_str()),
         ("False", "Cancelled"),
         "{succeeded:?}"
+    );
+    assert_eq!(
+        task.status.as_ref().and_then(|s| s.phase),
+        Some(TaskPhase::Cancelled),
+        "a user's shutdown is shown as Cancelled, not Failed"
     );
     for name in &was_running {
         let entry = subtask(&task, name).expect("status entry");

@@ -71,6 +71,8 @@ pub mod reason {
     pub const COMPLETED: &str = "Completed";
     /// The API-key Secret of a pool is missing.
     pub const SECRET_NOT_FOUND: &str = "SecretNotFound";
+    /// The Task finished: nothing more progresses.
+    pub const FINISHED: &str = "Finished";
 }
 
 /// Sets one condition in a list, keyed by type, as Kubernetes' `meta.SetStatusCondition` does:

@@ -328,18 +328,22 @@ pub struct TaskStatus {
 /// A one-word summary of a Task's conditions.
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
 pub enum TaskPhase {
-    /// Accepted but not yet planning (e.g. waiting for its pool).
+    /// Not yet accepted (e.g. waiting for its pool to exist, or for the checkpoint it resumes from).
     Pending,
     /// A planner agent is splitting the goal into subtasks.
     Planning,
     /// Subtasks are being worked.
     Running,
+    /// `spec.suspend` holds new dispatch; subtasks already running finish.
+    Suspended,
     /// The final subtask is merging the results.
     Synthesizing,
     /// The Task finished with a result.
     Succeeded,
     /// The Task finished without a result; the Succeeded condition says why.
     Failed,
+    /// A user stopped the Task with `spec.shutdown` before it finished.
+    Cancelled,
 }
 
 /// How many subtasks are in each phase.
