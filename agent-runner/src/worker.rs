@@ -244,7 +244,7 @@ async fn report(task: &Task, agent: &AgentName, item: &WorkItem, ending: &Ending
     let kind = match ending {
         Ending::Finished => EventKind::SubtaskSucceeded,
         Ending::Failed { reason, detail } => EventKind::SubtaskFailed {
-            reason: format!("{}: {detail}", reason.as_str()),
+            reason: reason.with_detail(detail),
         },
         Ending::Interrupted => return,
     };

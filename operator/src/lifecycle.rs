@@ -15,6 +15,7 @@ use maos_core::api::v1alpha1::conditions::{
 use maos_core::api::v1alpha1::{
     Shutdown, SubtaskPhase, SubtaskSpec, SubtaskStatus, TaskPhase, TaskSpec, TaskStatus,
 };
+use maos_core::coord::failure::FailReason;
 use maos_core::coord::queue::WorkKind;
 use maos_core::dag::{DraftNode, Plan, SubtaskName};
 use maos_core::validate::check_subtasks;
@@ -162,7 +163,7 @@ pub fn phase_of(status: &TaskStatus) -> TaskPhase {
         return TaskPhase::Pending;
     }
     if find_condition(&status.conditions, cond::SUSPENDED)
-        .is_some_and(|c| c.status == "True" && c.reason == "Suspended")
+        .is_some_and(|c| c.status == "True" && c.reason == reason::SUSPENDED)
     {
         return TaskPhase::Suspended;
     }
@@ -331,7 +332,7 @@ pub fn advance(spec: &TaskSpec, status: &mut TaskStatus, facts: &Facts<'_>) -> O
             .map(|failed| {
                 let message = failed.message.clone().unwrap_or_default();
                 let attempts = failed.attempts.unwrap_or(1);
-                if message.starts_with("BudgetExceeded") {
+                if FailReason::of_message(&message) == Some(FailReason::BudgetExceeded) {
                     (
                         reason::BUDGET_EXCEEDED,
                         format!("subtask {} stopped: {message}", failed.name),
@@ -363,7 +364,11 @@ pub fn advance(spec: &TaskSpec, status: &mut TaskStatus, facts: &Facts<'_>) -> O
             "ShuttingDown",
             "spec.shutdown is Graceful: no new dispatch",
         ),
-        (true, _) => ("True", "Suspended", "spec.suspend is true: no new dispatch"),
+        (true, _) => (
+            "True",
+            reason::SUSPENDED,
+            "spec.suspend is true: no new dispatch",
+        ),
         (false, _) => ("False", "Running", ""),
     };
     set(

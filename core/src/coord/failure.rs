@@ -2,8 +2,6 @@
 //! `SubtaskFailed` event (`"<Reason>: <detail>"`) and the operator reads back, so the two can
 //! never disagree on which failures are worth another attempt.
 
-use std::fmt;
-
 /// Why an attempt failed. The CamelCase name is the prefix of the event's reason.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum FailReason {
@@ -78,12 +76,6 @@ impl FailReason {
     /// The event text `"<Reason>: <detail>"`.
     pub fn with_detail(self, detail: &str) -> String {
         format!("{}: {detail}", self.as_str())
-    }
-}
-
-impl fmt::Display for FailReason {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
     }
 }
 

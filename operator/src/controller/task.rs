@@ -25,6 +25,7 @@ use maos_core::api::v1alpha1::conditions::{find_condition, reason, task as cond}
 use maos_core::api::v1alpha1::limits::MAX_RESULT_LEN;
 use maos_core::api::v1alpha1::{AgentPool, ResultRef, SubtaskPhase, Task, TaskPhase, TaskStatus};
 use maos_core::coord::events::{EventConsumer, EventKind};
+use maos_core::coord::failure::FailReason;
 use maos_core::coord::keys::GROUP_OPERATOR;
 use maos_core::coord::plan::Goal;
 use maos_core::coord::queue::{EntryId, WorkItem};
@@ -361,7 +362,9 @@ async fn step(
                         ctx.metrics.observe_subtask(seconds.max(0.0));
                     }
                 }
-                EventKind::SubtaskFailed { reason } if reason.starts_with("BudgetExceeded") => {
+                EventKind::SubtaskFailed { reason }
+                    if FailReason::of_message(reason) == Some(FailReason::BudgetExceeded) =>
+                {
                     budget_spent_by_agent = true;
                 }
                 _ => {}
@@ -535,14 +538,8 @@ async fn phase_event(
         ),
         TaskPhase::Suspended => (
             EventType::Normal,
-            "Suspended".to_owned(),
+            reason::SUSPENDED.to_owned(),
             "spec.suspend is true: no new dispatch; running subtasks finish".to_owned(),
-        ),
-        // Out of a suspension, as a Job reports it.
-        other if from == Some(TaskPhase::Suspended) => (
-            EventType::Normal,
-            "Resumed".to_owned(),
-            format!("spec.suspend is false: dispatch resumed; Task is {other:?}"),
         ),
         TaskPhase::Failed => (
             EventType::Warning,
@@ -570,6 +567,13 @@ async fn phase_event(
                 accepted.map_or(String::new(), |c| c.message.clone()),
             )
         }
+        // Out of a suspension into a live phase, as a Job reports it (a finished one says how
+        // it finished above).
+        other if from == Some(TaskPhase::Suspended) => (
+            EventType::Normal,
+            reason::RESUMED.to_owned(),
+            format!("spec.suspend is false: dispatch resumed; Task is {other:?}"),
+        ),
         other => (
             EventType::Normal,
             format!("{other:?}"),

@@ -55,7 +55,7 @@ pub mod reason {
     pub const STATE_LOST: &str = "StateLost";
     /// A Task's lost Redis state was restored from a checkpoint (an Event reason).
     pub const STATE_RESTORED: &str = "StateRestored";
-    /// A Task started from a checkpoint (an Event reason).
+    /// A Task started from a checkpoint, or left a suspension (an Event reason).
     pub const RESUMED: &str = "Resumed";
     /// The checkpoint a Task resumes from does not exist (yet).
     pub const CHECKPOINT_NOT_FOUND: &str = "CheckpointNotFound";
@@ -73,6 +73,8 @@ pub mod reason {
     pub const SECRET_NOT_FOUND: &str = "SecretNotFound";
     /// The Task finished: nothing more progresses.
     pub const FINISHED: &str = "Finished";
+    /// `spec.suspend` holds the Task's dispatch (the Suspended condition and its Event).
+    pub const SUSPENDED: &str = "Suspended";
 }
 
 /// Sets one condition in a list, keyed by type, as Kubernetes' `meta.SetStatusCondition` does:
