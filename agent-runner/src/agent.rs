@@ -6,7 +6,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use maos_core::coord::budget::ReserveOutcome;
 use maos_core::coord::events::{Event, EventKind};
-use maos_core::coord::journal::{Conversation, EntryKind, Journal};
+use maos_core::coord::journal::{EntryKind, Journal};
 use maos_core::coord::mailbox::Cursor;
 use maos_core::coord::queue::{WorkItem, WorkKind};
 use maos_core::coord::ratelimit::{Admission, RateLimiter};
@@ -16,6 +16,7 @@ use serde_json::json;
 use crate::claude::types::{
     ContentBlock, Message, MessageResponse, MessagesRequest, Role, StopReason, TextBlock,
 };
+use crate::replay::{self, Replayed, Tail};
 
 /// A failure outside the subtask's control: the item stays pending and is reclaimed later.
 #[derive(Debug, thiserror::Error)]
@@ -141,6 +142,17 @@ pub fn first_message(kind: WorkKind, brief: &Brief) -> String {
     text
 }
 
+/// What a retry is told about the attempt before it, as a section of the opening message.
+fn failure_section(last_failure: Option<&str>) -> String {
+    match last_failure {
+        Some(reason) => format!(
+            "\n# The previous attempt failed\n{}\nAvoid what made it fail.\n",
+            truncate(reason, 500)
+        ),
+        None => String::new(),
+    }
+}
+
 /// Most bus messages put into the opening message.
 const OPENING_MESSAGES: usize = 50;
 /// Longest bus message quoted in the opening message.
@@ -159,43 +171,8 @@ fn messages_section(messages: &[maos_core::coord::mailbox::Message]) -> String {
     text
 }
 
-/// The conversation a journal records, after the first message: each model response as an
-/// assistant message and the tool results after it as one user message. An unreadable entry
-/// is returned as its error text.
-pub fn replay<'a>(
-    first: Message,
-    entries: impl IntoIterator<Item = (&'a EntryKind, &'a str)>,
-) -> Result<Vec<Message>, String> {
-    let mut messages = vec![first];
-    for (kind, body) in entries {
-        match kind {
-            // The opening message is `first`.
-            EntryKind::Opening => {}
-            EntryKind::ModelResponse => {
-                let content: Vec<ContentBlock> =
-                    serde_json::from_str(body).map_err(|e| format!("model response: {e}"))?;
-                messages.push(Message {
-                    role: Role::Assistant,
-                    content,
-                });
-            }
-            EntryKind::ToolResult { .. } => {
-                let block: ContentBlock =
-                    serde_json::from_str(body).map_err(|e| format!("tool result: {e}"))?;
-                match messages.last_mut() {
-                    Some(last) if last.role == Role::User => last.content.push(block),
-                    _ => messages.push(Message {
-                        role: Role::User,
-                        content: vec![block],
-                    }),
-                }
-            }
-        }
-    }
-    Ok(messages)
-}
-
-fn now_ms() -> u64 {
+/// Milliseconds since the Unix epoch.
+pub fn now_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
@@ -242,17 +219,17 @@ pub async fn run(work: WorkItemRun<'_>) -> Result<Ending, AgentError> {
     let (recorded, inbox) = (recorded?, inbox?);
     announced?;
     let mut cursor = Cursor::start();
+    // Only the attempt in progress is replayed: a failed attempt's conversation ends with its
+    // marker, and the retry starts afresh, told why the last one failed.
+    let live = recorded.live();
     // The opening message as the model first saw it: from the journal on a takeover, else
     // built now (goal, subtask, dependency results, messages so far) and journaled first.
-    let opening = match recorded
-        .entries
-        .iter()
-        .find(|e| e.kind == EntryKind::Opening)
-    {
+    let opening = match live.iter().find(|e| e.kind == EntryKind::Opening) {
         Some(entry) => entry.body.clone(),
         None => {
             cursor = inbox.cursor;
             let mut text = first_message(item.kind, brief);
+            text.push_str(&failure_section(recorded.last_failure()));
             text.push_str(&messages_section(&inbox.messages));
             journal
                 .append(item.attempt, &EntryKind::Opening, &text)
@@ -260,50 +237,54 @@ pub async fn run(work: WorkItemRun<'_>) -> Result<Ending, AgentError> {
             text
         }
     };
-    let first = Message::user_text(opening);
-    let mut messages = replay(
-        first,
-        recorded.entries.iter().map(|e| (&e.kind, e.body.as_str())),
+    let Replayed {
+        mut messages,
+        last_stop,
+        mut turns,
+    } = replay::replay(
+        Message::user_text(opening),
+        live.iter().map(|e| (&e.kind, e.body.as_str())),
     )
     .map_err(|detail| AgentError::CorruptJournal {
         subtask: item.subtask.to_string(),
         detail,
     })?;
-    let mut turns = u32::try_from(
-        recorded
-            .entries
-            .iter()
-            .filter(|e| e.kind == EntryKind::ModelResponse)
-            .count(),
-    )
-    .unwrap_or(u32::MAX);
     let tools = tools::definitions(item.kind);
     let system = vec![TextBlock::new(system_prompt(item.kind)).cached()];
 
-    // A journal that ends with tool calls whose results are missing: the previous agent died
-    // between the model's answer and the tools; run the missing ones now.
-    if let Some(Message {
-        role: Role::Assistant,
-        content,
-    }) = messages.last().cloned()
-    {
-        let mut ctx = tool_context(task, agent, item, brief, &mut cursor);
-        if let Some(ending) = run_tools(
-            &content,
-            &recorded,
-            item,
-            &journal,
-            &mut ctx,
-            &mut messages,
-            metrics,
-        )
-        .await?
-        {
-            return Ok(ending);
-        }
-    }
-
+    // A takeover goes on from where the dead agent stopped: unanswered tool calls, a final
+    // answer it did not record, a result it recorded but did not report.
+    let mut next = replay::tail(&messages, last_stop);
     loop {
+        match next {
+            Tail::Call => {}
+            Tail::Finished => return Ok(Ending::Finished),
+            Tail::RunTools => {
+                let mut ctx = tool_context(task, agent, item, brief, &mut cursor);
+                if let Some(ending) =
+                    run_tools(item, &journal, &mut ctx, &mut messages, metrics).await?
+                {
+                    return Ok(ending);
+                }
+            }
+            Tail::Stopped(stop) => match stop {
+                // The API paused a long turn: sending the conversation back continues it.
+                Some(StopReason::PauseTurn) => {}
+                Some(StopReason::Refusal) => {
+                    return Ok(failed(
+                        FailReason::NoAnswer,
+                        "the model declined the subtask",
+                    ));
+                }
+                Some(StopReason::MaxTokens) => {
+                    return Ok(failed(
+                        FailReason::ModelError,
+                        "the model's answer exceeded max_tokens",
+                    ));
+                }
+                _ => return finish_without_tool(&messages, item, task, agent).await,
+            },
+        }
         if stop.is_some_and(|stop| *stop.borrow()) {
             return Ok(Ending::Interrupted);
         }
@@ -374,7 +355,7 @@ pub async fn run(work: WorkItemRun<'_>) -> Result<Ending, AgentError> {
                 limiter
                     .refund(estimated_input, u64::from(settings.max_tokens))
                     .await?;
-                return Ok(model_failure(&err));
+                return Ok(model_failure(&err, item));
             }
         };
         metrics.model_request("ok");
@@ -400,7 +381,7 @@ pub async fn run(work: WorkItemRun<'_>) -> Result<Ending, AgentError> {
                 cache_creation: response.usage.cache_creation_input_tokens,
             },
         );
-        let body = json!(response.content).to_string();
+        let body = replay::turn_body(&response);
         // Four independent writes: sent together, they share round trips on the multiplexed
         // connection instead of queueing one behind the other.
         let budget = task.budget();
@@ -421,42 +402,8 @@ pub async fn run(work: WorkItemRun<'_>) -> Result<Ending, AgentError> {
         published?;
         journaled?;
         turns += 1;
-        messages.push(response.to_message());
-
-        match response.stop_reason {
-            Some(StopReason::ToolUse) => {
-                let mut ctx = tool_context(task, agent, item, brief, &mut cursor);
-                let content = response.content.clone();
-                if let Some(ending) = run_tools(
-                    &content,
-                    &Conversation::default(),
-                    item,
-                    &journal,
-                    &mut ctx,
-                    &mut messages,
-                    metrics,
-                )
-                .await?
-                {
-                    return Ok(ending);
-                }
-            }
-            // The API paused a long turn: sending the conversation back continues it.
-            Some(StopReason::PauseTurn) => {}
-            Some(StopReason::Refusal) => {
-                return Ok(failed(
-                    FailReason::NoAnswer,
-                    "the model declined the subtask",
-                ));
-            }
-            Some(StopReason::MaxTokens) => {
-                return Ok(failed(
-                    FailReason::ModelError,
-                    "the model's answer exceeded max_tokens",
-                ));
-            }
-            _ => return finish_without_tool(&response, item, task, agent).await,
-        }
+        replay::push(&mut messages, response.to_message());
+        next = replay::tail(&messages, response.stop_reason);
     }
 }
 
@@ -528,15 +475,26 @@ async fn stream_with_progress(
 }
 
 /// The model ended its turn without calling the finishing tool: its text is the result of a
-/// work item; a plan item has no plan.
+/// work item; a plan item has no plan, and fails for the reason its last plan was refused.
 async fn finish_without_tool(
-    response: &MessageResponse,
+    messages: &[Message],
     item: &WorkItem,
     task: &Task,
     agent: &AgentName,
 ) -> Result<Ending, AgentError> {
-    let text = response.text();
-    if item.kind == WorkKind::Plan || text.trim().is_empty() {
+    if item.kind == WorkKind::Plan {
+        return Ok(match replay::plan_refusal(messages) {
+            Some(refusal) => failed(FailReason::PlanRejected, truncate(refusal, 300)),
+            None => failed(
+                FailReason::NoAnswer,
+                "the model ended without submitting a plan",
+            ),
+        });
+    }
+    let text = replay::last_turn(messages)
+        .map(Message::text)
+        .unwrap_or_default();
+    if text.trim().is_empty() {
         return Ok(failed(
             FailReason::NoAnswer,
             "the model ended without an answer",
@@ -548,28 +506,31 @@ async fn finish_without_tool(
     Ok(Ending::Finished)
 }
 
-/// Runs the tool calls of `content` that `recorded` has no result for, journals each result,
+/// Runs the tool calls of the last model turn that have no result yet, journals each result,
 /// and appends them as one user message. Returns the ending if a tool finished the item.
 async fn run_tools(
-    content: &[ContentBlock],
-    recorded: &Conversation,
     item: &WorkItem,
     journal: &Journal,
     ctx: &mut ToolContext<'_>,
     messages: &mut Vec<Message>,
     metrics: &AgentMetrics,
 ) -> Result<Option<Ending>, AgentError> {
+    let calls: Vec<(String, String, serde_json::Value)> = replay::last_turn(messages)
+        .into_iter()
+        .flat_map(|turn| &turn.content)
+        .filter_map(|block| match block {
+            ContentBlock::ToolUse { id, name, input } if !replay::is_answered(messages, id) => {
+                Some((id.clone(), name.clone(), input.clone()))
+            }
+            _ => None,
+        })
+        .collect();
+    // A takeover may find some results journaled: a finishing one among them still counts.
+    let mut finished = replay::finished_by_tool(messages);
     let mut results = Vec::new();
-    let mut finished = false;
-    for block in content {
-        let ContentBlock::ToolUse { id, name, input } = block else {
-            continue;
-        };
-        if recorded.tool_result(id).is_some() {
-            continue;
-        }
-        let outcome = match tools::parse(name, input, item.kind) {
-            Ok(call) => tools::execute(call, id, ctx).await?,
+    for (id, name, input) in calls {
+        let outcome = match tools::parse(&name, &input, item.kind) {
+            Ok(call) => tools::execute(call, &id, ctx).await?,
             Err(refused) => ToolOutcome::Reply {
                 content: refused.to_string(),
                 is_error: true,
@@ -578,7 +539,7 @@ async fn run_tools(
         let (content, is_error) = match outcome {
             ToolOutcome::Reply { content, is_error } => {
                 if is_error {
-                    metrics.tool_error(name);
+                    metrics.tool_error(&name);
                 }
                 (content, is_error)
             }
@@ -596,22 +557,20 @@ async fn run_tools(
         journal
             .append(
                 item.attempt,
-                &EntryKind::ToolResult {
-                    tool_use_id: id.clone(),
-                },
+                &EntryKind::ToolResult { tool_use_id: id },
                 &body,
             )
             .await?;
         results.push(result);
     }
     if !results.is_empty() {
-        match messages.last_mut() {
-            Some(last) if last.role == Role::User => last.content.extend(results),
-            _ => messages.push(Message {
+        replay::push(
+            messages,
+            Message {
                 role: Role::User,
                 content: results,
-            }),
-        }
+            },
+        );
     }
     Ok(finished.then_some(Ending::Finished))
 }
@@ -688,11 +647,44 @@ fn estimate_tokens(request: &MessagesRequest) -> u64 {
     u64::try_from(counter.0 / 4).unwrap_or(u64::MAX)
 }
 
-fn model_failure(err: &ClaudeError) -> Ending {
+/// How a failed model call ends the attempt. A refusal of the key, the model or the request
+/// would be refused again, so it is permanent (the operator fails the subtask at once) and
+/// logged once here; anything else may pass on another attempt.
+fn model_failure(err: &ClaudeError, item: &WorkItem) -> Ending {
     // The error's text never holds the key (see claude::error); keep it short for status.
+    let ClaudeError::Rejected {
+        status,
+        kind,
+        message,
+        request_id,
+    } = err
+    else {
+        return failed(
+            FailReason::ModelError,
+            truncate(&format!("{}: {err}", err.reason()), 300),
+        );
+    };
+    let reason = match status {
+        401 | 403 => FailReason::ModelAuthFailed,
+        404 => FailReason::ModelNotFound,
+        _ => FailReason::ModelRequestRejected,
+    };
+    tracing::warn!(
+        subtask = %item.subtask,
+        attempt = item.attempt,
+        status,
+        kind = %kind,
+        request_id = request_id.as_deref().unwrap_or(""),
+        reason = reason.as_str(),
+        "the Claude API refused the call; the subtask fails without a retry: {}",
+        truncate(message, 300)
+    );
     failed(
-        FailReason::ModelError,
-        truncate(&format!("{}: {err}", err.reason()), 300),
+        reason,
+        truncate(
+            &format!("the Claude API answered {status} {kind}: {message}"),
+            300,
+        ),
     )
 }
 
@@ -722,61 +714,57 @@ mod tests {
         assert!(first_message(WorkKind::Plan, &brief()).contains("at most 6 subtasks"));
     }
 
-    fn entry(kind: EntryKind, body: serde_json::Value) -> (EntryKind, String) {
-        (kind, body.to_string())
+    #[test]
+    fn a_retry_is_told_why_the_attempt_before_it_failed() {
+        assert_eq!(failure_section(None), "");
+        let section = failure_section(Some("PlanRejected: the plan has 6 subtasks"));
+        assert!(section.contains("previous attempt failed"));
+        assert!(section.contains("PlanRejected: the plan has 6 subtasks"));
+    }
+
+    fn item() -> WorkItem {
+        WorkItem {
+            task: maos_core::coord::TaskUid::new("t-1").expect("uid"),
+            subtask: maos_core::dag::SubtaskName::new("a").expect("name"),
+            kind: WorkKind::Work,
+            attempt: 1,
+            deadline_ms: 0,
+        }
     }
 
     #[test]
-    fn a_journal_replays_into_alternating_messages() {
-        let journal = [
-            entry(
-                EntryKind::ModelResponse,
-                json!([{"type": "tool_use", "id": "t1", "name": "read_state", "input": {"key": "a"}},
-                                                     {"type": "tool_use", "id": "t2", "name": "list_state", "input": {"prefix": ""}}]),
+    fn refusals_of_key_model_and_request_are_permanent_and_named() {
+        let rejected = |status: u16, message: &str| ClaudeError::Rejected {
+            status,
+            kind: "error".into(),
+            message: message.into(),
+            request_id: None,
+        };
+        let cases = [
+            (
+                rejected(401, "invalid x-api-key"),
+                FailReason::ModelAuthFailed,
             ),
-            entry(
-                EntryKind::ToolResult {
-                    tool_use_id: "t1".into(),
-                },
-                json!({"type": "tool_result", "tool_use_id": "t1", "content": "{}"}),
+            (rejected(403, "forbidden"), FailReason::ModelAuthFailed),
+            (
+                rejected(404, "model: claude-nope"),
+                FailReason::ModelNotFound,
             ),
-            entry(
-                EntryKind::ToolResult {
-                    tool_use_id: "t2".into(),
-                },
-                json!({"type": "tool_result", "tool_use_id": "t2", "content": "{}"}),
+            (
+                rejected(400, "prompt is too long"),
+                FailReason::ModelRequestRejected,
             ),
-            entry(
-                EntryKind::ModelResponse,
-                json!([{"type": "text", "text": "ok"}]),
-            ),
+            (ClaudeError::Timeout, FailReason::ModelError),
         ];
-        let messages = replay(
-            Message::user_text("go"),
-            journal.iter().map(|(k, b)| (k, b.as_str())),
-        )
-        .expect("replays");
-        let roles: Vec<Role> = messages.iter().map(|m| m.role).collect();
-        assert_eq!(
-            roles,
-            [Role::User, Role::Assistant, Role::User, Role::Assistant]
-        );
-        assert_eq!(
-            messages[2].content.len(),
-            2,
-            "both results in one user message"
-        );
-    }
-
-    #[test]
-    fn a_corrupt_journal_entry_is_an_error() {
-        let journal = [entry(EntryKind::ModelResponse, json!({"not": "a list"}))];
-        assert!(
-            replay(
-                Message::user_text("go"),
-                journal.iter().map(|(k, b)| (k, b.as_str()))
-            )
-            .is_err()
-        );
+        for (err, want) in cases {
+            let Ending::Failed { reason, detail } = model_failure(&err, &item()) else {
+                panic!("{err} did not fail the attempt");
+            };
+            assert_eq!(reason, want, "{err}");
+            assert_eq!(reason.is_permanent(), want != FailReason::ModelError);
+            if let ClaudeError::Rejected { message, .. } = &err {
+                assert!(detail.contains(message.as_str()), "{detail}");
+            }
+        }
     }
 }

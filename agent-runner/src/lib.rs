@@ -6,5 +6,6 @@ pub mod claude;
 pub mod config;
 pub mod http;
 pub mod metrics;
+pub mod replay;
 pub mod tools;
 pub mod worker;

@@ -5,6 +5,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use maos_core::coord::events::{Event, EventKind};
+use maos_core::coord::journal::EntryKind;
+use maos_core::coord::model_errors::{ModelErrorReport, ModelErrors};
 use maos_core::coord::queue::{Claimed, WorkItem, WorkKind};
 use maos_core::coord::{
     AgentName, CoordError, Pool, PoolUid, Redis, RedisConfig, Secret, Task, Topology,
@@ -80,6 +82,10 @@ pub async fn run(
         stream: config.stream,
     };
 
+    let model_errors = pool.model_errors();
+    // Whether this agent's report of a refused key or model is in the pool's status.
+    let mut reported_model_error = false;
+
     queue.heartbeat(&agent).await?;
     let beats = tokio::spawn(beat(
         queue.clone(),
@@ -117,6 +123,7 @@ pub async fn run(
             }
         };
         for Claimed { id, item } in items {
+            tracing::info!(task = %item.task, subtask = %item.subtask, attempt = item.attempt, kind = ?item.kind, "claimed a work item");
             let task = pool.task(&item.task);
             metrics.busy.set(1);
             let started = std::time::Instant::now();
@@ -159,6 +166,8 @@ pub async fn run(
                         .subtask_seconds
                         .observe(started.elapsed().as_secs_f64());
                     report(&task, &agent, &item, &ending).await;
+                    note_model_health(&model_errors, &agent, &ending, &mut reported_model_error)
+                        .await;
                     if let Err(err) = queue.ack(&[id]).await {
                         tracing::warn!(error = %err, "acking a finished item failed; it may be redelivered");
                     }
@@ -239,13 +248,27 @@ pub async fn brief(task: &Task, item: &WorkItem) -> Result<Result<Brief, Ending>
     }))
 }
 
-/// Publishes how the item ended, for the operator to fold into status.
+/// Publishes how the item ended, for the operator to fold into status. A failure first ends
+/// the attempt in the journal, so the retry starts a fresh conversation instead of replaying
+/// this one.
 async fn report(task: &Task, agent: &AgentName, item: &WorkItem, ending: &Ending) {
     let kind = match ending {
-        Ending::Finished => EventKind::SubtaskSucceeded,
-        Ending::Failed { reason, detail } => EventKind::SubtaskFailed {
-            reason: reason.with_detail(detail),
-        },
+        Ending::Finished => {
+            tracing::info!(task = %item.task, subtask = %item.subtask, attempt = item.attempt, kind = ?item.kind, "work item finished");
+            EventKind::SubtaskSucceeded
+        }
+        Ending::Failed { reason, detail } => {
+            tracing::info!(task = %item.task, subtask = %item.subtask, attempt = item.attempt, kind = ?item.kind, reason = reason.as_str(), "work item failed");
+            let reason = reason.with_detail(detail);
+            if let Err(err) = task
+                .journal(&item.subtask)
+                .append(item.attempt, &EntryKind::Ended, &reason)
+                .await
+            {
+                tracing::warn!(error = %err, "ending the attempt in the journal failed; a retry may replay it");
+            }
+            EventKind::SubtaskFailed { reason }
+        }
         Ending::Interrupted => return,
     };
     if let Err(err) = task
@@ -259,6 +282,34 @@ async fn report(task: &Task, agent: &AgentName, item: &WorkItem, ending: &Ending
         .await
     {
         tracing::warn!(error = %err, "publishing the item's ending failed");
+    }
+}
+
+/// Tells the pool when the API refused its key or model, and when a call went through again.
+async fn note_model_health(
+    model_errors: &ModelErrors,
+    agent: &AgentName,
+    ending: &Ending,
+    reported: &mut bool,
+) {
+    let result = match ending {
+        Ending::Failed { reason, detail } if ModelErrorReport::concerns_pool(*reason) => {
+            let report = ModelErrorReport {
+                reason: *reason,
+                message: detail.clone(),
+                at_ms: agent::now_ms(),
+            };
+            *reported = true;
+            model_errors.report(agent, &report).await
+        }
+        Ending::Finished if *reported => {
+            *reported = false;
+            model_errors.clear(&[agent.as_str()]).await
+        }
+        _ => Ok(()),
+    };
+    if let Err(err) = result {
+        tracing::warn!(error = %err, "reporting the model's health to the pool failed");
     }
 }
 

@@ -10,10 +10,10 @@
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::{SignedDuration, Timestamp};
 use maos_core::api::v1alpha1::conditions::{
-    condition, find_condition, reason, set_condition, task as cond,
+    condition, find_condition, pool as pool_cond, reason, set_condition, task as cond,
 };
 use maos_core::api::v1alpha1::{
-    Shutdown, SubtaskPhase, SubtaskSpec, SubtaskStatus, TaskPhase, TaskSpec, TaskStatus,
+    AgentPool, Shutdown, SubtaskPhase, SubtaskSpec, SubtaskStatus, TaskPhase, TaskSpec, TaskStatus,
 };
 use maos_core::coord::failure::FailReason;
 use maos_core::coord::queue::WorkKind;
@@ -46,6 +46,24 @@ pub struct Facts<'a> {
     pub budget_exhausted: Option<String>,
     /// The Task's `metadata.generation`.
     pub generation: Option<i64>,
+    /// Why the Task's pool cannot run agents, if it cannot ([`pool_blocker`]).
+    pub pool_blocker: Option<&'a str>,
+}
+
+/// Why `pool` cannot run any agent, if it cannot: its status says it is not Ready because of a
+/// problem (Degraded), not merely agents still starting.
+pub fn pool_blocker(pool: &AgentPool) -> Option<String> {
+    let conditions = &pool.status.as_ref()?.conditions;
+    let ready = find_condition(conditions, pool_cond::READY)?;
+    let degraded = find_condition(conditions, pool_cond::DEGRADED)?;
+    (ready.status == "False" && degraded.status == "True").then(|| {
+        format!(
+            "AgentPool {} cannot run agents: {}: {}",
+            pool.metadata.name.as_deref().unwrap_or_default(),
+            degraded.reason,
+            degraded.message
+        )
+    })
 }
 
 /// A work item to put on the pool's queue.
@@ -167,6 +185,11 @@ pub fn phase_of(status: &TaskStatus) -> TaskPhase {
     {
         return TaskPhase::Suspended;
     }
+    if find_condition(&status.conditions, cond::PROGRESSING)
+        .is_some_and(|c| c.status == "False" && c.reason == reason::POOL_NOT_READY)
+    {
+        return TaskPhase::Blocked;
+    }
     if status.plan_revision.is_none() {
         return TaskPhase::Planning;
     }
@@ -229,6 +252,18 @@ fn finish(status: &mut TaskStatus, now: Timestamp) {
         status.observed_generation,
         now,
     );
+    // Only a Task that ran has the condition: one refused before it started never needed a pool.
+    if find_condition(&status.conditions, cond::PROGRESSING).is_some() {
+        set(
+            status,
+            cond::PROGRESSING,
+            "False",
+            reason::FINISHED,
+            "the Task finished: nothing more progresses",
+            status.observed_generation,
+            now,
+        );
+    }
     summarize(status, now);
 }
 
@@ -332,19 +367,23 @@ pub fn advance(spec: &TaskSpec, status: &mut TaskStatus, facts: &Facts<'_>) -> O
             .map(|failed| {
                 let message = failed.message.clone().unwrap_or_default();
                 let attempts = failed.attempts.unwrap_or(1);
-                if FailReason::of_message(&message) == Some(FailReason::BudgetExceeded) {
-                    (
+                match FailReason::of_message(&message) {
+                    Some(FailReason::BudgetExceeded) => (
                         reason::BUDGET_EXCEEDED,
                         format!("subtask {} stopped: {message}", failed.name),
-                    )
-                } else {
-                    (
+                    ),
+                    // The planner's plan was refused by submit_plan on every attempt.
+                    Some(FailReason::PlanRejected) => (
+                        reason::PLAN_REJECTED,
+                        format!("no plan was accepted after {attempts} attempt(s): {message}"),
+                    ),
+                    _ => (
                         reason::SUBTASK_FAILED,
                         format!(
                             "subtask {} failed after {attempts} attempt(s): {message}",
                             failed.name
                         ),
-                    )
+                    ),
                 }
             })
     };
@@ -356,6 +395,24 @@ pub fn advance(spec: &TaskSpec, status: &mut TaskStatus, facts: &Facts<'_>) -> O
         return outcome;
     }
     outcome.wake(deadline);
+
+    let (progressing, why, message) = match facts.pool_blocker {
+        Some(blocker) => ("False", reason::POOL_NOT_READY, blocker.to_owned()),
+        None => (
+            "True",
+            reason::POOL_READY,
+            format!("AgentPool {} can run agents", spec.pool_ref.name),
+        ),
+    };
+    set(
+        status,
+        cond::PROGRESSING,
+        progressing,
+        why,
+        &message,
+        generation,
+        now,
+    );
 
     let hold = spec.suspend || spec.shutdown == Some(Shutdown::Graceful);
     let (suspended, why, message) = match (spec.suspend, spec.shutdown) {
@@ -710,6 +767,7 @@ mod tests {
             plan_result: None,
             budget_exhausted: None,
             generation: Some(1),
+            pool_blocker: None,
         }
     }
 
@@ -855,6 +913,29 @@ mod tests {
         assert_eq!(
             reason_of(&status),
             ("False".into(), reason::PLAN_REJECTED.into())
+        );
+    }
+
+    #[test]
+    fn a_planner_whose_plans_the_tool_refused_fails_the_task_as_plan_rejected_saying_why() {
+        let spec = spec(&[]);
+        let mut status = accepted();
+        advance(&spec, &mut status, &facts(1));
+        let plan = entry_mut(&mut status, PLAN);
+        plan.phase = SubtaskPhase::Failed;
+        plan.attempts = Some(3);
+        plan.message = Some("PlanRejected: the plan has 6 subtasks; at most 3 are allowed".into());
+        advance(&spec, &mut status, &facts(2));
+        assert_eq!(
+            reason_of(&status),
+            ("False".into(), reason::PLAN_REJECTED.into())
+        );
+        let message = &find_condition(&status.conditions, cond::SUCCEEDED)
+            .expect("c")
+            .message;
+        assert!(
+            message.contains("PlanRejected: the plan has 6 subtasks; at most 3 are allowed"),
+            "{message}"
         );
     }
 
@@ -1093,6 +1174,80 @@ mod tests {
             ("False", reason::FINISHED)
         );
         assert!(!suspended.message.is_empty());
+    }
+
+    #[test]
+    fn a_task_whose_pool_cannot_run_agents_is_blocked_until_it_can() {
+        let spec = spec(&[("a", &[])]);
+        let mut status = accepted();
+        let blocker = "AgentPool default cannot run agents: ModelAuthFailed: invalid x-api-key";
+        let blocked = Facts {
+            pool_blocker: Some(blocker),
+            ..facts(1)
+        };
+        advance(&spec, &mut status, &blocked);
+        assert_eq!(phase_of(&status), TaskPhase::Blocked);
+        let progressing = find_condition(&status.conditions, cond::PROGRESSING).expect("c");
+        assert_eq!(
+            (progressing.status.as_str(), progressing.reason.as_str()),
+            ("False", reason::POOL_NOT_READY)
+        );
+        assert_eq!(progressing.message, blocker);
+
+        advance(&spec, &mut status, &facts(2));
+        assert_eq!(phase_of(&status), TaskPhase::Running);
+        let progressing = find_condition(&status.conditions, cond::PROGRESSING).expect("c");
+        assert_eq!(
+            (progressing.status.as_str(), progressing.reason.as_str()),
+            ("True", reason::POOL_READY)
+        );
+
+        finish_succeeded(&mut status, Some(1), at(3));
+        let progressing = find_condition(&status.conditions, cond::PROGRESSING).expect("c");
+        assert_eq!(
+            (progressing.status.as_str(), progressing.reason.as_str()),
+            ("False", reason::FINISHED)
+        );
+        assert_eq!(phase_of(&status), TaskPhase::Succeeded);
+    }
+
+    #[test]
+    fn a_pool_blocks_its_tasks_only_when_not_ready_for_a_problem() {
+        let pool = |ready: &str, degraded: &str| {
+            let mut pool = AgentPool::new(
+                "default",
+                serde_json::from_value(serde_json::json!({
+                    "apiKeySecretRef": {"name": "anthropic", "key": "api-key"}
+                }))
+                .expect("spec"),
+            );
+            let mut status = maos_core::api::v1alpha1::AgentPoolStatus::default();
+            for (type_, value, why) in [
+                (pool_cond::READY, ready, "ModelAuthFailed"),
+                (pool_cond::DEGRADED, degraded, "ModelAuthFailed"),
+            ] {
+                set_condition(
+                    &mut status.conditions,
+                    condition(type_, value, why, "invalid x-api-key", None, Time(at(0))),
+                );
+            }
+            pool.status = Some(status);
+            pool
+        };
+        assert_eq!(
+            pool_blocker(&pool("False", "True")).as_deref(),
+            Some("AgentPool default cannot run agents: ModelAuthFailed: invalid x-api-key")
+        );
+        assert_eq!(
+            pool_blocker(&pool("False", "False")),
+            None,
+            "agents starting"
+        );
+        assert_eq!(
+            pool_blocker(&pool("True", "True")),
+            None,
+            "some agents work"
+        );
     }
 
     #[test]

@@ -221,9 +221,10 @@ async fn run(config: OperatorConfig) -> anyhow::Result<()> {
 
     let task_controller = Controller::new(tasks, watcher::Config::default());
     let task_store = task_controller.store();
+    let pool_ctx = ctx.clone();
     let task_controller = task_controller
         .watches(pools, watcher::Config::default(), move |pool| {
-            task::tasks_of_pool(&task_store, &pool)
+            task::tasks_of_pool(&task_store, &pool_ctx, &pool)
         })
         .watches(checkpoints, watcher::Config::default(), |checkpoint| {
             task::task_of_checkpoint(&checkpoint)

@@ -14,11 +14,12 @@ use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
 /// Every Task phase, in lifecycle order: each gets a `maos_tasks` series from the start.
-const PHASES: [TaskPhase; 8] = [
+const PHASES: [TaskPhase; 9] = [
     TaskPhase::Pending,
     TaskPhase::Planning,
     TaskPhase::Running,
     TaskPhase::Suspended,
+    TaskPhase::Blocked,
     TaskPhase::Synthesizing,
     TaskPhase::Succeeded,
     TaskPhase::Failed,
@@ -37,6 +38,7 @@ fn phase_name(phase: TaskPhase) -> &'static str {
         TaskPhase::Planning => "Planning",
         TaskPhase::Running => "Running",
         TaskPhase::Suspended => "Suspended",
+        TaskPhase::Blocked => "Blocked",
         TaskPhase::Synthesizing => "Synthesizing",
         TaskPhase::Succeeded => "Succeeded",
         TaskPhase::Failed => "Failed",

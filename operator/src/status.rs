@@ -12,6 +12,9 @@ use maos_core::api::v1alpha1::{
     ModelUsage, SubtaskCounts, SubtaskPhase, SubtaskStatus, TaskStatus, Usage,
 };
 use maos_core::coord::events::{Event, EventKind};
+use maos_core::coord::failure::FailReason;
+
+use crate::lifecycle::{PLAN, SYNTHESIZE};
 
 /// Longest subtask message kept in status.
 const MAX_SUBTASK_MESSAGE: usize = 200;
@@ -169,7 +172,8 @@ pub fn fold(
 }
 
 /// Ends attempt `attempts` of `subtask` as failed: it waits for a retry (`Pending`) while
-/// `retry_limit` retries remain, else it is `Failed` for good.
+/// `retry_limit` retries remain and the reason is not permanent (a refused key, model or
+/// request would be refused again), else it is `Failed` for good.
 pub fn fail_attempt(
     subtask: &mut SubtaskStatus,
     attempts: u32,
@@ -180,7 +184,8 @@ pub fn fail_attempt(
     subtask.attempts = Some(attempts);
     subtask.finished_at = Some(Time(now));
     // `limit` retries after the first attempt.
-    if attempts <= retry_limit {
+    let permanent = FailReason::of_message(reason).is_some_and(FailReason::is_permanent);
+    if attempts <= retry_limit && !permanent {
         subtask.phase = SubtaskPhase::Pending;
         subtask.message = Some(truncate(
             &format!("attempt {attempts} failed, will retry: {reason}"),
@@ -263,8 +268,19 @@ pub fn summarize(status: &mut TaskStatus, now: Timestamp) {
             SubtaskPhase::Failed | SubtaskPhase::Cancelled => counts.failed += 1,
         }
     }
-    let total = status.subtasks.len();
-    status.progress = Some(format!("{}/{total}", counts.succeeded));
+    // The goal's subtasks only: the planner and the synthesizer would make the total jump as
+    // they come and go (0/1 while planning, 7/8 while merging).
+    let goal = status
+        .subtasks
+        .iter()
+        .filter(|s| s.name != PLAN && s.name != SYNTHESIZE);
+    let (done, total) = goal.fold((0, 0), |(done, total), s| {
+        (
+            done + usize::from(s.phase == SubtaskPhase::Succeeded),
+            total + 1,
+        )
+    });
+    status.progress = (total > 0).then(|| format!("{done}/{total}"));
     status.counts = Some(counts);
     if status.started_at.is_none() {
         status.started_at = status
@@ -375,6 +391,24 @@ mod tests {
                 at(*second),
             );
         }
+    }
+
+    #[test]
+    fn progress_counts_the_goals_subtasks_not_the_planner_or_the_synthesizer() {
+        let mut status = status_with(&["plan"]);
+        summarize(&mut status, at(0));
+        assert_eq!(status.progress, None, "nothing to count while planning");
+        let mut status = status_with(&["plan", "a", "b", "synthesize"]);
+        status.subtasks[0].phase = SubtaskPhase::Succeeded;
+        status.subtasks[1].phase = SubtaskPhase::Succeeded;
+        summarize(&mut status, at(0));
+        assert_eq!(status.progress.as_deref(), Some("1/2"));
+        for s in &mut status.subtasks {
+            s.phase = SubtaskPhase::Succeeded;
+        }
+        summarize(&mut status, at(0));
+        assert_eq!(status.progress.as_deref(), Some("2/2"));
+        assert_eq!(status.counts.as_ref().map(|c| c.succeeded), Some(4));
     }
 
     #[test]
@@ -501,6 +535,37 @@ mod tests {
                 .as_deref()
                 .is_some_and(|m| m.contains("will retry"))
         );
+    }
+
+    #[test]
+    fn a_refused_key_model_or_request_fails_the_subtask_at_once() {
+        for reason in [
+            "ModelAuthFailed: the Claude API answered 401 authentication_error: invalid x-api-key",
+            "ModelNotFound: the Claude API answered 404 not_found_error: model: claude-nope",
+            "ModelRequestRejected: the Claude API answered 400 invalid_request_error: too long",
+        ] {
+            let mut status = status_with(&["a"]);
+            fold_all(
+                &mut status,
+                &[(
+                    0,
+                    event(
+                        "a",
+                        1,
+                        EventKind::SubtaskFailed {
+                            reason: reason.into(),
+                        },
+                    ),
+                )],
+            );
+            let a = &status.subtasks[0];
+            assert_eq!(
+                a.phase,
+                SubtaskPhase::Failed,
+                "{reason}: retries left, none used"
+            );
+            assert_eq!(a.message.as_deref(), Some(reason));
+        }
     }
 
     #[test]

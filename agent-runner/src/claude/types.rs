@@ -108,6 +108,21 @@ impl Message {
             content: vec![ContentBlock::Text { text: text.into() }],
         }
     }
+
+    /// The text of its text blocks, concatenated.
+    pub fn text(&self) -> String {
+        text_of(&self.content)
+    }
+}
+
+fn text_of(blocks: &[ContentBlock]) -> String {
+    blocks
+        .iter()
+        .filter_map(|block| match block {
+            ContentBlock::Text { text } => Some(text.as_str()),
+            _ => None,
+        })
+        .collect()
 }
 
 /// A block of message content.
@@ -202,13 +217,7 @@ impl MessageResponse {
 
     /// The text of the answer, blocks joined.
     pub fn text(&self) -> String {
-        self.content
-            .iter()
-            .filter_map(|block| match block {
-                ContentBlock::Text { text } => Some(text.as_str()),
-                _ => None,
-            })
-            .collect()
+        text_of(&self.content)
     }
 
     /// The answer as the assistant message to append to the conversation.

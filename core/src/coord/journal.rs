@@ -3,6 +3,11 @@
 //!
 //! Tool results carry their tool-use id; a replaying agent asks [`Conversation::tool_result`]
 //! before running a tool, so a tool call already applied is not applied twice.
+//!
+//! An attempt that fails appends an [`EntryKind::Ended`] marker before it reports the failure:
+//! the retry starts a fresh conversation after it ([`Conversation::live`]) and is told why the
+//! last one failed ([`Conversation::last_failure`]); replay is only for taking over an attempt
+//! whose agent died, never for continuing a failed one.
 
 use redis::streams::StreamRangeReply;
 
@@ -29,6 +34,8 @@ pub enum EntryKind {
         /// The tool-use id from the model's request.
         tool_use_id: String,
     },
+    /// The attempt that wrote it failed; the body is its `"<Reason>: <detail>"` text.
+    Ended,
 }
 
 impl EntryKind {
@@ -37,6 +44,7 @@ impl EntryKind {
             Self::Opening => "opening",
             Self::ModelResponse => "model_response",
             Self::ToolResult { .. } => "tool_result",
+            Self::Ended => "ended",
         }
     }
 }
@@ -64,9 +72,29 @@ pub struct Conversation {
 impl Conversation {
     /// The recorded result of tool use `tool_use_id`, if that tool call was already applied.
     pub fn tool_result(&self, tool_use_id: &str) -> Option<&JournalEntry> {
-        self.entries.iter().find(
+        self.live().iter().find(
             |e| matches!(&e.kind, EntryKind::ToolResult { tool_use_id: id } if id == tool_use_id),
         )
+    }
+
+    /// The conversation of the attempt in progress: every entry after the last failed
+    /// attempt's [`EntryKind::Ended`] marker (all of them when no attempt failed).
+    pub fn live(&self) -> &[JournalEntry] {
+        let start = self
+            .entries
+            .iter()
+            .rposition(|e| e.kind == EntryKind::Ended)
+            .map_or(0, |at| at + 1);
+        &self.entries[start..]
+    }
+
+    /// Why the last failed attempt ended, if one did.
+    pub fn last_failure(&self) -> Option<&str> {
+        self.entries
+            .iter()
+            .rev()
+            .find(|e| e.kind == EntryKind::Ended)
+            .map(|e| e.body.as_str())
     }
 }
 
@@ -107,7 +135,7 @@ impl Journal {
             .arg(field::TOOL_USE_ID)
             .arg(match kind {
                 EntryKind::ToolResult { tool_use_id } => tool_use_id.as_str(),
-                EntryKind::Opening | EntryKind::ModelResponse => "",
+                EntryKind::Opening | EntryKind::ModelResponse | EntryKind::Ended => "",
             })
             .arg(field::BODY)
             .arg(body);
@@ -121,7 +149,8 @@ impl Journal {
         Ok(EntryId::from_raw(id))
     }
 
-    /// Deletes the conversation, so the next attempt starts afresh (a rejected plan).
+    /// Deletes the conversation, so the next attempt starts afresh (a plan the operator
+    /// rejected, whose reason the planner is told through the plan's feedback instead).
     pub async fn clear(&self) -> CoordResult<()> {
         let (stream, index) = (self.keys.journal(&self.subtask), self.keys.journal_index());
         let mut pipe = redis::pipe();
@@ -170,6 +199,7 @@ impl Journal {
                 let kind = match tag.as_str() {
                     "opening" => EntryKind::Opening,
                     "model_response" => EntryKind::ModelResponse,
+                    "ended" => EntryKind::Ended,
                     "tool_result" => EntryKind::ToolResult {
                         tool_use_id: entry::text(OP, &e.map, field::TOOL_USE_ID)?,
                     },
@@ -191,5 +221,62 @@ impl Journal {
                 return Ok(Conversation { entries });
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(n: u32, kind: EntryKind, body: &str) -> JournalEntry {
+        JournalEntry {
+            id: EntryId::from_raw(format!("{n}-0")),
+            kind,
+            attempt: n,
+            body: body.to_owned(),
+        }
+    }
+
+    #[test]
+    fn a_failed_attempt_leaves_the_next_one_a_fresh_conversation_and_its_reason() {
+        let mut conversation = Conversation {
+            entries: vec![
+                entry(1, EntryKind::Opening, "go"),
+                entry(1, EntryKind::ModelResponse, "[]"),
+                entry(
+                    1,
+                    EntryKind::ToolResult {
+                        tool_use_id: "t1".into(),
+                    },
+                    "{}",
+                ),
+            ],
+        };
+        assert_eq!(conversation.live().len(), 3, "nothing failed: all is live");
+        assert_eq!(conversation.last_failure(), None);
+        assert!(conversation.tool_result("t1").is_some());
+
+        conversation
+            .entries
+            .push(entry(1, EntryKind::Ended, "NoAnswer: no plan"));
+        assert!(conversation.live().is_empty());
+        assert_eq!(conversation.last_failure(), Some("NoAnswer: no plan"));
+        assert!(
+            conversation.tool_result("t1").is_none(),
+            "a failed attempt's tool calls are not the retry's"
+        );
+
+        conversation
+            .entries
+            .push(entry(2, EntryKind::Opening, "again"));
+        conversation
+            .entries
+            .push(entry(2, EntryKind::Ended, "ModelError: x"));
+        conversation
+            .entries
+            .push(entry(3, EntryKind::Opening, "third"));
+        assert_eq!(conversation.live().len(), 1);
+        assert_eq!(conversation.live()[0].body, "third");
+        assert_eq!(conversation.last_failure(), Some("ModelError: x"));
     }
 }

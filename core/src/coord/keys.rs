@@ -204,6 +204,11 @@ impl PoolKeys {
         format!("{}:dispatched", self.prefix)
     }
 
+    /// Agents' reports of the API refusing the pool's key or model (hash: agent → report).
+    pub fn model_errors(&self) -> String {
+        format!("{}:modelerrors", self.prefix)
+    }
+
     /// The keys of task `task` of this pool.
     pub fn task(&self, task: &TaskUid) -> TaskKeys {
         TaskKeys::new(&self.pool, task)
@@ -504,7 +509,13 @@ mod tests {
     fn pool_acl_patterns_match_its_keys_and_its_tasks_keys() {
         let p = pool("a1");
         let patterns = p.acl_key_patterns();
-        let mut keys = vec![p.work(), p.heartbeats(), p.rate_limit(), p.dispatched()];
+        let mut keys = vec![
+            p.work(),
+            p.heartbeats(),
+            p.rate_limit(),
+            p.dispatched(),
+            p.model_errors(),
+        ];
         keys.extend(task_keys(&p, "t1"));
         keys.extend(task_keys(&p, "t2"));
         for key in &keys {

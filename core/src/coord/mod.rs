@@ -21,6 +21,7 @@ pub mod failure;
 pub mod journal;
 pub mod keys;
 pub mod mailbox;
+pub mod model_errors;
 pub mod plan;
 pub mod pool;
 pub mod queue;

@@ -3,6 +3,7 @@
 use super::conn::Redis;
 use super::error::CoordResult;
 use super::keys::{PoolKeys, PoolUid, TaskUid};
+use super::model_errors::ModelErrors;
 use super::queue::{WorkItem, WorkQueue};
 use super::ratelimit::{RateLimiter, RateLimits};
 use super::task::Task;
@@ -38,6 +39,11 @@ impl Pool {
         RateLimiter::new(self.redis.clone(), self.keys.clone(), limits)
     }
 
+    /// The agents' reports of the API refusing the pool's key or model.
+    pub fn model_errors(&self) -> ModelErrors {
+        ModelErrors::new(self.redis.clone(), &self.keys)
+    }
+
     /// The handle of task `task` of this pool.
     pub fn task(&self, task: &TaskUid) -> Task {
         Task::new(self.redis.clone(), self.keys.task(task))
@@ -58,14 +64,16 @@ impl Pool {
         Ok(())
     }
 
-    /// Removes the pool's own keys (queue, heartbeats, rate limits, dispatch markers) when the
-    /// AgentPool is deleted; its tasks' keys go with each Task. Returns how many existed.
+    /// Removes the pool's own keys (queue, heartbeats, rate limits, dispatch markers, model-error
+    /// reports) when the AgentPool is deleted; its tasks' keys go with each Task. Returns how
+    /// many existed.
     pub async fn delete_keys(&self) -> CoordResult<u64> {
         let keys = [
             self.keys.work(),
             self.keys.heartbeats(),
             self.keys.rate_limit(),
             self.keys.dispatched(),
+            self.keys.model_errors(),
         ];
         // All carry the pool's hash tag: one slot, one command.
         self.redis

@@ -59,6 +59,9 @@ pub struct Context {
     pub(crate) tasks: Mutex<HashMap<String, task::TaskMemory>>,
     /// Per-pool memory between reconciles (idle times).
     pub(crate) pools: Mutex<HashMap<String, pool::PoolMemory>>,
+    /// Pool uid → why it cannot run agents (`None`: it can), from the pools the Task
+    /// controller watches; a Task on a blocked pool shows `Blocked`.
+    pub(crate) pool_blockers: Mutex<HashMap<String, Option<String>>>,
     /// Wakes the Task controller for one Task (event pumps send here).
     pub(crate) wake: futures::channel::mpsc::UnboundedSender<
         kube::runtime::reflector::ObjectRef<maos_core::api::v1alpha1::Task>,
@@ -93,6 +96,7 @@ impl Context {
             newest_checkpoints: Mutex::new(HashMap::new()),
             tasks: Mutex::new(HashMap::new()),
             pools: Mutex::new(HashMap::new()),
+            pool_blockers: Mutex::new(HashMap::new()),
             wake,
         }
     }

@@ -21,6 +21,8 @@ use maos_core::api::v1alpha1::conditions::{condition, pool as cond, reason, set_
 use maos_core::api::v1alpha1::limits::MAX_STATUS_AGENTS;
 use maos_core::api::v1alpha1::{AgentPhase, AgentPool, AgentPoolStatus, AgentStatus};
 use maos_core::coord::acl::Acl;
+use maos_core::coord::failure::FailReason;
+use maos_core::coord::model_errors::ModelErrorReport;
 use maos_core::coord::{AgentName, Pool, PoolUid, Secret as Password};
 use maos_core::meta::{
     ANNOTATION_SECRET_HASH, FIELD_MANAGER, FINALIZER_POOL, LABEL_MANAGED_BY, LABEL_POOL, MANAGED_BY,
@@ -142,6 +144,14 @@ async fn step(
             "SecretKeyNotFound",
             format!("Secret {} has no key {}", key_ref.name, key_ref.key),
         )),
+        // Every call would be refused: say so before any agent makes one.
+        Some(secret) if is_placeholder(secret, &key_ref.key) => Some((
+            reason::API_KEY_PLACEHOLDER,
+            format!(
+                "key {} of Secret {} is the example placeholder {PLACEHOLDER_API_KEY}; put a Claude API key in it",
+                key_ref.key, key_ref.name
+            ),
+        )),
         Some(_) => None,
     };
     if let Some((why, message)) = problem {
@@ -183,6 +193,18 @@ async fn step(
         .map(|a| (a.name.as_str(), (a.last_heartbeat_ms, a.pending)))
         .collect();
     let pod_names: HashSet<String> = owned.iter().map(|p| p.name_any()).collect();
+    // Reports of agents that are gone (a pool rolled onto a new key) no longer say anything.
+    let model_errors = coord.model_errors();
+    let (mut reports, gone): (Vec<_>, Vec<_>) =
+        model_errors
+            .all()
+            .await?
+            .into_iter()
+            .partition(|(agent, _)| {
+                pod_names.contains(agent) && heartbeats.contains_key(agent.as_str())
+            });
+    let gone: Vec<&str> = gone.iter().map(|(agent, _)| agent.as_str()).collect();
+    model_errors.clear(&gone).await?;
     let threshold_ms = u64::from(pool.spec.heartbeat_seconds) * 3 * 1000;
     let mut degraded: Vec<String> = Vec::new();
     let mut replaced: HashSet<String> = HashSet::new();
@@ -402,7 +424,11 @@ async fn step(
 
     let min = pool.spec.replicas.min;
     let ready = status.ready_agents;
-    if ready >= min {
+    reports.retain(|(agent, _)| !replaced.contains(agent));
+    let refusal = model_refusal(&reports);
+    if let Some((why, message)) = &refusal {
+        set(&mut status, cond::READY, "False", why, message.clone());
+    } else if ready >= min {
         set(
             &mut status,
             cond::READY,
@@ -428,6 +454,11 @@ async fn step(
         format!("target {} agent(s)", decision.target),
     );
     match degraded.first() {
+        _ if refusal.is_some() => {
+            if let Some((why, message)) = refusal {
+                set(&mut status, cond::DEGRADED, "True", why, message);
+            }
+        }
         Some(first) => set(
             &mut status,
             cond::DEGRADED,
@@ -554,6 +585,47 @@ fn credentials_secret(
     })
 }
 
+/// The API key of the example Secret (examples/secrets/), which the Claude API always refuses.
+const PLACEHOLDER_API_KEY: &str = "sk-ant-REPLACE-ME";
+
+/// Whether `key` of `secret` is the example's placeholder rather than an API key.
+fn is_placeholder(secret: &Secret, key: &str) -> bool {
+    let trimmed = |bytes: &[u8]| bytes.trim_ascii() == PLACEHOLDER_API_KEY.as_bytes();
+    secret
+        .data
+        .as_ref()
+        .and_then(|d| d.get(key))
+        .is_some_and(|v| trimmed(&v.0))
+        || secret
+            .string_data
+            .as_ref()
+            .and_then(|d| d.get(key))
+            .is_some_and(|v| trimmed(v.as_bytes()))
+}
+
+/// What the pool's status says about the agents' reports of a refused key or model: the
+/// reason and a message naming the agents, or nothing when no live agent reports one.
+fn model_refusal(reports: &[(String, ModelErrorReport)]) -> Option<(&'static str, String)> {
+    let (agent, first) = reports.first()?;
+    let others = reports.len() - 1;
+    let fix = match first.reason {
+        FailReason::ModelNotFound => "check spec.model",
+        _ => "check the API key in spec.apiKeySecretRef",
+    };
+    let also = if others > 0 {
+        format!(" (and {others} more agent(s))")
+    } else {
+        String::new()
+    };
+    Some((
+        first.reason.as_str(),
+        format!(
+            "agent {agent}{also}: {}; every Task on this pool fails until it is fixed: {fix}",
+            first.message
+        ),
+    ))
+}
+
 fn has_key(secret: &Secret, key: &str) -> bool {
     secret.data.as_ref().is_some_and(|d| d.contains_key(key))
         || secret
@@ -672,4 +744,84 @@ pub fn pools_of_secret(
         .filter(|p| p.namespace() == namespace && p.spec.api_key_secret_ref.name == name)
         .map(|p| ObjectRef::from_obj(p.as_ref()))
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn secret(data: &[(&str, &str)], string_data: &[(&str, &str)]) -> Secret {
+        Secret {
+            data: Some(
+                data.iter()
+                    .map(|(k, v)| ((*k).to_owned(), ByteString(v.as_bytes().to_vec())))
+                    .collect(),
+            ),
+            string_data: Some(
+                string_data
+                    .iter()
+                    .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                    .collect(),
+            ),
+            ..Secret::default()
+        }
+    }
+
+    #[test]
+    fn the_example_placeholder_is_not_an_api_key() {
+        assert!(is_placeholder(
+            &secret(&[("api-key", "sk-ant-REPLACE-ME\n")], &[]),
+            "api-key"
+        ));
+        assert!(is_placeholder(
+            &secret(&[], &[("api-key", "sk-ant-REPLACE-ME")]),
+            "api-key"
+        ));
+        assert!(!is_placeholder(
+            &secret(&[("api-key", "sk-ant-api03-real")], &[]),
+            "api-key"
+        ));
+        assert!(!is_placeholder(
+            &secret(&[("other", "sk-ant-REPLACE-ME")], &[]),
+            "api-key"
+        ));
+    }
+
+    #[test]
+    fn a_refused_key_or_model_names_the_agent_the_answer_and_the_fix() {
+        assert_eq!(model_refusal(&[]), None);
+        let report = |reason, message: &str| ModelErrorReport {
+            reason,
+            message: message.into(),
+            at_ms: 1,
+        };
+        let (why, message) = model_refusal(&[
+            (
+                "pool-a".into(),
+                report(
+                    FailReason::ModelAuthFailed,
+                    "401 authentication_error: invalid x-api-key",
+                ),
+            ),
+            ("pool-b".into(), report(FailReason::ModelAuthFailed, "401")),
+        ])
+        .expect("a refusal");
+        assert_eq!(why, "ModelAuthFailed");
+        assert!(
+            message.contains("agent pool-a (and 1 more agent(s))"),
+            "{message}"
+        );
+        assert!(message.contains("invalid x-api-key"), "{message}");
+        assert!(message.contains("apiKeySecretRef"), "{message}");
+        let (why, message) = model_refusal(&[(
+            "pool-a".into(),
+            report(
+                FailReason::ModelNotFound,
+                "404 not_found_error: model: gpt-4",
+            ),
+        )])
+        .expect("a refusal");
+        assert_eq!(why, "ModelNotFound");
+        assert!(message.contains("spec.model"), "{message}");
+    }
 }

@@ -394,12 +394,18 @@ async fn step(
     let budget_exhausted =
         budget_exhausted(task, &memory.status, &coord, budget_spent_by_agent).await?;
     let accepted_at = accepted_at(&memory.status, now);
+    let pool_blocker = ctx
+        .pool_blockers
+        .lock()
+        .ok()
+        .and_then(|blockers| blockers.get(&pool_uid).cloned().flatten());
     let facts = Facts {
         now,
         accepted_at,
         plan_result: plan_result.as_deref(),
         budget_exhausted,
         generation,
+        pool_blocker: pool_blocker.as_deref(),
     };
     let outcome = lifecycle::advance(&task.spec, &mut memory.status, &facts);
 
@@ -559,6 +565,12 @@ async fn phase_event(
                 task.name_any()
             ),
         ),
+        TaskPhase::Blocked => (
+            EventType::Warning,
+            reason::POOL_NOT_READY.to_owned(),
+            find_condition(&status.conditions, cond::PROGRESSING)
+                .map_or(String::new(), |c| c.message.clone()),
+        ),
         TaskPhase::Pending => {
             let accepted = find_condition(&status.conditions, cond::ACCEPTED);
             (
@@ -573,6 +585,14 @@ async fn phase_event(
             EventType::Normal,
             reason::RESUMED.to_owned(),
             format!("spec.suspend is false: dispatch resumed; Task is {other:?}"),
+        ),
+        other if from == Some(TaskPhase::Blocked) => (
+            EventType::Normal,
+            reason::POOL_READY.to_owned(),
+            format!(
+                "AgentPool {} can run agents again; Task is {other:?}",
+                task.spec.pool_ref.name
+            ),
         ),
         other => (
             EventType::Normal,
@@ -996,17 +1016,35 @@ fn until(now: Timestamp, at: Timestamp) -> Duration {
     Duration::try_from(at.duration_since(now)).unwrap_or(Duration::ZERO)
 }
 
-/// Tasks that use the pool `pool` (for waking them when it appears).
+/// Tasks to wake because `pool` changed: those waiting for it to appear, and those whose
+/// `Blocked` phase no longer matches whether the pool can run agents. Remembers the pool's
+/// blocker for the Tasks' reconciles.
 pub fn tasks_of_pool(
     store: &kube::runtime::reflector::Store<Task>,
+    ctx: &Context,
     pool: &AgentPool,
 ) -> Vec<ObjectRef<Task>> {
     let (name, namespace) = (pool.name_any(), pool.namespace());
+    let blocker = lifecycle::pool_blocker(pool);
+    if let (Some(uid), Ok(mut blockers)) = (pool.uid(), ctx.pool_blockers.lock()) {
+        blockers.insert(uid, blocker.clone());
+    }
     store
         .state()
         .iter()
         .filter(|t| t.namespace() == namespace && t.spec.pool_ref.name == name)
-        .filter(|t| t.status.as_ref().is_none_or(|s| s.pool_uid.is_none()))
+        .filter(|t| {
+            let Some(status) = t.status.as_ref() else {
+                return true;
+            };
+            if status.pool_uid.is_none() {
+                return true;
+            }
+            let shown = find_condition(&status.conditions, cond::PROGRESSING)
+                .filter(|c| c.reason == reason::POOL_NOT_READY)
+                .map(|c| c.message.as_str());
+            !is_finished(status) && shown != blocker.as_deref()
+        })
         .map(|t| ObjectRef::from_obj(t.as_ref()))
         .collect()
 }

@@ -43,6 +43,9 @@ pub const AGENT_IMAGE_PATTERN: &str = "ghcr.io/maos/agent-runner:*";
 const POOL_EXAMPLE: &str = "examples/agentpool.yaml";
 /// The Task the demo applies, relative to the repository.
 const TASK_EXAMPLE: &str = "examples/parallel-research.yaml";
+/// The most subtasks a stand-in plan may have: the example Task's `maxSubtasks`, so a plan the
+/// Task cannot accept is refused before anything starts (checked against the file in a test).
+pub const MAX_PLAN_SIZE: usize = 8;
 /// Another example Task to try, relative to the repository.
 const HELLO_EXAMPLE: &str = "examples/hello-task.yaml";
 /// The CRDs, relative to the repository.
@@ -1187,6 +1190,14 @@ pub fn thousands(n: u64) -> String {
 mod tests {
     use super::*;
     use maos_core::api::v1alpha1::{AgentPoolStatus, TaskSpec, TaskStatus, Usage};
+
+    #[test]
+    fn the_largest_demo_plan_is_what_the_example_task_accepts() {
+        let path = crate::cluster::repo_root().join(TASK_EXAMPLE);
+        let text = std::fs::read_to_string(&path).expect("the example Task");
+        let task: Task = serde_saphyr::from_str(&text).expect("a Task");
+        assert_eq!(task.spec.max_subtasks as usize, MAX_PLAN_SIZE);
+    }
 
     fn task(status: Option<TaskStatus>) -> Task {
         let spec: TaskSpec = serde_json::from_value(serde_json::json!({

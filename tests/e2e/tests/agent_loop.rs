@@ -229,7 +229,7 @@ async fn a_bad_request_fails_the_subtask_without_retrying(fx: &Fixture) {
     let Ending::Failed { reason, detail } = ending else {
         panic!("failed expected")
     };
-    assert_eq!(reason, FailReason::ModelError);
+    assert_eq!(reason, FailReason::ModelRequestRejected);
     assert!(detail.contains("400") && !detail.contains(KEY), "{detail}");
     assert_eq!(s.standin.requests().len(), 1);
 }

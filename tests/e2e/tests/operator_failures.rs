@@ -7,7 +7,9 @@ use std::time::Duration;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use maos_core::api::v1alpha1::{SubtaskPhase, Task};
-use maos_e2e::stack::{Stack, StackConfig, condition, has_condition, pool_manifest, subtask};
+use maos_e2e::stack::{
+    Stack, StackConfig, condition, conversation_text, has_condition, pool_manifest, subtask,
+};
 
 /// Long enough for a whole Task on a loaded 2-core machine.
 const TASK_DEADLINE: Duration = Duration::from_secs(120);
@@ -64,7 +66,7 @@ async fn subtask_failing_twice_then_succeeding_is_retried_to_success_in_three_at
         .apply(&task_manifest(
             "flaky",
             "  retryStrategy: {limit: 2, backoff: {durationSeconds: 1, factor: 1}}\n",
-            "  - {name: shaky, prompt: 'Fetch the figures. [[fault:400*2]]'}\n",
+            "  - {name: shaky, prompt: 'Fetch the figures. [[fault:malformed*2]]'}\n",
         ))
         .expect("kubectl apply the task");
 
@@ -79,19 +81,29 @@ async fn subtask_failing_twice_then_succeeding_is_retried_to_success_in_three_at
     let shaky = subtask(&task, "shaky").expect("status entry");
     assert_eq!(shaky.phase, SubtaskPhase::Succeeded);
     assert_eq!(shaky.attempts, Some(3), "{shaky:?}");
-    // The model saw two refused attempts, then a conversation that went through.
-    let statuses: Vec<u16> = stack
-        .model_requests_mentioning("Fetch the figures.")
+    // Two attempts got unreadable answers; each retry started a fresh conversation that says
+    // why the one before failed, and none was refused (no replayed turn, no two of one role).
+    let requests = stack.model_requests_mentioning("Fetch the figures.");
+    assert!(
+        requests.iter().all(|r| r.status == 200),
+        "{:?}",
+        requests.iter().map(|r| r.status).collect::<Vec<_>>()
+    );
+    let told: Vec<bool> = requests
         .iter()
-        .map(|r| r.status)
+        .map(|r| conversation_text(r).contains("# The previous attempt failed\nModelError"))
         .collect();
     assert_eq!(
-        statuses.iter().filter(|s| **s == 400).count(),
-        2,
-        "{statuses:?}"
+        told.first(),
+        Some(&false),
+        "the first attempt has nothing to be told"
     );
-    assert_eq!(statuses.first(), Some(&400), "{statuses:?}");
-    assert_eq!(statuses.last(), Some(&200), "{statuses:?}");
+    assert_eq!(
+        told.iter().filter(|t| !**t).count(),
+        1,
+        "every later call is a retry told why: {told:?}"
+    );
+    assert!(told.len() >= 3, "attempt 3 worked the subtask: {told:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -101,7 +113,7 @@ async fn subtask_failing_past_its_retries_fails_the_task_naming_the_subtask() {
         .apply(&task_manifest(
             "doomed",
             "  retryStrategy: {limit: 1, backoff: {durationSeconds: 0}}\n",
-            "  - {name: broken-step, prompt: 'Query the archive. [[fault:400*5]]'}
+            "  - {name: broken-step, prompt: 'Query the archive. [[fault:malformed*5]]'}
   - {name: after-broken, prompt: Summarise the archive., dependsOn: [broken-step]}
 ",
         ))

@@ -130,7 +130,11 @@ spec:
     );
     let synthesize = subtask(&task, "synthesize").expect("synthesize entry");
     assert_eq!(synthesize.depends_on.len(), 5, "{synthesize:?}");
-    assert!(status.progress.is_some(), "status.progress is set");
+    assert_eq!(
+        status.progress.as_deref(),
+        Some("5/5"),
+        "progress counts the goal's subtasks, not the planner or the synthesizer"
+    );
     let usage = status.usage.as_ref().expect("status.usage");
     assert!(
         usage.input_tokens > 0 && usage.output_tokens > 0,

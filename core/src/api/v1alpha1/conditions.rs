@@ -15,6 +15,9 @@ pub mod task {
     pub const SUSPENDED: &str = "Suspended";
     /// The Task finished with a result (True) or without one (False); Unknown while it runs.
     pub const SUCCEEDED: &str = "Succeeded";
+    /// Its pool can run agents (True), or cannot (False, reason PoolNotReady, naming the pool's
+    /// problem); False with reason Finished once the Task is done.
+    pub const PROGRESSING: &str = "Progressing";
 }
 
 /// Condition types of an AgentPool.
@@ -41,7 +44,8 @@ pub mod reason {
     pub const INVALID_SPEC: &str = "InvalidSpec";
     /// The Task's AgentPool does not exist.
     pub const POOL_NOT_FOUND: &str = "PoolNotFound";
-    /// The planner's DAG was rejected twice.
+    /// No plan was accepted: the operator rejected the planner's DAG twice, or `submit_plan`
+    /// refused it on every attempt.
     pub const PLAN_REJECTED: &str = "PlanRejected";
     /// A subtask failed after its last retry.
     pub const SUBTASK_FAILED: &str = "SubtaskFailed";
@@ -71,6 +75,12 @@ pub mod reason {
     pub const COMPLETED: &str = "Completed";
     /// The API-key Secret of a pool is missing.
     pub const SECRET_NOT_FOUND: &str = "SecretNotFound";
+    /// The Task's pool cannot run agents.
+    pub const POOL_NOT_READY: &str = "PoolNotReady";
+    /// The Task's pool can run agents.
+    pub const POOL_READY: &str = "PoolReady";
+    /// The pool's API key is the example Secret's placeholder.
+    pub const API_KEY_PLACEHOLDER: &str = "APIKeyPlaceholder";
     /// The Task finished: nothing more progresses.
     pub const FINISHED: &str = "Finished";
     /// `spec.suspend` holds the Task's dispatch (the Suspended condition and its Event).

@@ -22,7 +22,7 @@ use super::schema;
     category = "maos",
     doc = "A Task is one goal that MAOS plans into a DAG of subtasks and works with a pool of Claude agents in parallel; progress and the result are written to its status.",
     printcolumn(name = "Phase", type_ = "string", json_path = ".status.phase", description = "Summary of the Task's conditions"),
-    printcolumn(name = "Progress", type_ = "string", json_path = ".status.progress", description = "Succeeded subtasks out of all subtasks"),
+    printcolumn(name = "Progress", type_ = "string", json_path = ".status.progress", description = "The goal's succeeded subtasks out of all of them (planner and synthesizer not counted)"),
     printcolumn(name = "Speedup", type_ = "string", json_path = ".status.speedup", description = "Sum of subtask durations divided by wall time"),
     printcolumn(name = "Cost", type_ = "string", json_path = ".status.usage.costUSD", description = "Model cost so far, in US dollars"),
     printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp"),
@@ -258,7 +258,9 @@ pub struct TaskStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub phase: Option<TaskPhase>,
 
-    /// Succeeded subtasks out of all subtasks, e.g. "5/8".
+    /// The goal's succeeded subtasks out of all of them, e.g. "5/8". The planner and the
+    /// synthesizer are not counted, so the total is fixed from the start for a manual DAG and
+    /// set once a plan is accepted; empty while planning.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(max = 16))]
     pub progress: Option<String>,
@@ -336,6 +338,9 @@ pub enum TaskPhase {
     Running,
     /// `spec.suspend` holds new dispatch; subtasks already running finish.
     Suspended,
+    /// Its AgentPool cannot run agents (no API key, a key or model the API refuses, agents
+    /// that cannot start); the Progressing condition says why. It goes on when the pool does.
+    Blocked,
     /// The final subtask is merging the results.
     Synthesizing,
     /// The Task finished with a result.

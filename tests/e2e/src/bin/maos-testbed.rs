@@ -15,7 +15,7 @@ use anyhow::Context as _;
 use clap::{Parser, Subcommand, ValueEnum};
 use maos_e2e::apiserver::{Testbed, TestbedConfig};
 use maos_e2e::claude_standin::{ClaudeStandIn, StandInConfig};
-use maos_e2e::demo::{AGENT_IMAGE_PATTERN, ClaudeChoice, DemoConfig};
+use maos_e2e::demo::{AGENT_IMAGE_PATTERN, ClaudeChoice, DemoConfig, MAX_PLAN_SIZE};
 use maos_e2e::kubelet::{ImageMap, ImageTarget, Kubelet, KubeletConfig, KubeletLogs};
 use maos_e2e::launch::redis::{RedisCluster, RedisServer};
 use maos_e2e::launch::s3::S3Server;
@@ -43,9 +43,10 @@ enum Command {
         /// The stand-in's latency per model call, in milliseconds.
         #[arg(long, default_value_t = 1500)]
         latency_ms: u64,
-        /// How many subtasks the stand-in's planner makes.
-        #[arg(long, default_value_t = 6)]
-        plan_size: usize,
+        /// How many subtasks the stand-in's planner makes: 1 to 8 (the example Task's
+        /// maxSubtasks; a larger plan would be refused).
+        #[arg(long, default_value_t = 6, value_parser = clap::value_parser!(u16).range(1..=MAX_PLAN_SIZE as i64))]
+        plan_size: u16,
         /// How long the Task may take, in seconds.
         #[arg(long, default_value_t = 900)]
         timeout_seconds: u64,
@@ -140,7 +141,10 @@ fn main() -> anyhow::Result<ExitCode> {
                     let repo = repo.unwrap_or_else(maos_e2e::cluster::repo_root);
                     repo.canonicalize().unwrap_or(repo)
                 },
-                claude: ClaudeChoice::from_env(Duration::from_millis(latency_ms), plan_size),
+                claude: ClaudeChoice::from_env(
+                    Duration::from_millis(latency_ms),
+                    usize::from(plan_size),
+                ),
                 timeout: Duration::from_secs(timeout_seconds),
                 keep_running,
             };
@@ -305,4 +309,31 @@ fn termination(
 
 fn remove_quietly(path: &Path) {
     let _ = std::fs::remove_dir_all(path);
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    use super::*;
+
+    #[test]
+    fn the_demo_refuses_a_plan_size_the_example_task_cannot_accept() {
+        for refused in ["0", "9", "20"] {
+            let err = Cli::try_parse_from(["maos-testbed", "demo", "--plan-size", refused])
+                .err()
+                .unwrap_or_else(|| panic!("--plan-size {refused} was accepted"));
+            assert!(
+                err.to_string().contains("--plan-size"),
+                "the error names the option: {err}"
+            );
+        }
+        for accepted in ["1", "8"] {
+            assert!(Cli::try_parse_from(["maos-testbed", "demo", "--plan-size", accepted]).is_ok());
+        }
+        let mut cli = Cli::command();
+        let demo = cli.find_subcommand_mut("demo").expect("demo");
+        let help = demo.render_long_help().to_string();
+        assert!(help.contains("1 to 8"), "{help}");
+    }
 }

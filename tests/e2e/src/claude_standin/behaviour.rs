@@ -294,9 +294,13 @@ fn fill_topic(input: &Value, topic: &str) -> Value {
 /// Injects the fault a `[[fault:<kind>]]` marker in a conversation's text names, once per
 /// conversation (so the client's retry then succeeds), and otherwise defers to `inner`;
 /// `[[fault:<kind>*<n>]]` fails the first `n` calls of the conversation instead. Kinds:
-/// `429`, `500`, `502`, `503`, `504`, `529`, `400`, `slow` (no answer for 30 s), `malformed`,
-/// `cut` (connection cut), `stream` (a stream that fails midway). Lets an end-to-end test
-/// inject faults through a Task's prompt.
+/// `429`, `500`, `502`, `503`, `504`, `529`, `400`, `401`, `403`, `404`, `slow` (no answer for
+/// 30 s), `malformed`, `cut` (connection cut), `stream` (a stream that fails midway). Lets an
+/// end-to-end test inject faults through a Task's prompt.
+///
+/// A conversation is its system prompt and opening message, less the account of a previous
+/// failed attempt that an agent adds when it retries (the [`RETRY_SECTION`] heading and what
+/// follows it up to the next heading): the attempts of one subtask share one count.
 pub struct FaultMarkers<B> {
     inner: B,
     /// Marker and conversation text → how many times it has fired.
@@ -313,9 +317,28 @@ impl<B> FaultMarkers<B> {
     }
 }
 
+/// The heading under which a retrying agent tells the model why the last attempt failed.
+pub const RETRY_SECTION: &str = "\n# The previous attempt failed\n";
+
+/// `text` without its retry section.
+fn without_retry_section(text: &str) -> String {
+    let Some(start) = text.find(RETRY_SECTION) else {
+        return text.to_owned();
+    };
+    let rest = &text[start + RETRY_SECTION.len()..];
+    let end = rest
+        .find("\n# ")
+        .map_or(text.len(), |at| start + RETRY_SECTION.len() + at);
+    format!("{}{}", &text[..start], &text[end..])
+}
+
 impl<B: Behaviour> Behaviour for FaultMarkers<B> {
     fn respond(&self, request: &MessagesRequest, call: u64) -> Outcome {
-        let text = format!("{}\n{}", request.system, request.first_user_text());
+        let text = without_retry_section(&format!(
+            "{}\n{}",
+            request.system,
+            request.first_user_text()
+        ));
         for marker in text
             .match_indices("[[fault:")
             .map(|(start, _)| &text[start..])
@@ -365,6 +388,9 @@ fn fault_named(kind: &str) -> Option<Fault> {
     Some(match kind {
         "429" => Fault::rate_limited(1),
         "400" => status(400),
+        "401" => status(401),
+        "403" => status(403),
+        "404" => status(404),
         "500" => status(500),
         "502" => status(502),
         "503" => status(503),
@@ -514,6 +540,37 @@ mod tests {
         let req = parse_request(body.to_string().as_bytes()).expect("valid");
         assert_eq!(markers.respond(&req, 1), Outcome::Fail(Fault::OVERLOADED));
         assert!(matches!(markers.respond(&req, 2), Outcome::Reply(_)));
+    }
+
+    #[test]
+    fn the_attempts_of_one_subtask_share_a_fault_count_whatever_their_retry_section_says() {
+        let markers = FaultMarkers::new(MaosAgent::default());
+        let request = |opening: &str| {
+            let body = json!({"model": "m", "max_tokens": 10, "messages": [{"role": "user", "content": opening}]});
+            parse_request(body.to_string().as_bytes()).expect("valid")
+        };
+        let first = request("# Goal\nFetch [[fault:malformed*2]]\n");
+        let retry = request(
+            "# Goal\nFetch [[fault:malformed*2]]\n\n# The previous attempt failed\nModelError: x\n",
+        );
+        let other = request("# Goal\nFetch [[fault:malformed*2]]\n\n# Messages\nhi\n");
+        assert_eq!(
+            markers.respond(&first, 1),
+            Outcome::Fail(Fault::MalformedBody)
+        );
+        assert_eq!(
+            markers.respond(&retry, 2),
+            Outcome::Fail(Fault::MalformedBody)
+        );
+        assert!(
+            matches!(markers.respond(&retry, 3), Outcome::Reply(_)),
+            "third call of one conversation"
+        );
+        assert_eq!(
+            markers.respond(&other, 4),
+            Outcome::Fail(Fault::MalformedBody),
+            "another section is another conversation"
+        );
     }
 
     #[test]
