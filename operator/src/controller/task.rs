@@ -68,6 +68,11 @@ pub(crate) struct TaskMemory {
     status: TaskStatus,
     /// The status last written.
     written: Option<TaskStatus>,
+    /// The one written before it: a watch cache a write behind still shows it.
+    previous: Option<TaskStatus>,
+    /// The API server's status was written by someone else: rewrite it at once, with no
+    /// phase Event (the phase did not change, only a copy of it).
+    overwritten: bool,
     /// When it was written.
     written_at: Option<Instant>,
     /// Events folded into `status` but not yet acked (they are acked once it is written).
@@ -128,6 +133,10 @@ async fn apply(task: &Task, ctx: &Arc<Context>, api: &Api<Task>) -> Result<Actio
         fresh.written = task.status.clone();
         fresh
     });
+    if overwritten_by_someone_else(task.status.as_ref(), &memory) {
+        tracing::info!(task = %task.name_any(), namespace = %task.namespace().unwrap_or_default(), "the Task's status was changed by someone else; writing it back from the operator's state");
+        memory.overwritten = true;
+    }
     let result = step(task, ctx, api, &mut memory).await;
     // Kept while the Task exists, finished or not: the cache may still hold an older status
     // than the one written last, and this memory is the newer of the two.
@@ -362,10 +371,22 @@ async fn step(
                         ctx.metrics.observe_subtask(seconds.max(0.0));
                     }
                 }
-                EventKind::SubtaskFailed { reason }
-                    if FailReason::of_message(reason) == Some(FailReason::BudgetExceeded) =>
-                {
-                    budget_spent_by_agent = true;
+                EventKind::SubtaskFailed { reason } => {
+                    let why = FailReason::of_message(reason);
+                    budget_spent_by_agent |= why == Some(FailReason::BudgetExceeded);
+                    if folded != Folded::Changed {
+                        continue;
+                    }
+                    // The reason's name only: its detail may quote the API's answer.
+                    tracing::info!(
+                        task = %task.name_any(),
+                        namespace = %namespace,
+                        subtask = %delivered.event.subtask,
+                        attempt = delivered.event.attempt,
+                        agent = %delivered.event.agent,
+                        reason = why.map_or("Unknown", FailReason::as_str),
+                        "subtask attempt failed"
+                    );
                 }
                 _ => {}
             }
@@ -478,7 +499,8 @@ async fn write_status(
 ) -> Result<bool, Error> {
     let phase = phase_of(&memory.status);
     memory.status.phase = Some(phase);
-    if memory.written.as_ref() == Some(&memory.status) {
+    let overwritten = memory.overwritten;
+    if memory.written.as_ref() == Some(&memory.status) && !overwritten {
         ack(memory, task).await;
         return Ok(false);
     }
@@ -486,7 +508,7 @@ async fn write_status(
     let due = memory
         .written_at
         .is_none_or(|at| at.elapsed() >= ctx.settings.status_interval);
-    if !(force || due || written_phase != Some(phase)) {
+    if !(force || due || overwritten || written_phase != Some(phase)) {
         return Ok(false);
     }
     let patch = serde_json::json!({
@@ -500,8 +522,9 @@ async fn write_status(
         &Patch::Apply(&patch),
     )
     .await?;
-    memory.written = Some(memory.status.clone());
+    memory.previous = memory.written.replace(memory.status.clone());
     memory.written_at = Some(Instant::now());
+    memory.overwritten = false;
     ack(memory, task).await;
     if let Some(uid) = task.uid() {
         ctx.metrics.set_task_phase(&uid, Some(phase));
@@ -510,6 +533,42 @@ async fn write_status(
         phase_event(task, ctx, &memory.status, written_phase, phase).await;
     }
     Ok(true)
+}
+
+/// Whether the API server's status is neither of the last two this process wrote, in what a
+/// user sees (phase, progress, result, conditions, subtask phases): someone else wrote it, and
+/// the operator, which owns status, writes its own back. Timestamps are left out: the API server
+/// may store them at another precision than they were sent.
+fn overwritten_by_someone_else(cached: Option<&TaskStatus>, memory: &TaskMemory) -> bool {
+    let (Some(cached), Some(written)) = (cached, memory.written.as_ref()) else {
+        return false;
+    };
+    let view = |status: &TaskStatus| {
+        (
+            status.phase,
+            status.progress.clone(),
+            status.result.clone(),
+            status
+                .conditions
+                .iter()
+                .map(|c| {
+                    (
+                        c.type_.clone(),
+                        c.status.clone(),
+                        c.reason.clone(),
+                        c.message.clone(),
+                    )
+                })
+                .collect::<Vec<_>>(),
+            status
+                .subtasks
+                .iter()
+                .map(|s| (s.name.clone(), s.phase, s.attempts))
+                .collect::<Vec<_>>(),
+        )
+    };
+    let seen = view(cached);
+    seen != view(written) && memory.previous.as_ref().is_none_or(|p| seen != view(p))
 }
 
 async fn ack(memory: &mut TaskMemory, task: &Task) {

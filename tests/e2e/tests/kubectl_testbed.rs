@@ -366,3 +366,39 @@ fn server_side_apply_removes_fields_the_manager_stops_applying() {
         .expect("get");
     assert_eq!(data, r#"{"a":"1"}"#);
 }
+
+#[test]
+fn apply_refuses_a_quantity_that_is_not_one_and_a_prefix_that_escapes_the_bucket() {
+    let cluster = cluster_with_crds("e2e-patterns");
+    eventually_ok(&cluster, &["get", "apool,ckpt", "-n", "e2e-patterns"]);
+    let pool = r#"{"apiVersion":"maos.dev/v1alpha1","kind":"AgentPool","metadata":{"name":"p"},
+        "spec":{"apiKeySecretRef":{"name":"anthropic"},"resources":{"limits":{"memory":"lots"}}}}"#;
+    let refused = cluster
+        .run_kubectl(&["apply", "-n", "e2e-patterns", "-f", "-"], Some(pool))
+        .expect_err("a memory limit of \"lots\" is refused");
+    assert!(
+        refused.stderr().contains("spec.resources.limits[memory]")
+            && refused.stderr().contains("lots"),
+        "{refused}"
+    );
+    let checkpoint = r#"{"apiVersion":"maos.dev/v1alpha1","kind":"Checkpoint","metadata":{"name":"c"},
+        "spec":{"taskRef":{"name":"t"},"storage":{"prefix":"../../etc/"}}}"#;
+    let refused = cluster
+        .run_kubectl(
+            &["apply", "-n", "e2e-patterns", "-f", "-"],
+            Some(checkpoint),
+        )
+        .expect_err("a prefix with .. is refused");
+    assert!(
+        refused.stderr().contains("spec.storage.prefix"),
+        "{refused}"
+    );
+    let stored = cluster.run_kubectl(
+        &["get", "apool,ckpt", "-n", "e2e-patterns", "-o", "name"],
+        None,
+    );
+    assert_eq!(
+        stored.map(|s| s.trim().to_owned()).ok().as_deref(),
+        Some("")
+    );
+}

@@ -337,3 +337,63 @@ spec:
     );
     assert!(has_condition(&task, "Accepted", "True", None));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_status_edited_by_hand_is_written_back_by_the_operator() {
+    let stack = Stack::start(StackConfig::new("e2e-status-owner"))
+        .await
+        .expect("the stack starts");
+    stack
+        .apply(&pool_manifest("default", 1, 1))
+        .expect("kubectl apply the pool");
+    stack
+        .apply(&two_part_task("owned", ""))
+        .expect("kubectl apply the task");
+    let done = stack
+        .wait_task("owned", "finished", TASK_DEADLINE, finished)
+        .await;
+    assert_eq!(
+        done.status.as_ref().and_then(|s| s.phase),
+        Some(TaskPhase::Succeeded)
+    );
+
+    // What a user (or a script gone wrong) might do: claim the Task failed.
+    stack
+        .kubectl(
+            &[
+                "patch",
+                "mtask",
+                "owned",
+                "--subresource=status",
+                "--type=merge",
+                "-p",
+                r#"{"status":{"phase":"Failed","progress":"0/2"}}"#,
+            ],
+            None,
+        )
+        .expect("kubectl patch the status");
+    let restored = stack
+        .wait_task("owned", "the operator's status back", TASK_DEADLINE, |t| {
+            t.status.as_ref().is_some_and(|s| {
+                s.phase == Some(TaskPhase::Succeeded) && s.progress.as_deref() == Some("2/2")
+            })
+        })
+        .await;
+    assert!(
+        has_condition(&restored, "Succeeded", "True", Some("Completed")),
+        "{:?}",
+        restored.status
+    );
+    let succeeded_events = stack
+        .events_for("Task", "owned")
+        .await
+        .expect("events")
+        .into_iter()
+        .filter(|e| e.reason.as_deref() == Some("Succeeded"))
+        .map(|e| e.count.unwrap_or(1))
+        .sum::<i32>();
+    assert_eq!(
+        succeeded_events, 1,
+        "writing status back is not a second success"
+    );
+}

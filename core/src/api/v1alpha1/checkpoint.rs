@@ -60,6 +60,11 @@ pub struct TaskRef {
     pub name: String,
 }
 
+/// What a storage prefix may be: `/`-separated segments of `[A-Za-z0-9._-]`, none starting with
+/// `.`, with no leading `/` and no empty segment.
+pub const PREFIX_PATTERN: &str =
+    r"^([A-Za-z0-9_-][A-Za-z0-9._-]*/)*([A-Za-z0-9_-][A-Za-z0-9._-]*)?$";
+
 /// An S3 bucket and key prefix.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
@@ -70,8 +75,10 @@ pub struct CheckpointStorage {
     pub bucket: Option<String>,
 
     /// The key prefix, e.g. `prod/`; the object is `<prefix><namespace>/<task>/<checkpoint>.json.zst`.
+    /// Segments of letters, digits, `-`, `_` and `.` separated by `/`; a segment never starts
+    /// with `.` (so no `..`), and the prefix never starts with `/`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(length(max = MAX_PREFIX_LEN))]
+    #[schemars(length(max = MAX_PREFIX_LEN), pattern(PREFIX_PATTERN))]
     pub prefix: Option<String>,
 }
 

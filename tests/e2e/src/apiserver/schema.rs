@@ -297,6 +297,13 @@ fn validate(schema: &Value, value: &Value, path: &str, root: bool, causes: &mut 
                     display(value)
                 ),
             ));
+            return;
+        }
+        // The value checks still apply to the form it has (a quantity's pattern to a string).
+        match value {
+            Value::Number(n) => validate_number(schema, n, value, path, causes),
+            Value::String(s) => validate_string(schema, s, value, path, causes),
+            _ => {}
         }
         return;
     }
