@@ -138,6 +138,10 @@ async fn apply(task: &Task, ctx: &Arc<Context>, api: &Api<Task>) -> Result<Actio
         memory.overwritten = true;
     }
     let result = step(task, ctx, api, &mut memory).await;
+    // Every Task in the watch cache is reconciled, finished or not (all of them at start), so
+    // `maos_tasks` counts what exists, not only what changed since this process started.
+    ctx.metrics
+        .set_task_phase(&uid, Some(phase_of(&memory.status)));
     // Kept while the Task exists, finished or not: the cache may still hold an older status
     // than the one written last, and this memory is the newer of the two.
     if is_finished(&memory.status)
@@ -526,9 +530,6 @@ async fn write_status(
     memory.written_at = Some(Instant::now());
     memory.overwritten = false;
     ack(memory, task).await;
-    if let Some(uid) = task.uid() {
-        ctx.metrics.set_task_phase(&uid, Some(phase));
-    }
     if written_phase != Some(phase) || before != phase {
         phase_event(task, ctx, &memory.status, written_phase, phase).await;
     }

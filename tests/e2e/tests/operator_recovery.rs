@@ -347,3 +347,73 @@ async fn standby_operator_takes_over_when_the_leader_is_killed_and_runs_new_task
         task.status
     );
 }
+
+/// The value of `maos_tasks{phase="<phase>"}` on the operator's `/metrics`.
+async fn tasks_in_phase(address: std::net::SocketAddr, phase: &str) -> Option<u64> {
+    let text = reqwest::get(format!("http://{address}/metrics"))
+        .await
+        .ok()?
+        .text()
+        .await
+        .ok()?;
+    let series = format!("maos_tasks{{phase=\"{phase}\"}} ");
+    text.lines()
+        .find_map(|line| line.strip_prefix(&series))
+        .and_then(|value| value.trim().parse().ok())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_operator_counts_every_task_by_phase_not_only_those_that_changed() {
+    let mut stack = Stack::start(StackConfig::new("e2e-metrics-restart"))
+        .await
+        .expect("the stack starts");
+    stack
+        .apply(&pool_manifest("default", 2, 2))
+        .expect("kubectl apply the pool");
+    for (name, prompt) in [
+        ("done-a", "Name a prime."),
+        ("done-b", "Name a colour."),
+        ("broken", "Name a planet. [[fault:400]]"),
+    ] {
+        stack
+            .apply(&format!(
+                "apiVersion: maos.dev/v1alpha1
+kind: Task
+metadata: {{name: {name}}}
+spec:
+  prompt: {prompt}
+  poolRef: {{name: default}}
+  synthesize: false
+  subtasks:
+  - {{name: only, prompt: '{prompt}'}}
+"
+            ))
+            .expect("kubectl apply a task");
+    }
+    for name in ["done-a", "done-b", "broken"] {
+        stack
+            .wait_task(name, "finished", TASK_DEADLINE, finished)
+            .await;
+    }
+
+    stack.operator(0).restart().expect("restart the operator");
+    stack.wait_leader(Duration::from_secs(60)).await;
+    // The leader logged its address before it led (wait_leader saw it lead).
+    let address = stack
+        .operator(0)
+        .http_address()
+        .expect("the metrics address");
+    let counts = stack
+        .wait_until(
+            "every Task counted",
+            Duration::from_secs(60),
+            || async move {
+                let succeeded = tasks_in_phase(address, "Succeeded").await?;
+                let failed = tasks_in_phase(address, "Failed").await?;
+                (succeeded == 2 && failed == 1).then_some((succeeded, failed))
+            },
+        )
+        .await;
+    assert_eq!(counts, (2, 1));
+    assert_eq!(tasks_in_phase(address, "Running").await, Some(0));
+}

@@ -1,5 +1,6 @@
 //! `maos-testbed up` with every part: kubectl runs a pod on its kubelet, Redis and the Claude
-//! stand-in answer at the printed addresses, and SIGTERM stops everything it started.
+//! stand-in answer at the printed addresses, an operator started by hand with exactly the
+//! printed environment runs a Task, and SIGTERM stops everything it started.
 
 use std::collections::HashMap;
 use std::io::{BufRead as _, BufReader};
@@ -38,12 +39,16 @@ fn up_runs_pods_starts_redis_and_the_stand_in_and_stops_them_on_sigterm() {
     let mut lines = BufReader::new(testbed.stdout.take().expect("piped")).lines();
     let kubeconfig = lines.next().expect("kubeconfig line").expect("readable");
     let mut env = HashMap::new();
-    while env.len() < 5 {
+    loop {
         let line = lines.next().expect("an export line").expect("readable");
-        let (name, value) = line
-            .trim_start_matches("export ")
-            .split_once('=')
-            .expect("NAME=value");
+        if line == "# testbed up; Ctrl-C or SIGTERM stops it" {
+            break;
+        }
+        let Some(export) = line.strip_prefix("export ") else {
+            assert!(line.starts_with('#'), "only exports and comments: {line}");
+            continue;
+        };
+        let (name, value) = export.split_once('=').expect("NAME=value");
         env.insert(name.to_owned(), value.to_owned());
     }
     let cache = dir.join("kube-cache");
@@ -105,6 +110,78 @@ fn up_runs_pods_starts_redis_and_the_stand_in_and_stops_them_on_sigterm() {
         "the stand-in listens at {base}"
     );
     assert!(env["ANTHROPIC_API_KEY"].starts_with("sk-ant-"));
+
+    // An operator started by hand with exactly the printed environment runs a Task.
+    let root = maos_e2e::cluster::repo_root();
+    for args in [
+        vec!["apply", "-f", root.join("crds").to_str().expect("utf-8")],
+        vec![
+            "create",
+            "secret",
+            "generic",
+            "anthropic",
+            &format!("--from-literal=api-key={}", env["ANTHROPIC_API_KEY"]),
+        ],
+    ] {
+        let out = kubectl(&kubeconfig, &cache, &args);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let operator_log = std::fs::File::create(dir.join("operator.log")).expect("log file");
+    let mut operator = Command::new(
+        maos_e2e::binaries::find("maos-operator", "maos-operator").expect("maos-operator built"),
+    )
+    .arg("run")
+    .env_clear()
+    .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+    .env("KUBECONFIG", &kubeconfig)
+    .envs(env.iter().filter(|(name, _)| name.starts_with("MAOS_")))
+    .stdout(operator_log.try_clone().expect("log file"))
+    .stderr(operator_log)
+    .spawn()
+    .expect("maos-operator starts");
+    for example in ["examples/agentpool.yaml", "examples/hello-task.yaml"] {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        // The CRDs are served once discovery has them.
+        loop {
+            let out = kubectl(
+                &kubeconfig,
+                &cache,
+                &["apply", "-f", root.join(example).to_str().expect("utf-8")],
+            );
+            if out.status.success() {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+    let deadline = Instant::now() + Duration::from_secs(90);
+    loop {
+        let phase = kubectl(
+            &kubeconfig,
+            &cache,
+            &["get", "mtask", "hello", "-o", "jsonpath={.status.phase}"],
+        );
+        if String::from_utf8_lossy(&phase.stdout) == "Succeeded" {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the hand-started operator did not run the Task: {}",
+            std::fs::read_to_string(dir.join("operator.log")).unwrap_or_default()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let _ = operator.kill();
+    let _ = operator.wait();
 
     kill(Pid::from_raw(testbed.id() as i32), Signal::SIGTERM).expect("SIGTERM");
     let deadline = Instant::now() + Duration::from_secs(20);

@@ -253,10 +253,24 @@ fn up(runtime: &tokio::runtime::Runtime, options: UpOptions) -> anyhow::Result<(
         let standin = start_standin(&key, claude_latency_ms)?;
         println!("export ANTHROPIC_BASE_URL={}", standin.base_url());
         println!("export ANTHROPIC_API_KEY={key}");
+        // Agents reach the stand-in through the operator, which passes this to their pods.
+        println!(
+            "export MAOS_AGENT_ANTHROPIC_BASE_URL={}",
+            standin.base_url()
+        );
         Some(standin)
     } else {
         None
     };
+    // What an operator started by hand needs besides the above: every pod and the operator
+    // share 127.0.0.1 here, so each serves on a free loopback port.
+    println!("export MAOS_HTTP_ADDR=127.0.0.1:0");
+    println!("export MAOS_AGENT_HTTP_ADDR=127.0.0.1:0");
+    println!("export MAOS_LOG_FORMAT=text");
+    println!(
+        "# then: kubectl apply -f crds/ && kubectl create secret generic anthropic --from-literal=api-key=\"$ANTHROPIC_API_KEY\" && maos-operator run"
+    );
+    println!("{UP_MARKER}");
     tracing::info!("testbed up; Ctrl-C stops it");
     runtime.block_on(terminated);
     // The kubelet first: it stops every pod process before the services they use go.
@@ -266,6 +280,9 @@ fn up(runtime: &tokio::runtime::Runtime, options: UpOptions) -> anyhow::Result<(
     }
     Ok(())
 }
+
+/// The last line `up` prints: everything before it is the kubeconfig and the environment.
+const UP_MARKER: &str = "# testbed up; Ctrl-C or SIGTERM stops it";
 
 /// The bucket the operator's checkpoints go to.
 const CHECKPOINT_BUCKET: &str = "maos-checkpoints";
