@@ -250,6 +250,8 @@ async fn step(
 
     // Pods: finished or stuck ones are replaced; pods of an old API key roll once idle.
     let mut live: Vec<&Pod> = Vec::new();
+    // Agents lost this pass (dead, or their pod ended): each gets a new pod, as the Events say.
+    let mut lost = replaced.len();
     for pod in &owned {
         let pod_name = pod.name_any();
         if pod.metadata.deletion_timestamp.is_some() || replaced.contains(&pod_name) {
@@ -265,6 +267,7 @@ async fn step(
             .is_some_and(|(_, p)| *p > 0);
         if matches!(phase, "Failed" | "Succeeded") {
             delete_pod(&pods, &pod_name, None).await?;
+            lost += 1;
             let note = format!("agent pod {pod_name} ended ({phase}); starting another");
             ctx.event(
                 pool,
@@ -356,7 +359,13 @@ async fn step(
         memory.idle_since.remove(removed);
     }
     let remaining = live.len().saturating_sub(decision.remove.len());
-    let wanted = decision.target as usize;
+    // A lost agent is replaced even when no work waits: the pool keeps its size until the
+    // autoscaler, not a crash, decides it is too big.
+    let wanted = if decision.remove.is_empty() {
+        (decision.target as usize).max((remaining + lost).min(pool.spec.replicas.max as usize))
+    } else {
+        decision.target as usize
+    };
     let mut created = 0;
     for _ in remaining..wanted {
         let pod_name = format!("{name}-{}", suffix());

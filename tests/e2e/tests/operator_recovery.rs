@@ -417,3 +417,65 @@ spec:
     assert_eq!(counts, (2, 1));
     assert_eq!(tasks_in_phase(address, "Running").await, Some(0));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_agent_whose_pod_is_force_deleted_is_replaced_though_no_work_waits() {
+    let stack = Stack::start(
+        StackConfig::new("e2e-idle-replaced").claude_latency(Duration::from_millis(300)),
+    )
+    .await
+    .expect("the stack starts");
+    stack
+        .apply(&pool_manifest("default", 1, 3))
+        .expect("kubectl apply the pool");
+    // Three parallel subtasks scale the pool to three agents.
+    stack
+        .apply(
+            "apiVersion: maos.dev/v1alpha1
+kind: Task
+metadata: {name: widen}
+spec:
+  prompt: Three things at once.
+  poolRef: {name: default}
+  synthesize: false
+  subtasks:
+  - {name: one, prompt: First thing.}
+  - {name: two, prompt: Second thing.}
+  - {name: three, prompt: Third thing.}
+",
+        )
+        .expect("kubectl apply the task");
+    stack
+        .wait_task("widen", "finished", TASK_DEADLINE, finished)
+        .await;
+    let before = stack
+        .wait_until("three agents", TASK_DEADLINE, || async {
+            stack
+                .agent_pods("default")
+                .ok()
+                .filter(|pods| pods.len() == 3)
+        })
+        .await;
+
+    // Idle, above min, nothing waiting: only the replacement brings the pool back to three.
+    let victim = before[0].clone();
+    stack
+        .kubectl(
+            &["delete", "pod", &victim, "--grace-period=0", "--force"],
+            None,
+        )
+        .expect("kubectl delete the pod");
+    let after = stack
+        .wait_until("a replacement agent", TASK_DEADLINE, || async {
+            stack
+                .agent_pods("default")
+                .ok()
+                .filter(|pods| pods.len() == 3 && !pods.contains(&victim))
+        })
+        .await;
+    assert_eq!(
+        after.iter().filter(|p| !before.contains(p)).count(),
+        1,
+        "one new agent: {before:?} -> {after:?}"
+    );
+}
