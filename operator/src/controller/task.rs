@@ -23,7 +23,9 @@ use kube::runtime::reflector::ObjectRef;
 use kube::{Resource, ResourceExt};
 use maos_core::api::v1alpha1::conditions::{find_condition, reason, task as cond};
 use maos_core::api::v1alpha1::limits::MAX_RESULT_LEN;
-use maos_core::api::v1alpha1::{AgentPool, ResultRef, SubtaskPhase, Task, TaskPhase, TaskStatus};
+use maos_core::api::v1alpha1::{
+    AgentPool, BudgetStatus, ResultRef, SubtaskPhase, Task, TaskPhase, TaskStatus,
+};
 use maos_core::coord::events::{EventConsumer, EventKind};
 use maos_core::coord::failure::FailReason;
 use maos_core::coord::keys::GROUP_OPERATOR;
@@ -417,7 +419,7 @@ async fn step(
         None
     };
     let budget_exhausted =
-        budget_exhausted(task, &memory.status, &coord, budget_spent_by_agent).await?;
+        budget_exhausted(task, &mut memory.status, &coord, budget_spent_by_agent).await?;
     let accepted_at = accepted_at(&memory.status, now);
     let pool_blocker = ctx
         .pool_blockers
@@ -676,7 +678,7 @@ async fn phase_event(
 /// that could not reserve its next call.
 async fn budget_exhausted(
     task: &Task,
-    status: &TaskStatus,
+    status: &mut TaskStatus,
     coord: &maos_core::coord::Task,
     refused: bool,
 ) -> Result<Option<String>, Error> {
@@ -685,6 +687,11 @@ async fn budget_exhausted(
     };
     if let Some(limit) = budget.max_tokens {
         let usage = coord.budget().usage().await?;
+        status.budget = Some(BudgetStatus {
+            max_tokens: limit,
+            spent_tokens: usage.spent,
+            reserved_tokens: usage.reserved,
+        });
         if usage.spent >= limit {
             return Ok(Some(format!(
                 "the token budget ({limit}) is spent: {} tokens used",

@@ -214,6 +214,38 @@ async fn task_over_its_token_budget_fails_with_budget_exceeded() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_budget_in_status_counts_every_billed_token_as_usage_shows_them() {
+    let stack = stack_with_pool("e2e-budget-status", 1).await;
+    stack
+        .apply(&task_manifest(
+            "counted",
+            "  budget: {maxTokens: 500000}\n",
+            "  - {name: essay, prompt: Write a short essay.}\n",
+        ))
+        .expect("kubectl apply the task");
+    let task = stack
+        .wait_task("counted", "finished", TASK_DEADLINE, finished)
+        .await;
+    let status = task.status.as_ref().expect("status");
+    let usage = status.usage.as_ref().expect("usage");
+    let budget = status.budget.expect("status.budget");
+    assert!(
+        usage.cache_read_input_tokens + usage.cache_creation_input_tokens > 0,
+        "{usage:?}"
+    );
+    assert_eq!(budget.max_tokens, 500_000);
+    assert_eq!(
+        budget.spent_tokens,
+        usage.input_tokens
+            + usage.output_tokens
+            + usage.cache_read_input_tokens
+            + usage.cache_creation_input_tokens,
+        "the budget and status.usage count the same tokens: {budget:?} {usage:?}"
+    );
+    assert_eq!(budget.reserved_tokens, 0, "no call is in flight");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn manual_dag_with_an_unknown_dependency_fails_as_invalid_spec_naming_the_field() {
     let stack = stack_with_pool("e2e-unknown-dep", 1).await;
     stack

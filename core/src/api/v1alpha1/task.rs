@@ -198,7 +198,8 @@ impl Default for Backoff {
 #[x_kube(validation = Rule::new("has(self.maxTokens) || has(self.maxCostUSD)").message("set maxTokens, maxCostUSD or both"))]
 #[serde(rename_all = "camelCase")]
 pub struct Budget {
-    /// The most input plus output tokens the Task may use.
+    /// The most tokens the Task may use, every token the API bills counted once: input, output,
+    /// and prompt-cache reads and writes (`status.budget` shows what is spent and reserved).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1, max = 1_000_000_000_000u64))]
     pub max_tokens: Option<u64>,
@@ -281,6 +282,10 @@ pub struct TaskStatus {
     /// Tokens and cost used so far.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub usage: Option<Usage>,
+
+    /// The token budget as the agents account it, when `spec.budget.maxTokens` is set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub budget: Option<BudgetStatus>,
 
     /// When the first subtask started.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -455,6 +460,19 @@ pub struct Usage {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = MAX_MODELS))]
     pub by_model: Vec<ModelUsage>,
+}
+
+/// A Task's token budget: its limit, what finished model calls spent, and what calls in flight
+/// hold (each call reserves its `max_tokens` plus its input before it is made).
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct BudgetStatus {
+    /// `spec.budget.maxTokens`.
+    pub max_tokens: u64,
+    /// Tokens spent: input, output and prompt-cache reads and writes of finished calls.
+    pub spent_tokens: u64,
+    /// Tokens reserved by calls in flight.
+    pub reserved_tokens: u64,
 }
 
 /// Tokens one model used for a Task.
