@@ -293,6 +293,7 @@ fn resume_from_an_invalid_checkpoint_name_is_rejected() {
         spec(|s| {
             s.resume_from = Some(ResumeFrom {
                 checkpoint: "Bad_Name".into(),
+                allow_spec_change: false,
             })
         }),
         "spec.resumeFrom.checkpoint",

@@ -10,7 +10,7 @@
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
 use maos_core::api::v1alpha1::conditions::{find_condition, reason, task as cond};
-use maos_core::api::v1alpha1::{SubtaskPhase, TaskStatus};
+use maos_core::api::v1alpha1::{SubtaskPhase, TaskSpec, TaskStatus};
 use maos_core::coord::queue::WorkKind;
 use maos_core::dag::SubtaskName;
 
@@ -25,6 +25,26 @@ pub struct Restored {
     pub redispatch: Vec<WorkOrder>,
     /// Subtasks done after the snapshot (or in flight at it), so done again.
     pub redone: Vec<String>,
+}
+
+/// The fields of `resumed` whose values would change what a Task resumed from a snapshot of
+/// `taken` means: its goal, its DAG, how it is planned, and whether results are merged. The
+/// pool, parallelism, budget and deadlines may change: they say how the work is done, not what.
+pub fn mismatched_fields(taken: &TaskSpec, resumed: &TaskSpec) -> Vec<&'static str> {
+    let mut fields = Vec::new();
+    if taken.prompt != resumed.prompt {
+        fields.push("spec.prompt");
+    }
+    if taken.subtasks != resumed.subtasks {
+        fields.push("spec.subtasks");
+    }
+    if taken.max_subtasks != resumed.max_subtasks {
+        fields.push("spec.maxSubtasks");
+    }
+    if taken.synthesize != resumed.synthesize {
+        fields.push("spec.synthesize");
+    }
+    fields
 }
 
 fn kind_of(name: &str) -> WorkKind {
@@ -171,6 +191,42 @@ pub fn recovered(current: &TaskStatus, snapshot: &TaskStatus) -> Restored {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn spec(extra: serde_json::Value) -> TaskSpec {
+        let mut value = serde_json::json!({"prompt": "Write a report.", "poolRef": {"name": "a"}});
+        if let (Some(base), Some(extra)) = (value.as_object_mut(), extra.as_object()) {
+            base.extend(extra.clone());
+        }
+        serde_json::from_value(value).expect("spec")
+    }
+
+    #[test]
+    fn a_resume_is_refused_for_a_change_of_goal_dag_plan_bound_or_synthesis_only() {
+        let taken = spec(serde_json::json!({}));
+        assert!(mismatched_fields(&taken, &taken).is_empty());
+        let moved = spec(
+            serde_json::json!({"poolRef": {"name": "b"}, "parallelism": 2,
+                                             "budget": {"maxTokens": 10}}),
+        );
+        assert!(
+            mismatched_fields(&taken, &moved).is_empty(),
+            "how, not what"
+        );
+        let other = spec(
+            serde_json::json!({"prompt": "Something else.", "synthesize": false,
+                                             "maxSubtasks": 3,
+                                             "subtasks": [{"name": "x", "prompt": "p"}]}),
+        );
+        assert_eq!(
+            mismatched_fields(&taken, &other),
+            [
+                "spec.prompt",
+                "spec.subtasks",
+                "spec.maxSubtasks",
+                "spec.synthesize"
+            ]
+        );
+    }
     use crate::lifecycle::{finish_succeeded, init_conditions, is_finished};
     use maos_core::api::v1alpha1::SubtaskStatus;
 

@@ -103,22 +103,36 @@ async fn restore(
     keys: &TaskKeys,
     fresh: bool,
 ) -> Result<Result<Snapshot, StoreError>, Error> {
+    match load(ctx, checkpoint).await {
+        Ok(snapshot) => write_back(ctx, snapshot, keys, fresh).await.map(Ok),
+        Err(err) => Ok(Err(err)),
+    }
+}
+
+/// Reads and checks the snapshot a Saved Checkpoint points at; writes nothing.
+async fn load(ctx: &Context, checkpoint: &Checkpoint) -> Result<Snapshot, StoreError> {
     let status = checkpoint.status.clone().unwrap_or_default();
     let (Some(location), Some(sha256)) = (status.location, status.sha256) else {
-        return Ok(Err(StoreError::ObjectNotFound {
+        return Err(StoreError::ObjectNotFound {
             location: format!(
                 "Checkpoint {} (no location recorded)",
                 checkpoint.name_any()
             ),
-        }));
+        });
     };
     let Some(object) = S3Object::parse(&location) else {
-        return Ok(Err(StoreError::ObjectNotFound { location }));
+        return Err(StoreError::ObjectNotFound { location });
     };
-    let mut snapshot = match ctx.store().load(&object, &sha256).await {
-        Ok(snapshot) => snapshot,
-        Err(err) => return Ok(Err(err)),
-    };
+    ctx.store().load(&object, &sha256).await
+}
+
+/// Writes a snapshot's Redis state under `keys` (a `fresh` Task does not inherit a cancel).
+async fn write_back(
+    ctx: &Context,
+    mut snapshot: Snapshot,
+    keys: &TaskKeys,
+    fresh: bool,
+) -> Result<Snapshot, Error> {
     if fresh {
         snapshot.state.keys.remove("cancel");
     }
@@ -132,7 +146,7 @@ async fn restore(
         .state
         .set_group_position("events", GROUP_OPERATOR, &folded);
     dump::restore(&ctx.redis, keys, &snapshot.state).await?;
-    Ok(Ok(snapshot))
+    Ok(snapshot)
 }
 
 /// Resumes a new Task from the Checkpoint its `spec.resumeFrom` names.
@@ -177,8 +191,23 @@ pub(crate) async fn resume(
             });
         }
     }
-    let snapshot = match restore(ctx, &checkpoint, keys, true).await? {
-        Ok(snapshot) => snapshot,
+    let snapshot = match load(ctx, &checkpoint).await {
+        // Checked before anything is written: a refused resume leaves Redis untouched.
+        Ok(snapshot) => {
+            let fields = resume::mismatched_fields(&snapshot.spec, &task.spec);
+            if !fields.is_empty() && !from.allow_spec_change {
+                return Ok(Resume::Fail {
+                    why: reason::CHECKPOINT_MISMATCH,
+                    message: format!(
+                        "Checkpoint {} was taken of Task {}, whose {} differ from this Task's; set spec.resumeFrom.allowSpecChange: true to resume anyway",
+                        from.checkpoint,
+                        snapshot.task.name,
+                        fields.join(", ")
+                    ),
+                });
+            }
+            write_back(ctx, snapshot, keys, true).await?
+        }
         Err(err) if is_corrupt(&err) => {
             return Ok(Resume::Fail {
                 why: if matches!(err, StoreError::Corrupt { .. }) {

@@ -715,3 +715,79 @@ async fn a_checkpoint_taken_mid_subtask_resumes_a_new_task_that_continues_the_co
         message_count(first)
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_resume_whose_task_means_something_else_is_refused_unless_allowed() {
+    let stack = stack_with_pool(StackConfig::new("e2e-ckpt-mismatch"), 2).await;
+    stack
+        .apply(&task_manifest("origin", "work", &[("intro", &[])], ""))
+        .expect("apply the task");
+    let origin = stack
+        .wait_task("origin", "finished", TASK_DEADLINE, finished)
+        .await;
+    assert!(succeeded(&origin), "{:?}", origin.status);
+    stack
+        .apply(&checkpoint_manifest("origin-done", "origin", None))
+        .expect("apply the checkpoint");
+    wait_checkpoint(&stack, "origin-done").await;
+
+    let other = |name: &str, allow: bool| {
+        format!(
+            "apiVersion: maos.dev/v1alpha1
+kind: Task
+metadata: {{name: {name}}}
+spec:
+  prompt: Plan a garden.
+  poolRef: {{name: work}}
+  synthesize: true
+  resumeFrom: {{checkpoint: origin-done, allowSpecChange: {allow}}}
+  subtasks:
+  - {{name: intro, prompt: Write part intro.}}
+"
+        )
+    };
+    stack
+        .apply(&other("elsewhere", false))
+        .expect("apply a task with another goal");
+    let refused = stack
+        .wait_task("elsewhere", "finished", TASK_DEADLINE, finished)
+        .await;
+    let succeeded_condition = condition(&refused, "Succeeded").expect("Succeeded");
+    assert_eq!(
+        (
+            succeeded_condition.status.as_str(),
+            succeeded_condition.reason.as_str()
+        ),
+        ("False", "CheckpointMismatch"),
+        "{succeeded_condition:?}"
+    );
+    assert!(
+        succeeded_condition.message.contains("spec.prompt")
+            && succeeded_condition.message.contains("Task origin")
+            && succeeded_condition.message.contains("allowSpecChange"),
+        "{}",
+        succeeded_condition.message
+    );
+    let uid = refused.metadata.uid.clone().expect("uid");
+    assert!(
+        stack
+            .keys_matching(&format!("*{{task:{uid}}}*"))
+            .await
+            .expect("scan")
+            .is_empty(),
+        "a refused resume restores nothing"
+    );
+
+    stack
+        .apply(&other("allowed", true))
+        .expect("apply the same with allowSpecChange");
+    let allowed = stack
+        .wait_task("allowed", "finished", TASK_DEADLINE, finished)
+        .await;
+    assert!(succeeded(&allowed), "{:?}", allowed.status);
+    assert!(
+        has_condition(&allowed, "Accepted", "True", Some("Resumed")),
+        "{:?}",
+        allowed.status
+    );
+}

@@ -79,6 +79,8 @@ pub mod reason {
     pub const POOL_NOT_READY: &str = "PoolNotReady";
     /// The Task's pool can run agents.
     pub const POOL_READY: &str = "PoolReady";
+    /// A Task's spec differs in meaning from that of the Task its Checkpoint was taken of.
+    pub const CHECKPOINT_MISMATCH: &str = "CheckpointMismatch";
     /// The pool's API key is the example Secret's placeholder.
     pub const API_KEY_PLACEHOLDER: &str = "APIKeyPlaceholder";
     /// The Task finished: nothing more progresses.

@@ -236,6 +236,12 @@ pub struct ResumeFrom {
     /// Name of a Checkpoint in the Task's namespace.
     #[schemars(length(min = 1, max = MAX_SUBDOMAIN_LEN))]
     pub checkpoint: String,
+
+    /// Resume even though this Task's prompt, subtasks, maxSubtasks or synthesize differ from
+    /// those of the Task the Checkpoint was taken of (default false: such a resume fails with
+    /// reason CheckpointMismatch, naming the fields). The pool may always differ.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub allow_spec_change: bool,
 }
 
 /// How a Task is stopped before it finishes.
