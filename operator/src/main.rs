@@ -12,7 +12,7 @@ use clap::{Parser, Subcommand};
 use futures::StreamExt as _;
 use k8s_openapi::api::core::v1::{Pod, Secret};
 use kube::api::{Api, ListParams};
-use kube::runtime::{Controller, watcher};
+use kube::runtime::{Controller, WatchStreamExt as _, watcher};
 use maos_core::api::v1alpha1::{AgentPool, Checkpoint, Task};
 use maos_core::coord::{Redis, RedisConfig, Secret as Password, Topology};
 use maos_operator::config::{LogFormat, OperatorConfig, load_price_table};
@@ -171,15 +171,6 @@ async fn run(config: OperatorConfig) -> anyhow::Result<()> {
         None => Api::all(client.clone()),
     };
     let checkpoint_controller = Controller::new(checkpoints.clone(), watcher::Config::default());
-    let ctx = Arc::new(Context::new(
-        client.clone(),
-        redis,
-        settings,
-        metrics,
-        Some(identity),
-        wake_tx,
-    ));
-
     let (tasks, pools, pods, secrets): (Api<Task>, Api<AgentPool>, Api<Pod>, Api<Secret>) =
         match &config.namespace {
             Some(ns) => (
@@ -195,6 +186,30 @@ async fn run(config: OperatorConfig) -> anyhow::Result<()> {
                 Api::all(client.clone()),
             ),
         };
+    // The pools as the Task controller sees them: whether a Task's pool still exists (with the
+    // uid it registered under) and can run agents. Complete before any Task is reconciled, so a
+    // pool deleted while the operator was down is noticed too.
+    let (pool_cache, pool_writer) = kube::runtime::reflector::store::<AgentPool>();
+    let pool_reflector = tokio::spawn(
+        kube::runtime::reflector(
+            pool_writer,
+            watcher(pools.clone(), watcher::Config::default()).default_backoff(),
+        )
+        .for_each(|_| futures::future::ready(())),
+    );
+    tokio::select! {
+        ready = pool_cache.wait_until_ready() => { ready.context("watching AgentPools")?; }
+        _ = shutdown_signal() => { pool_reflector.abort(); return Ok(()); }
+    }
+    let ctx = Arc::new(Context::new(
+        client.clone(),
+        redis,
+        settings,
+        metrics,
+        Some(identity),
+        wake_tx,
+        pool_cache,
+    ));
 
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
@@ -221,10 +236,9 @@ async fn run(config: OperatorConfig) -> anyhow::Result<()> {
 
     let task_controller = Controller::new(tasks, watcher::Config::default());
     let task_store = task_controller.store();
-    let pool_ctx = ctx.clone();
     let task_controller = task_controller
         .watches(pools, watcher::Config::default(), move |pool| {
-            task::tasks_of_pool(&task_store, &pool_ctx, &pool)
+            task::tasks_of_pool(&task_store, &pool)
         })
         .watches(checkpoints, watcher::Config::default(), |checkpoint| {
             task::task_of_checkpoint(&checkpoint)
@@ -275,6 +289,7 @@ async fn run(config: OperatorConfig) -> anyhow::Result<()> {
         }
     }
     server.abort();
+    pool_reflector.abort();
     outcome
 }
 

@@ -59,9 +59,9 @@ pub struct Context {
     pub(crate) tasks: Mutex<HashMap<String, task::TaskMemory>>,
     /// Per-pool memory between reconciles (idle times).
     pub(crate) pools: Mutex<HashMap<String, pool::PoolMemory>>,
-    /// Pool uid → why it cannot run agents (`None`: it can), from the pools the Task
-    /// controller watches; a Task on a blocked pool shows `Blocked`.
-    pub(crate) pool_blockers: Mutex<HashMap<String, Option<String>>>,
+    /// Every AgentPool, kept by a reflector: a Task's pool, whether it still exists and whether
+    /// it can run agents.
+    pub(crate) pool_cache: kube::runtime::reflector::Store<maos_core::api::v1alpha1::AgentPool>,
     /// Wakes the Task controller for one Task (event pumps send here).
     pub(crate) wake: futures::channel::mpsc::UnboundedSender<
         kube::runtime::reflector::ObjectRef<maos_core::api::v1alpha1::Task>,
@@ -69,7 +69,8 @@ pub struct Context {
 }
 
 impl Context {
-    /// A context; `wake` feeds the Task controller's `reconcile_on`.
+    /// A context; `wake` feeds the Task controller's `reconcile_on`; `pool_cache` is a
+    /// reflector's store of the AgentPools.
     pub fn new(
         client: kube::Client,
         redis: Redis,
@@ -79,6 +80,7 @@ impl Context {
         wake: futures::channel::mpsc::UnboundedSender<
             kube::runtime::reflector::ObjectRef<maos_core::api::v1alpha1::Task>,
         >,
+        pool_cache: kube::runtime::reflector::Store<maos_core::api::v1alpha1::AgentPool>,
     ) -> Self {
         let recorder = Recorder::new(
             client.clone(),
@@ -96,7 +98,7 @@ impl Context {
             newest_checkpoints: Mutex::new(HashMap::new()),
             tasks: Mutex::new(HashMap::new()),
             pools: Mutex::new(HashMap::new()),
-            pool_blockers: Mutex::new(HashMap::new()),
+            pool_cache,
             wake,
         }
     }

@@ -226,6 +226,21 @@ async fn step(
     };
     let pool = Pool::new(ctx.redis.clone(), &PoolUid::new(&pool_uid)?);
     let coord = pool.task(&TaskUid::new(&uid)?);
+    let cached_pool = ctx
+        .pool_cache
+        .get(&ObjectRef::new(&task.spec.pool_ref.name).within(&namespace));
+    if memory.status.pool_uid.is_some()
+        && !pool_lives(cached_pool.as_deref(), &pool_uid)
+        && !pool_lives(
+            Api::<AgentPool>::namespaced(ctx.client.clone(), &namespace)
+                .get_opt(&task.spec.pool_ref.name)
+                .await?
+                .as_ref(),
+            &pool_uid,
+        )
+    {
+        return pool_deleted(task, ctx, api, memory, before, &pool, &coord).await;
+    }
 
     if !memory.registered || memory.status.pool_uid.is_none() {
         if memory.status.pool_uid.is_some() && !coord.exists().await? {
@@ -421,11 +436,7 @@ async fn step(
     let budget_exhausted =
         budget_exhausted(task, &mut memory.status, &coord, budget_spent_by_agent).await?;
     let accepted_at = accepted_at(&memory.status, now);
-    let pool_blocker = ctx
-        .pool_blockers
-        .lock()
-        .ok()
-        .and_then(|blockers| blockers.get(&pool_uid).cloned().flatten());
+    let pool_blocker = cached_pool.as_deref().and_then(lifecycle::pool_blocker);
     let facts = Facts {
         now,
         accepted_at,
@@ -983,6 +994,49 @@ async fn state_lost(
     Ok(Action::await_change())
 }
 
+/// Whether `pool` is the live AgentPool with uid `uid` (not gone, not replaced by a namesake,
+/// not being deleted).
+fn pool_lives(pool: Option<&AgentPool>, uid: &str) -> bool {
+    pool.is_some_and(|p| {
+        p.metadata.uid.as_deref() == Some(uid) && p.metadata.deletion_timestamp.is_none()
+    })
+}
+
+/// The Task's pool was deleted under it: its agents and queue are gone, so nothing can finish
+/// it. It fails with `PoolDeleted` and its Redis keys go (a Checkpoint taken before still
+/// resumes it in a new Task); a pool recreated under the same name is another pool.
+async fn pool_deleted(
+    task: &Task,
+    ctx: &Arc<Context>,
+    api: &Api<Task>,
+    memory: &mut TaskMemory,
+    before: TaskPhase,
+    pool: &Pool,
+    coord: &maos_core::coord::Task,
+) -> Result<Action, Error> {
+    let now = now();
+    let message = format!(
+        "AgentPool {} was deleted while the Task ran; its unfinished subtasks were cancelled",
+        task.spec.pool_ref.name
+    );
+    tracing::info!(task = %task.name_any(), namespace = %task.namespace().unwrap_or_default(), pool = %task.spec.pool_ref.name, "the Task's pool was deleted; failing the Task");
+    pool.delete_task(coord.keys().task()).await?;
+    if let Some(pump) = memory.pump.take() {
+        pump.abort();
+    }
+    memory.consumer = None;
+    memory.unacked.clear();
+    finish_failed(
+        &mut memory.status,
+        reason::POOL_DELETED,
+        &message,
+        task.metadata.generation,
+        now,
+    );
+    write_status(task, ctx, api, memory, before, true).await?;
+    Ok(Action::await_change())
+}
+
 /// Deletion: stop the agents, drop queued work, wait (bounded) for agents still holding an
 /// item of the Task, then remove every key of the Task.
 async fn cleanup(task: &Task, ctx: &Context) -> Result<Action, Error> {
@@ -1083,19 +1137,15 @@ fn until(now: Timestamp, at: Timestamp) -> Duration {
     Duration::try_from(at.duration_since(now)).unwrap_or(Duration::ZERO)
 }
 
-/// Tasks to wake because `pool` changed: those waiting for it to appear, and those whose
-/// `Blocked` phase no longer matches whether the pool can run agents. Remembers the pool's
-/// blocker for the Tasks' reconciles.
+/// Tasks to wake because `pool` changed: those waiting for it to appear, those on it while it
+/// is deleted, and those whose `Blocked` phase no longer matches whether it can run agents.
 pub fn tasks_of_pool(
     store: &kube::runtime::reflector::Store<Task>,
-    ctx: &Context,
     pool: &AgentPool,
 ) -> Vec<ObjectRef<Task>> {
     let (name, namespace) = (pool.name_any(), pool.namespace());
     let blocker = lifecycle::pool_blocker(pool);
-    if let (Some(uid), Ok(mut blockers)) = (pool.uid(), ctx.pool_blockers.lock()) {
-        blockers.insert(uid, blocker.clone());
-    }
+    let deleted = pool.metadata.deletion_timestamp.is_some();
     store
         .state()
         .iter()
@@ -1110,7 +1160,7 @@ pub fn tasks_of_pool(
             let shown = find_condition(&status.conditions, cond::PROGRESSING)
                 .filter(|c| c.reason == reason::POOL_NOT_READY)
                 .map(|c| c.message.as_str());
-            !is_finished(status) && shown != blocker.as_deref()
+            !is_finished(status) && (deleted || shown != blocker.as_deref())
         })
         .map(|t| ObjectRef::from_obj(t.as_ref()))
         .collect()

@@ -397,3 +397,76 @@ async fn a_status_edited_by_hand_is_written_back_by_the_operator() {
         "writing status back is not a second success"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_task_whose_pool_is_deleted_under_it_fails_as_pool_deleted_and_leaves_no_keys() {
+    let stack = Stack::start(StackConfig::new("e2e-pool-deleted").claude_latency(SLOW_CALLS))
+        .await
+        .expect("the stack starts");
+    stack
+        .apply(&pool_manifest("default", 2, 2))
+        .expect("kubectl apply the pool");
+    stack
+        .apply(&two_part_task("orphan", ""))
+        .expect("kubectl apply the task");
+    stack
+        .wait_task("orphan", "a part running", TASK_DEADLINE, |t| {
+            !running(t).is_empty()
+        })
+        .await;
+
+    stack
+        .kubectl(&["delete", "apool", "default", "--wait=false"], None)
+        .expect("kubectl delete the pool");
+    let task = stack
+        .wait_task("orphan", "finished", TASK_DEADLINE, finished)
+        .await;
+    let succeeded = condition(&task, "Succeeded").expect("Succeeded");
+    assert_eq!(
+        (succeeded.status.as_str(), succeeded.reason.as_str()),
+        ("False", "PoolDeleted"),
+        "{succeeded:?}"
+    );
+    assert!(
+        succeeded.message.contains("AgentPool default"),
+        "{}",
+        succeeded.message
+    );
+    assert_eq!(
+        task.status.as_ref().and_then(|s| s.phase),
+        Some(TaskPhase::Failed)
+    );
+    let uid = task.metadata.uid.clone().expect("uid");
+    stack
+        .wait_until("the task's keys removed", TASK_DEADLINE, || async {
+            stack
+                .keys_matching(&format!("*{{task:{uid}}}*"))
+                .await
+                .expect("scan")
+                .is_empty()
+                .then_some(())
+        })
+        .await;
+
+    // A new pool of the same name is another pool: the failed Task stays failed.
+    stack
+        .apply(&pool_manifest("default", 1, 1))
+        .expect("kubectl apply a new pool");
+    stack
+        .wait_until("the new pool's agent", TASK_DEADLINE, || async {
+            stack
+                .agent_pods("default")
+                .ok()
+                .filter(|pods| !pods.is_empty())
+        })
+        .await;
+    let later = stack.task("orphan").await.expect("the task");
+    assert_eq!(
+        later.status.as_ref().and_then(|s| s.phase),
+        Some(TaskPhase::Failed)
+    );
+    assert_eq!(
+        later.status.as_ref().and_then(|s| s.pool_uid.clone()),
+        task.status.as_ref().and_then(|s| s.pool_uid.clone())
+    );
+}

@@ -75,6 +75,8 @@ pub mod reason {
     pub const COMPLETED: &str = "Completed";
     /// The API-key Secret of a pool is missing.
     pub const SECRET_NOT_FOUND: &str = "SecretNotFound";
+    /// The Task's pool was deleted while it ran.
+    pub const POOL_DELETED: &str = "PoolDeleted";
     /// The Task's pool cannot run agents.
     pub const POOL_NOT_READY: &str = "PoolNotReady";
     /// The Task's pool can run agents.
