@@ -193,35 +193,75 @@ impl Journal {
             let full = page.ids.len() >= PAGE;
             for e in page.ids {
                 start = format!("({}", e.id);
-                let tag = entry::text(OP, &e.map, field::ENTRY_KIND)?;
-                let attempt = u32::try_from(entry::number(OP, &e.map, field::ATTEMPT)?)
-                    .map_err(|_| CoordError::protocol(OP, "attempt out of range"))?;
-                let kind = match tag.as_str() {
-                    "opening" => EntryKind::Opening,
-                    "model_response" => EntryKind::ModelResponse,
-                    "ended" => EntryKind::Ended,
-                    "tool_result" => EntryKind::ToolResult {
-                        tool_use_id: entry::text(OP, &e.map, field::TOOL_USE_ID)?,
-                    },
-                    other => {
-                        return Err(CoordError::protocol(
-                            OP,
-                            format!("unknown journal entry kind {other:?}"),
-                        ));
-                    }
-                };
-                entries.push(JournalEntry {
-                    id: EntryId::from_raw(e.id),
-                    kind,
-                    attempt,
-                    body: entry::text(OP, &e.map, field::BODY)?,
-                });
+                entries.push(parse(OP, e)?);
             }
             if !full {
                 return Ok(Conversation { entries });
             }
         }
     }
+
+    /// Ends the newest attempt in the journal with `reason` unless it ended already or is
+    /// `attempt` or later: the operator does this before it dispatches retry `attempt`, so a
+    /// retry of an attempt the agent could not end itself (stuck past its timeout) starts
+    /// afresh too. Returns whether a marker was written.
+    pub async fn end_before(&self, attempt: u32, reason: &str) -> CoordResult<bool> {
+        const OP: &str = "end journal attempt";
+        let stream = self.keys.journal(&self.subtask);
+        let newest: StreamRangeReply = self
+            .redis
+            .run(OP, |mut c| {
+                let stream = &stream;
+                async move {
+                    redis::cmd("XREVRANGE")
+                        .arg(stream)
+                        .arg("+")
+                        .arg("-")
+                        .arg("COUNT")
+                        .arg(1)
+                        .query_async(&mut c)
+                        .await
+                }
+            })
+            .await?;
+        let Some(newest) = newest.ids.into_iter().next() else {
+            return Ok(false);
+        };
+        let newest = parse(OP, newest)?;
+        if newest.kind == EntryKind::Ended || newest.attempt >= attempt {
+            return Ok(false);
+        }
+        self.append(newest.attempt, &EntryKind::Ended, reason)
+            .await?;
+        Ok(true)
+    }
+}
+
+/// One stream entry as a journal entry.
+fn parse(op: &'static str, e: redis::streams::StreamId) -> CoordResult<JournalEntry> {
+    let tag = entry::text(op, &e.map, field::ENTRY_KIND)?;
+    let attempt = u32::try_from(entry::number(op, &e.map, field::ATTEMPT)?)
+        .map_err(|_| CoordError::protocol(op, "attempt out of range"))?;
+    let kind = match tag.as_str() {
+        "opening" => EntryKind::Opening,
+        "model_response" => EntryKind::ModelResponse,
+        "ended" => EntryKind::Ended,
+        "tool_result" => EntryKind::ToolResult {
+            tool_use_id: entry::text(op, &e.map, field::TOOL_USE_ID)?,
+        },
+        other => {
+            return Err(CoordError::protocol(
+                op,
+                format!("unknown journal entry kind {other:?}"),
+            ));
+        }
+    };
+    Ok(JournalEntry {
+        id: EntryId::from_raw(e.id),
+        kind,
+        attempt,
+        body: entry::text(op, &e.map, field::BODY)?,
+    })
 }
 
 #[cfg(test)]

@@ -457,6 +457,20 @@ async fn step(
                 coord.plan().set_feedback(&feedback).await?;
             }
             Effect::Dispatch(orders) => {
+                // Before the retry can be claimed: it must not replay the attempt it retries.
+                for order in orders.iter().filter(|o| o.attempt > 1) {
+                    let why = memory
+                        .status
+                        .subtasks
+                        .iter()
+                        .find(|s| s.name == order.subtask.as_str())
+                        .and_then(|s| s.message.clone())
+                        .unwrap_or_else(|| "the attempt failed".to_owned());
+                    coord
+                        .journal(&order.subtask)
+                        .end_before(order.attempt, &why)
+                        .await?;
+                }
                 let items = enqueue(task, &pool, &coord, orders, accepted_at, now).await?;
                 if let Some(ready_ms) = newest_event_ms {
                     let waited = unix_ms().saturating_sub(ready_ms);

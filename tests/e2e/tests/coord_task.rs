@@ -296,6 +296,39 @@ async fn journal_replays_the_conversation_in_order_and_knows_applied_tool_calls(
     assert!(conversation.tool_result("toolu_02").is_none());
 }
 
+async fn the_operator_ends_an_attempt_the_agent_could_not_end_before_its_retry(fx: &Fixture) {
+    let task = fx.pool().task(&task_uid());
+    let journal = task.journal(&subtask("stuck"));
+    assert!(
+        !journal.end_before(2, "nothing yet").await.expect("end"),
+        "an empty journal needs no end"
+    );
+    journal
+        .append(1, &EntryKind::Opening, "go")
+        .await
+        .expect("append");
+    assert!(
+        journal
+            .end_before(2, "DeadlineExceeded: stuck")
+            .await
+            .expect("end")
+    );
+    assert!(
+        !journal.end_before(2, "again").await.expect("end"),
+        "an ended attempt is ended once"
+    );
+    let conversation = journal.read_all().await.expect("read");
+    assert!(conversation.live().is_empty());
+    assert_eq!(conversation.last_failure(), Some("DeadlineExceeded: stuck"));
+    // The retry started: its own entries are never cut off.
+    journal
+        .append(2, &EntryKind::Opening, "go again")
+        .await
+        .expect("append");
+    assert!(!journal.end_before(2, "late").await.expect("end"));
+    assert_eq!(journal.read_all().await.expect("read").live().len(), 1);
+}
+
 async fn cleanup_deletes_every_key_of_the_task_and_nothing_else(fx: &Fixture) {
     let pool = fx.pool();
     let (doomed, kept) = (pool.task(&task_uid()), pool.task(&task_uid()));
@@ -389,5 +422,6 @@ both_backends!(
     unacked_events_are_redelivered_to_a_restarted_consumer,
     broadcast_reaches_others_and_direct_message_only_its_addressee,
     journal_replays_the_conversation_in_order_and_knows_applied_tool_calls,
+    the_operator_ends_an_attempt_the_agent_could_not_end_before_its_retry,
     cleanup_deletes_every_key_of_the_task_and_nothing_else,
 );
