@@ -17,7 +17,7 @@ spec:
   poolRef: {name: default}
   subtasks:
   - {name: a, prompt: x}
-  - {name: b, prompt: y, dependsOn: [a]}
+  - {name: b, prompt: why, dependsOn: [a]}
 "#,
     )
 }
@@ -72,7 +72,7 @@ fn duplicate_subtask_names_are_rejected() {
     let bad = with(task(), "/spec/subtasks/1/name", json!("a"));
     assert_rejected_with(
         cel_failures("Task", &bad, None),
-        "subtask names must be unique",
+        "spec.subtasks: subtask names must be unique: a appears more than once",
     );
 }
 
@@ -81,8 +81,37 @@ fn self_dependency_is_rejected() {
     let bad = with(task(), "/spec/subtasks/1/dependsOn", json!(["b"]));
     assert_rejected_with(
         cel_failures("Task", &bad, None),
-        "a subtask cannot depend on itself",
+        "spec.subtasks[1].dependsOn: subtask b cannot depend on itself",
     );
+}
+
+#[test]
+fn checks_the_operator_made_at_run_time_are_refused_at_apply_time_naming_field_and_value() {
+    let cases = [
+        (
+            with(task(), "/spec/subtasks/1/dependsOn", json!(["a", "a"])),
+            "spec.subtasks[1].dependsOn: subtask b lists a more than once in dependsOn",
+        ),
+        (
+            with(task(), "/spec/subtasks/0/name", json!("plan")),
+            "spec.subtasks[0].name: subtask name plan is reserved for MAOS",
+        ),
+        (
+            with(task(), "/spec/subtasks/1/name", json!("synthesize")),
+            "spec.subtasks[1].name: subtask name synthesize is reserved for MAOS",
+        ),
+        (
+            with(task(), "/spec/prompt", json!("  \n\t ")),
+            "spec.prompt: spec.prompt must not be blank",
+        ),
+        (
+            with(task(), "/spec/subtasks/0/prompt", json!("   ")),
+            "spec.subtasks[0].prompt: the prompt of subtask a must not be blank",
+        ),
+    ];
+    for (bad, message) in cases {
+        assert_rejected_with(cel_failures("Task", &bad, None), message);
+    }
 }
 
 #[test]
@@ -119,7 +148,13 @@ fn backoff_cap_below_first_wait_is_rejected() {
 #[test]
 fn long_task_name_is_rejected() {
     let bad = with(task(), "/metadata/name", json!("t".repeat(64)));
-    assert_rejected_with(cel_failures("Task", &bad, None), "at most 63 characters");
+    assert_rejected_with(
+        cel_failures("Task", &bad, None),
+        &format!(
+            "metadata.name: {} has 64 characters; Task names are at most 63",
+            "t".repeat(64)
+        ),
+    );
 }
 
 #[test]

@@ -402,3 +402,40 @@ fn apply_refuses_a_quantity_that_is_not_one_and_a_prefix_that_escapes_the_bucket
         Some("")
     );
 }
+
+#[test]
+fn cel_refusals_name_the_field_and_the_value() {
+    let cluster = cluster_with_crds("e2e-invalid");
+    eventually_ok(&cluster, &["get", "mtask", "-n", "e2e-invalid"]);
+
+    let itself = refusal(
+        &cluster,
+        r#""subtasks":[{"name":"a","prompt":"x","dependsOn":["a"]}]"#,
+    );
+    assert!(
+        itself.contains("spec.subtasks[0].dependsOn: Invalid value: \"array\": subtask a cannot depend on itself"),
+        "{itself}"
+    );
+    let twice = refusal(
+        &cluster,
+        r#""subtasks":[{"name":"a","prompt":"x"},{"name":"a","prompt":"y"}]"#,
+    );
+    assert!(
+        twice.contains("spec.subtasks: Invalid value: \"array\": subtask names must be unique: a appears more than once"),
+        "{twice}"
+    );
+    let reserved = refusal(&cluster, r#""subtasks":[{"name":"plan","prompt":"x"}]"#);
+    assert!(
+        reserved.contains(
+            "spec.subtasks[0].name: Invalid value: \"string\": subtask name plan is reserved"
+        ),
+        "{reserved}"
+    );
+    let blank = refusal(&cluster, r#""subtasks":[{"name":"a","prompt":"   "}]"#);
+    assert!(blank.contains("spec.subtasks[0].prompt"), "{blank}");
+    let pool = refusal(
+        &cluster,
+        r#""maxSubtasks":4,"poolRef":{"name":"Not_A_Name"}"#,
+    );
+    assert!(pool.contains("spec.poolRef.name"), "{pool}");
+}

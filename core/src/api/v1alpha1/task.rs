@@ -26,9 +26,10 @@ use super::schema;
     printcolumn(name = "Speedup", type_ = "string", json_path = ".status.speedup", description = "Sum of subtask durations divided by wall time"),
     printcolumn(name = "Cost", type_ = "string", json_path = ".status.usage.costUSD", description = "Model cost so far, in US dollars"),
     printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp"),
-    validation = Rule::new("size(self.metadata.name) <= 63").message("Task names are at most 63 characters: they are used as label values")
+    validation = Rule::new("size(self.metadata.name) <= 63").message(kube::core::Message::Expression("'metadata.name: ' + self.metadata.name + ' has ' + string(size(self.metadata.name)) + ' characters; Task names are at most 63: they are used as label values'".into()))
 )]
 #[x_kube(
+    validation = Rule::new("self.prompt.trim().size() > 0").message("spec.prompt must not be blank").field_path(".prompt"),
     validation = Rule::new("!has(self.subtasks) || size(self.subtasks) <= self.maxSubtasks").message("spec.subtasks has more entries than spec.maxSubtasks").field_path(".subtasks"),
     validation = Rule::new("self.prompt == oldSelf.prompt").message("prompt is immutable: create a new Task for a new goal").field_path(".prompt"),
     validation = Rule::new("self.poolRef == oldSelf.poolRef").message("poolRef is immutable").field_path(".poolRef"),
@@ -47,7 +48,7 @@ pub struct TaskSpec {
     /// An explicit DAG of subtasks. When empty, a planner agent decides the subtasks.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = MAX_SUBTASKS))]
-    #[x_kube(validation = Rule::new("self.all(s, self.exists_one(t, t.name == s.name))").message("subtask names must be unique"))]
+    #[x_kube(validation = Rule::new("self.all(s, self.exists_one(t, t.name == s.name))").message(kube::core::Message::Expression("'subtask names must be unique: ' + self.map(s, s.name).filter(n, self.filter(t, t.name == n).size() > 1)[0] + ' appears more than once'".into())))]
     pub subtasks: Vec<SubtaskSpec>,
 
     /// The most subtasks the planner may create (hard cap 64).
@@ -109,14 +110,22 @@ pub struct TaskSpec {
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct PoolRef {
-    /// Name of the AgentPool.
-    #[schemars(length(min = 1, max = MAX_POOL_NAME_LEN))]
+    /// Name of the AgentPool: a DNS-1123 subdomain, as every object name.
+    #[schemars(
+        length(min = 1, max = MAX_POOL_NAME_LEN),
+        pattern(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+    )]
     pub name: String,
 }
 
 /// One subtask of a manual DAG.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, KubeSchema)]
-#[x_kube(validation = Rule::new("!has(self.dependsOn) || !(self.name in self.dependsOn)").message("a subtask cannot depend on itself").field_path(".dependsOn"))]
+#[x_kube(
+    validation = Rule::new("!has(self.dependsOn) || !(self.name in self.dependsOn)").message(kube::core::Message::Expression("'subtask ' + self.name + ' cannot depend on itself'".into())).field_path(".dependsOn"),
+    validation = Rule::new("!has(self.dependsOn) || self.dependsOn.all(d, self.dependsOn.exists_one(e, e == d))").message(kube::core::Message::Expression("'subtask ' + self.name + ' lists ' + self.dependsOn.filter(d, self.dependsOn.filter(e, e == d).size() > 1)[0] + ' more than once in dependsOn'".into())).field_path(".dependsOn"),
+    validation = Rule::new("!(self.name in ['plan', 'synthesize'])").message(kube::core::Message::Expression("'subtask name ' + self.name + ' is reserved for MAOS (its planner and synthesizer)'".into())).field_path(".name"),
+    validation = Rule::new("self.prompt.trim().size() > 0").message(kube::core::Message::Expression("'the prompt of subtask ' + self.name + ' must not be blank'".into())).field_path(".prompt")
+)]
 #[serde(rename_all = "camelCase")]
 pub struct SubtaskSpec {
     /// Name of the subtask: a DNS-1123 label, unique in the Task. `plan` and `synthesize` are reserved.

@@ -114,11 +114,23 @@ fn without_nulls(value: &Value) -> Value {
     }
 }
 
+/// The value at a field path as kube-apiserver writes them: `spec.subtasks[0].dependsOn`,
+/// `spec.resources.limits[memory]`.
 fn lookup<'a>(object: &'a Value, dotted: &str) -> Option<&'a Value> {
     let mut current = object;
     for part in dotted.split('.').filter(|p| !p.is_empty()) {
-        let (key, _) = part.split_once('[').unwrap_or((part, ""));
-        current = current.get(key)?;
+        let mut pieces = part.split('[');
+        let key = pieces.next().unwrap_or_default();
+        if !key.is_empty() {
+            current = current.get(key)?;
+        }
+        for index in pieces {
+            let index = index.strip_suffix(']')?;
+            current = match current {
+                Value::Array(items) => items.get(index.parse::<usize>().ok()?)?,
+                other => other.get(index)?,
+            };
+        }
     }
     Some(current)
 }
