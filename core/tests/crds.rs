@@ -80,6 +80,49 @@ fn walk(path: &str, node: &Value, visit: &mut dyn FnMut(&str, &Value)) {
     }
 }
 
+/// How a default reads in a description: `default 5`, `default "Ready"`, `default {...}`.
+fn default_text(value: &Value) -> String {
+    match value {
+        Value::String(text) => text.clone(),
+        Value::Object(_) | Value::Array(_) => String::new(),
+        other => other.to_string(),
+    }
+}
+
+/// `kubectl explain` shows descriptions, not schema defaults: each default is in its field's
+/// description ("Default: 5.", or for an object of defaults, "Default: ..." naming them).
+#[test]
+fn every_default_is_in_its_description() {
+    let mut missing = Vec::new();
+    for kind in KINDS {
+        walk(kind, &schema_of(kind), &mut |path, node| {
+            for (name, prop) in node
+                .get("properties")
+                .and_then(Value::as_object)
+                .into_iter()
+                .flatten()
+            {
+                // Status is the operator's; its zeros need no words.
+                let Some(default) = prop.get("default").filter(|_| path.contains(".spec")) else {
+                    continue;
+                };
+                let description = prop
+                    .get("description")
+                    .and_then(Value::as_str)
+                    .unwrap_or_default();
+                let text = default_text(default);
+                if !description.contains("Default") || !description.contains(&text) {
+                    missing.push(format!("{path}.{name} (default {default})"));
+                }
+            }
+        });
+    }
+    assert!(
+        missing.is_empty(),
+        "defaults missing from descriptions: {missing:#?}"
+    );
+}
+
 #[test]
 fn every_property_has_a_description() {
     let mut missing = Vec::new();

@@ -136,6 +136,10 @@ fn explain_shows_the_task_spec_schema() {
     let explained = eventually_ok(&cluster, &["explain", "mtask.spec.budget"]);
     assert!(explained.contains("KIND:       Task"), "{explained}");
     assert!(explained.contains("maxTokens"), "{explained}");
+    let parallelism = eventually_ok(&cluster, &["explain", "mtask.spec.parallelism"]);
+    assert!(parallelism.contains("Default: 8."), "{parallelism}");
+    let model = eventually_ok(&cluster, &["explain", "apool.spec.model"]);
+    assert!(model.contains("Default: claude-sonnet-4-5."), "{model}");
 }
 
 #[test]

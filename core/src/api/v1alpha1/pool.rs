@@ -41,10 +41,11 @@ pub const DEFAULT_AGENT_IMAGE: &str = "ghcr.io/maos/agent-runner:0.1.0";
 #[serde(rename_all = "camelCase")]
 pub struct AgentPoolSpec {
     /// How many agents the pool runs; it is scaled between min and max on queue depth.
+    /// Default: min 1, max 20.
     #[serde(default)]
     pub replicas: Replicas,
 
-    /// The Claude model this pool's agents use.
+    /// The Claude model this pool's agents use. Default: claude-sonnet-4-5.
     #[serde(default = "default_model")]
     #[schemars(length(min = 1, max = MAX_MODEL_LEN))]
     pub model: String,
@@ -52,7 +53,7 @@ pub struct AgentPoolSpec {
     /// The Secret key holding the Anthropic API key; only agent pods ever see it.
     pub api_key_secret_ref: SecretKeyRef,
 
-    /// The agent-runner container image.
+    /// The agent-runner container image. Default: ghcr.io/maos/agent-runner:0.1.0.
     #[serde(default = "default_image")]
     #[schemars(length(min = 1, max = MAX_IMAGE_LEN))]
     pub image: String,
@@ -61,22 +62,24 @@ pub struct AgentPoolSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resources: Option<AgentResources>,
 
-    /// The most tool-loop turns an agent takes on one subtask.
+    /// The most tool-loop turns an agent takes on one subtask. Default: 40.
     #[serde(default = "default_max_turns")]
     #[schemars(range(min = 1, max = MAX_TURNS))]
     pub max_turns: u32,
 
     /// Seconds between two heartbeats of an agent; an agent that misses three is dead.
+    /// Default: 1.
     #[serde(default = "default_heartbeat_seconds")]
     #[schemars(range(min = 1, max = 60))]
     pub heartbeat_seconds: u32,
 
-    /// Seconds an agent above min may stay idle before it is removed.
+    /// Seconds an agent above min may stay idle before it is removed. Default: 300.
     #[serde(default = "default_idle_seconds")]
     #[schemars(range(min = 0, max = MAX_SECONDS))]
     pub idle_seconds: u32,
 
     /// Model rate limits, one token bucket in Redis shared by every agent of the pool.
+    /// Default: 50 requests, 40000 input and 8000 output tokens per minute.
     #[serde(default)]
     pub rate_limits: RateLimits,
 }
@@ -86,12 +89,12 @@ pub struct AgentPoolSpec {
 #[x_kube(validation = Rule::new("self.min <= self.max").message("replicas.min must not exceed replicas.max").field_path(".min"))]
 #[serde(rename_all = "camelCase")]
 pub struct Replicas {
-    /// The fewest agents, kept even when idle.
+    /// The fewest agents, kept even when idle. Default: 1.
     #[serde(default = "default_min_replicas")]
     #[schemars(range(min = 0, max = MAX_REPLICAS))]
     pub min: u32,
 
-    /// The most agents, reached when work waits.
+    /// The most agents, reached when work waits. Default: 20.
     #[serde(default = "default_max_replicas")]
     #[schemars(range(min = 1, max = MAX_REPLICAS))]
     pub max: u32,
@@ -114,7 +117,7 @@ pub struct SecretKeyRef {
     #[schemars(length(min = 1, max = MAX_SUBDOMAIN_LEN))]
     pub name: String,
 
-    /// Key in the Secret's data.
+    /// Key in the Secret's data. Default: api-key.
     #[serde(default = "default_api_key_key")]
     #[schemars(length(min = 1, max = MAX_SUBDOMAIN_LEN), pattern(r"^[-._a-zA-Z0-9]+$"))]
     pub key: String,
@@ -139,17 +142,17 @@ pub struct AgentResources {
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct RateLimits {
-    /// Model requests per minute.
+    /// Model requests per minute. Default: 50.
     #[serde(default = "default_requests_per_minute")]
     #[schemars(range(min = 1, max = 1_000_000))]
     pub requests_per_minute: u32,
 
-    /// Input tokens per minute.
+    /// Input tokens per minute. Default: 40000.
     #[serde(default = "default_input_tokens_per_minute")]
     #[schemars(range(min = 1, max = 1_000_000_000))]
     pub input_tokens_per_minute: u32,
 
-    /// Output tokens per minute.
+    /// Output tokens per minute. Default: 8000.
     #[serde(default = "default_output_tokens_per_minute")]
     #[schemars(range(min = 1, max = 1_000_000_000))]
     pub output_tokens_per_minute: u32,

@@ -51,26 +51,27 @@ pub struct TaskSpec {
     #[x_kube(validation = Rule::new("self.all(s, self.exists_one(t, t.name == s.name))").message(kube::core::Message::Expression("'subtask names must be unique: ' + self.map(s, s.name).filter(n, self.filter(t, t.name == n).size() > 1)[0] + ' appears more than once'".into())))]
     pub subtasks: Vec<SubtaskSpec>,
 
-    /// The most subtasks the planner may create (hard cap 64).
+    /// The most subtasks the planner may create (hard cap 64). Default: 12.
     #[serde(default = "default_max_subtasks")]
     #[schemars(range(min = 1, max = MAX_SUBTASKS))]
     pub max_subtasks: u32,
 
-    /// The most subtasks of this Task running at once.
+    /// The most subtasks of this Task running at once. Default: 8.
     #[serde(default = "default_parallelism")]
     #[schemars(range(min = 1, max = MAX_PARALLELISM))]
     pub parallelism: u32,
 
-    /// How a failed subtask is retried.
+    /// How a failed subtask is retried. Default: limit 2, backoff 5 s × 2 up to 120 s.
     #[serde(default)]
     pub retry_strategy: RetryStrategy,
 
-    /// How long one attempt of one subtask may run before it is failed, in seconds.
+    /// How long one attempt of one subtask may run before it is failed, in seconds. Default: 600.
     #[serde(default = "default_subtask_timeout_seconds")]
     #[schemars(range(min = 10, max = MAX_SECONDS))]
     pub subtask_timeout_seconds: u32,
 
     /// How long the whole Task may run before it fails with DeadlineExceeded, in seconds.
+    /// Default: 3600.
     #[serde(default = "default_active_deadline_seconds")]
     #[schemars(range(min = 10, max = MAX_SECONDS))]
     pub active_deadline_seconds: u32,
@@ -79,7 +80,7 @@ pub struct TaskSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub budget: Option<Budget>,
 
-    /// Add a final subtask that receives every result and writes the answer.
+    /// Add a final subtask that receives every result and writes the answer. Default: true.
     #[serde(default = "default_true")]
     pub synthesize: bool,
 
@@ -92,6 +93,7 @@ pub struct TaskSpec {
     pub resume_from: Option<ResumeFrom>,
 
     /// While true, no new subtask is dispatched; running subtasks finish (Kueue-compatible).
+    /// Default: false.
     #[serde(default)]
     pub suspend: bool,
 
@@ -151,12 +153,12 @@ pub struct SubtaskSpec {
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct RetryStrategy {
-    /// How many times a failed subtask is retried before the Task fails.
+    /// How many times a failed subtask is retried before the Task fails. Default: 2.
     #[serde(default = "default_retry_limit")]
     #[schemars(range(min = 0, max = MAX_RETRY_LIMIT))]
     pub limit: u32,
 
-    /// The wait between attempts.
+    /// The wait between attempts. Default: 5 s, × 2 each time, at most 120 s.
     #[serde(default)]
     pub backoff: Backoff,
 }
@@ -175,17 +177,17 @@ impl Default for RetryStrategy {
 #[x_kube(validation = Rule::new("self.maxDurationSeconds >= self.durationSeconds").message("maxDurationSeconds must be at least durationSeconds").field_path(".maxDurationSeconds"))]
 #[serde(rename_all = "camelCase")]
 pub struct Backoff {
-    /// The wait before the first retry, in seconds.
+    /// The wait before the first retry, in seconds. Default: 5.
     #[serde(default = "default_backoff_seconds")]
     #[schemars(range(min = 0, max = MAX_SECONDS))]
     pub duration_seconds: u32,
 
-    /// How much longer each further wait is than the one before.
+    /// How much longer each further wait is than the one before. Default: 2.
     #[serde(default = "default_backoff_factor")]
     #[schemars(range(min = 1, max = 10))]
     pub factor: u32,
 
-    /// The longest wait, in seconds.
+    /// The longest wait, in seconds. Default: 120.
     #[serde(default = "default_backoff_max_seconds")]
     #[schemars(range(min = 0, max = MAX_SECONDS))]
     pub max_duration_seconds: u32,
@@ -227,12 +229,12 @@ pub struct Budget {
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct CheckpointPolicy {
-    /// Seconds between two checkpoints of a running Task.
+    /// Seconds between two checkpoints of a running Task. Default: 30.
     #[serde(default = "default_checkpoint_interval_seconds")]
     #[schemars(range(min = 5, max = MAX_SECONDS))]
     pub interval_seconds: u32,
 
-    /// How many of the newest checkpoints are kept; older ones are deleted.
+    /// How many of the newest checkpoints are kept; older ones are deleted. Default: 5.
     #[serde(default = "default_checkpoints_kept")]
     #[schemars(range(min = 1, max = MAX_CHECKPOINTS_KEPT))]
     pub keep: u32,
