@@ -415,16 +415,22 @@ pub fn advance(spec: &TaskSpec, status: &mut TaskStatus, facts: &Facts<'_>) -> O
     );
 
     let hold = spec.suspend || spec.shutdown == Some(Shutdown::Graceful);
+    // The user's hold shows first: a suspended Task shutting down gracefully is Suspended.
     let (suspended, why, message) = match (spec.suspend, spec.shutdown) {
-        (_, Some(Shutdown::Graceful)) => (
+        (true, Some(Shutdown::Graceful)) => (
             "True",
-            "ShuttingDown",
-            "spec.shutdown is Graceful: no new dispatch",
+            reason::SUSPENDED,
+            "spec.suspend is true and spec.shutdown is Graceful: no new dispatch; the Task ends Cancelled once running subtasks finish",
         ),
         (true, _) => (
             "True",
             reason::SUSPENDED,
             "spec.suspend is true: no new dispatch",
+        ),
+        (false, Some(Shutdown::Graceful)) => (
+            "True",
+            "ShuttingDown",
+            "spec.shutdown is Graceful: no new dispatch",
         ),
         (false, _) => ("False", "Running", ""),
     };
@@ -1258,6 +1264,23 @@ mod tests {
         spec.shutdown = Some(Shutdown::Graceful);
         advance(&spec, &mut status, &facts(2));
         assert_eq!(phase_of(&status), TaskPhase::Running);
+    }
+
+    #[test]
+    fn a_suspended_task_shutting_down_gracefully_shows_suspended() {
+        let mut spec = spec(&[("a", &[]), ("b", &["a"])]);
+        let mut status = accepted();
+        advance(&spec, &mut status, &facts(1));
+        spec.suspend = true;
+        spec.shutdown = Some(Shutdown::Graceful);
+        advance(&spec, &mut status, &facts(2));
+        assert_eq!(phase_of(&status), TaskPhase::Suspended);
+        let suspended = find_condition(&status.conditions, cond::SUSPENDED).expect("c");
+        assert!(
+            suspended.message.contains("Graceful"),
+            "{}",
+            suspended.message
+        );
     }
 
     #[test]
