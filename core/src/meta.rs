@@ -27,8 +27,9 @@ pub const LABEL_MANAGED_BY: &str = "app.kubernetes.io/managed-by";
 /// Value of [`LABEL_MANAGED_BY`] on everything the operator creates.
 pub const MANAGED_BY: &str = "maos-operator";
 
-/// Pod annotation holding a hash of the API-key Secret's data, so a key rotation rolls the agents.
-pub const ANNOTATION_SECRET_HASH: &str = "maos.dev/secret-hash";
+/// Pod annotation holding a hash of the API-key Secret's data and the agent pod template, so a
+/// key rotation or a change of model, image, resources or limits rolls the agents.
+pub const ANNOTATION_TEMPLATE_HASH: &str = "maos.dev/template-hash";
 
 /// Finalizer the operator puts on a Task so its Redis keys are removed before it goes.
 pub const FINALIZER_TASK: &str = "maos.dev/task-cleanup";

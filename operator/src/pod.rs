@@ -20,7 +20,7 @@ use kube::Resource as _;
 use maos_core::api::v1alpha1::AgentPool;
 use maos_core::coord::{PoolKeys, PoolUid};
 use maos_core::meta::{
-    ANNOTATION_SECRET_HASH, LABEL_COMPONENT, LABEL_MANAGED_BY, LABEL_POOL, MANAGED_BY,
+    ANNOTATION_TEMPLATE_HASH, LABEL_COMPONENT, LABEL_MANAGED_BY, LABEL_POOL, MANAGED_BY,
 };
 
 /// The agent container's name.
@@ -52,6 +52,24 @@ pub fn secret_hash(data: &BTreeMap<String, ByteString>) -> String {
     crate::checkpoint::store::hex(context.finish().as_ref())
 }
 
+/// The hash in each agent pod's [`ANNOTATION_TEMPLATE_HASH`]: the API-key Secret's data hash
+/// and the pod spec the pool's agents get (as a Deployment's pod-template-hash), so a rotated
+/// key or any change that reaches the pods (model, image, resources, limits, the operator's
+/// agent settings) rolls them; scaling fields (replicas, idleSeconds) do not.
+pub fn template_hash(
+    secret_hash: &str,
+    pool: &AgentPool,
+    env: &AgentEnvironment,
+) -> Result<String, PodError> {
+    let template = agent_pod(pool, "template", "", env)?;
+    // Serializing a Pod spec cannot fail (string keys, no non-finite floats).
+    let spec = serde_json::to_vec(&template.spec).unwrap_or_default();
+    let mut context = aws_lc_rs::digest::Context::new(&aws_lc_rs::digest::SHA256);
+    context.update(secret_hash.as_bytes());
+    context.update(&spec);
+    Ok(crate::checkpoint::store::hex(context.finish().as_ref()))
+}
+
 /// Where and how agents reach shared services, from the operator's configuration.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct AgentEnvironment {
@@ -80,7 +98,7 @@ pub enum PodError {
 pub fn agent_pod(
     pool: &AgentPool,
     name: &str,
-    secret_hash: &str,
+    template_hash: &str,
     env: &AgentEnvironment,
 ) -> Result<Pod, PodError> {
     let pool_name = pool
@@ -193,7 +211,13 @@ pub fn agent_pod(
             name: Some(name.to_owned()),
             namespace: Some(namespace),
             labels: Some(labels),
-            annotations: Some([(ANNOTATION_SECRET_HASH.to_owned(), secret_hash.to_owned())].into()),
+            annotations: Some(
+                [(
+                    ANNOTATION_TEMPLATE_HASH.to_owned(),
+                    template_hash.to_owned(),
+                )]
+                .into(),
+            ),
             owner_references: Some(vec![OwnerReference {
                 api_version: AgentPool::api_version(&()).into_owned(),
                 kind: AgentPool::kind(&()).into_owned(),
@@ -302,7 +326,7 @@ mod tests {
             "research"
         );
         assert_eq!(
-            pod.metadata.annotations.as_ref().expect("annotations")[ANNOTATION_SECRET_HASH],
+            pod.metadata.annotations.as_ref().expect("annotations")[ANNOTATION_TEMPLATE_HASH],
             "abc"
         );
         assert_eq!(pod.metadata.namespace.as_deref(), Some("team-a"));
@@ -398,6 +422,29 @@ mod tests {
         assert_eq!(
             agent_pod(&pool, "p", "h", &environment()),
             Err(PodError::MissingMetadata("uid"))
+        );
+    }
+
+    #[test]
+    fn the_template_hash_rolls_agents_on_what_reaches_the_pods_and_only_that() {
+        let hash =
+            |pool: &AgentPool, key: &str| template_hash(key, pool, &environment()).expect("hash");
+        let base = pool();
+        assert_eq!(hash(&base, "k1"), hash(&base, "k1"));
+        assert_ne!(hash(&base, "k1"), hash(&base, "k2"), "a rotated key");
+        let mut model = pool();
+        model.spec.model = "claude-opus-4-1".into();
+        assert_ne!(hash(&base, "k1"), hash(&model, "k1"), "another model");
+        let mut image = pool();
+        image.spec.image = "ghcr.io/maos/agent-runner:0.2.0".into();
+        assert_ne!(hash(&base, "k1"), hash(&image, "k1"), "another image");
+        let mut scaled = pool();
+        scaled.spec.replicas.max = 7;
+        scaled.spec.idle_seconds = 9;
+        assert_eq!(
+            hash(&base, "k1"),
+            hash(&scaled, "k1"),
+            "scaling rolls nothing"
         );
     }
 

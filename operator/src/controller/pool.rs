@@ -25,14 +25,15 @@ use maos_core::coord::failure::FailReason;
 use maos_core::coord::model_errors::ModelErrorReport;
 use maos_core::coord::{AgentName, Pool, PoolUid, Secret as Password};
 use maos_core::meta::{
-    ANNOTATION_SECRET_HASH, FIELD_MANAGER, FINALIZER_POOL, LABEL_MANAGED_BY, LABEL_POOL, MANAGED_BY,
+    ANNOTATION_TEMPLATE_HASH, FIELD_MANAGER, FINALIZER_POOL, LABEL_MANAGED_BY, LABEL_POOL,
+    MANAGED_BY,
 };
 
 use super::{Context, Error, from_finalizer, now};
 use crate::autoscale::{self, AgentView};
 use crate::pod::{
     CREDENTIALS_PASSWORD_KEY, CREDENTIALS_USERNAME_KEY, agent_pod, credentials_secret_name,
-    secret_hash,
+    secret_hash, template_hash,
 };
 
 /// How often the pool's ACL user is re-applied (it is lost if Redis restarts without
@@ -167,11 +168,12 @@ async fn step(
         write_status(pool, api, memory, status, true).await?;
         return Ok(Action::requeue(Duration::from_secs(5)));
     }
-    let hash = key_secret
+    let key_hash = key_secret
         .as_ref()
         .and_then(|s| s.data.as_ref())
         .map(secret_hash)
         .unwrap_or_default();
+    let hash = template_hash(&key_hash, pool, &ctx.settings.agents)?;
 
     // The agents as Kubernetes and Redis see them.
     let listed = pods
@@ -283,7 +285,7 @@ async fn step(
         }
         let stale = pod
             .annotations()
-            .get(ANNOTATION_SECRET_HASH)
+            .get(ANNOTATION_TEMPLATE_HASH)
             .is_none_or(|h| *h != hash);
         if stale && !busy {
             delete_pod(&pods, &pod_name, None).await?;
@@ -292,7 +294,9 @@ async fn step(
                 EventType::Normal,
                 "AgentRolled",
                 "RollAgents",
-                format!("agent pod {pod_name} uses an old API key; replacing it"),
+                format!(
+                    "agent pod {pod_name} runs an old API key or pool spec (model, image, resources, limits); replacing it"
+                ),
             )
             .await;
             continue;

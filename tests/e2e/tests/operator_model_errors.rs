@@ -317,6 +317,36 @@ async fn a_refused_key_or_model_fails_at_once_marks_the_pool_and_clears_when_fix
             && pool_condition(p, "Ready").is_some_and(|(s, _, _)| s == "True")
     })
     .await;
+    // The model fixed: the pool rolls its agents onto the new spec, and it is healthy again.
+    stack
+        .apply(&pool_with("wrong-model", "anthropic", "claude-sonnet-4-5"))
+        .expect("kubectl apply the pool with a known model");
+    wait_pool(
+        &stack,
+        "wrong-model",
+        "the pool healthy with the new model",
+        |p| {
+            pool_condition(p, "Degraded").is_some_and(|(s, _, _)| s == "False")
+                && pool_condition(p, "Ready").is_some_and(|(s, _, _)| s == "True")
+        },
+    )
+    .await;
+    stack
+        .apply(&task_on(
+            "modelled",
+            "wrong-model",
+            "Count the moons of Neptune.",
+        ))
+        .expect("kubectl apply a task on the fixed model");
+    let modelled = stack
+        .wait_task("modelled", "finished", DEADLINE, finished)
+        .await;
+    assert_eq!(
+        task_phase(&modelled),
+        Some(TaskPhase::Succeeded),
+        "the agents use the new model: {:?}",
+        modelled.status
+    );
     stack
         .apply(&task_on("keyed", "wrong-key", "Count the moons of Mars."))
         .expect("kubectl apply a task on the fixed key");
