@@ -63,6 +63,8 @@ pub(crate) struct PoolMemory {
     acl_applied: Option<Instant>,
     /// The status last written and when.
     written: Option<(AgentPoolStatus, Instant)>,
+    /// Agents the autoscaler removed: one whose heartbeat outlives its pod is not lost.
+    scaled_down: HashSet<String>,
 }
 
 /// Reconciles one AgentPool.
@@ -253,7 +255,10 @@ async fn step(
     // Pods: finished or stuck ones are replaced; pods of an old API key roll once idle.
     let mut live: Vec<&Pod> = Vec::new();
     // Agents lost this pass (dead, or their pod ended): each gets a new pod, as the Events say.
-    let mut lost = replaced.len();
+    let mut lost = replaced
+        .iter()
+        .filter(|agent| !memory.scaled_down.contains(*agent))
+        .count();
     for pod in &owned {
         let pod_name = pod.name_any();
         if pod.metadata.deletion_timestamp.is_some() || replaced.contains(&pod_name) {
@@ -361,6 +366,7 @@ async fn step(
     for removed in &decision.remove {
         delete_pod(&pods, removed, None).await?;
         memory.idle_since.remove(removed);
+        memory.scaled_down.insert(removed.clone());
     }
     let remaining = live.len().saturating_sub(decision.remove.len());
     // A lost agent is replaced even when no work waits: the pool keeps its size until the
@@ -384,6 +390,10 @@ async fn step(
         .idle_since
         .retain(|agent, _| live.iter().any(|p| p.name_any() == *agent));
     memory.restarts.retain(|agent, _| pod_names.contains(agent));
+    // Forgotten once neither its pod nor its heartbeat is left.
+    memory
+        .scaled_down
+        .retain(|agent| pod_names.contains(agent) || heartbeats.contains_key(agent.as_str()));
 
     // Status.
     let agents: Vec<AgentStatus> = live

@@ -479,3 +479,58 @@ spec:
         "one new agent: {before:?} -> {after:?}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn agents_the_autoscaler_removes_are_not_replaced() {
+    let stack =
+        Stack::start(StackConfig::new("e2e-scale-down").claude_latency(Duration::from_millis(300)))
+            .await
+            .expect("the stack starts");
+    stack
+        .apply(
+            "apiVersion: maos.dev/v1alpha1
+kind: AgentPool
+metadata: {name: default}
+spec:
+  replicas: {min: 1, max: 3}
+  idleSeconds: 1
+  apiKeySecretRef: {name: anthropic, key: api-key}
+  rateLimits: {requestsPerMinute: 100000, inputTokensPerMinute: 100000000, outputTokensPerMinute: 100000000}
+",
+        )
+        .expect("kubectl apply the pool");
+    stack
+        .apply(
+            "apiVersion: maos.dev/v1alpha1
+kind: Task
+metadata: {name: widen}
+spec:
+  prompt: Three things at once.
+  poolRef: {name: default}
+  synthesize: false
+  subtasks:
+  - {name: one, prompt: First thing.}
+  - {name: two, prompt: Second thing.}
+  - {name: three, prompt: Third thing.}
+",
+        )
+        .expect("kubectl apply the task");
+    stack
+        .wait_task("widen", "finished", TASK_DEADLINE, finished)
+        .await;
+    stack
+        .wait_until("the pool back at min", TASK_DEADLINE, || async {
+            stack
+                .agent_pods("default")
+                .ok()
+                .filter(|pods| pods.len() == 1)
+        })
+        .await;
+    // Watched for a while: a removed agent must not come back as a "lost" one.
+    let until = std::time::Instant::now() + Duration::from_secs(5);
+    while std::time::Instant::now() < until {
+        let pods = stack.agent_pods("default").expect("pods");
+        assert!(pods.len() <= 1, "the pool grew back: {pods:?}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
