@@ -33,7 +33,7 @@ pub struct AgentConfig {
 
     /// The pool's Redis ACL password (from the pool's Secret; never logged).
     #[arg(long, env = "MAOS_REDIS_PASSWORD", hide_env_values = true)]
-    pub redis_password: Option<String>,
+    pub redis_password: Option<maos_core::coord::Secret>,
 
     /// The Claude model.
     #[arg(long, env = "MAOS_MODEL", default_value = "claude-sonnet-4-5")]
@@ -122,5 +122,26 @@ mod tests {
         assert_eq!(config.max_turns, 40);
         assert!(config.stream);
         assert_eq!(config.heartbeat(), Duration::from_secs(1));
+    }
+
+    #[test]
+    fn the_redis_password_never_shows_in_debug_output() {
+        let config = AgentConfig::try_parse_from([
+            "maos-agent",
+            "--agent-name",
+            "pool-a-x1",
+            "--pool-uid",
+            "u-1",
+            "--redis-urls",
+            "redis://127.0.0.1:1",
+            "--redis-password",
+            "hunter2-pool-password",
+        ])
+        .expect("parses");
+        assert_eq!(
+            config.redis_password.as_ref().map(|p| p.expose()),
+            Some("hunter2-pool-password")
+        );
+        assert!(!format!("{config:?}").contains("hunter2"), "{config:?}");
     }
 }

@@ -8,9 +8,7 @@ use maos_core::coord::events::{Event, EventKind};
 use maos_core::coord::journal::EntryKind;
 use maos_core::coord::model_errors::{ModelErrorReport, ModelErrors};
 use maos_core::coord::queue::{Claimed, WorkItem, WorkKind};
-use maos_core::coord::{
-    AgentName, CoordError, Pool, PoolUid, Redis, RedisConfig, Secret, Task, Topology,
-};
+use maos_core::coord::{AgentName, CoordError, Pool, PoolUid, Redis, RedisConfig, Task, Topology};
 use tokio::sync::watch;
 
 use crate::agent::{self, AgentError, Brief, Ending, ModelSettings, WorkItemRun};
@@ -65,7 +63,7 @@ pub async fn run(
     };
     let mut redis_config = RedisConfig::new(topology, config.redis_urls.iter().cloned());
     if let (Some(user), Some(password)) = (&config.redis_username, &config.redis_password) {
-        redis_config = redis_config.with_user(user.clone(), Secret::new(password.clone()));
+        redis_config = redis_config.with_user(user.clone(), password.clone());
     }
     let redis = Redis::connect(redis_config).await?;
     let pool = Pool::new(redis.clone(), &pool_uid);

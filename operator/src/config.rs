@@ -28,7 +28,7 @@ pub struct OperatorConfig {
 
     /// The operator's Redis password.
     #[arg(long, env = "MAOS_REDIS_PASSWORD", hide_env_values = true)]
-    pub redis_password: Option<String>,
+    pub redis_password: Option<maos_core::coord::Secret>,
 
     /// Redis URLs agent pods use, if they differ from the operator's (e.g. a Service name).
     #[arg(long, env = "MAOS_AGENT_REDIS_URLS", value_delimiter = ',')]
@@ -257,6 +257,28 @@ pub fn default_price_table() -> PriceTable {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_redis_password_never_shows_in_debug_output() {
+        #[derive(clap::Parser, Debug)]
+        struct Wrapper {
+            #[command(flatten)]
+            config: OperatorConfig,
+        }
+        let parsed = <Wrapper as clap::Parser>::try_parse_from([
+            "maos-operator",
+            "--redis-urls",
+            "redis://127.0.0.1:1",
+            "--redis-password",
+            "hunter2-operator-password",
+        ])
+        .expect("parses");
+        assert_eq!(
+            parsed.config.redis_password.as_ref().map(|p| p.expose()),
+            Some("hunter2-operator-password")
+        );
+        assert!(!format!("{parsed:?}").contains("hunter2"), "{parsed:?}");
+    }
 
     #[test]
     fn a_price_table_parses_with_default_cache_prices() {

@@ -14,7 +14,7 @@ use k8s_openapi::api::core::v1::{Pod, Secret};
 use kube::api::{Api, ListParams};
 use kube::runtime::{Controller, WatchStreamExt as _, watcher};
 use maos_core::api::v1alpha1::{AgentPool, Checkpoint, Task};
-use maos_core::coord::{Redis, RedisConfig, Secret as Password, Topology};
+use maos_core::coord::{Redis, RedisConfig, Topology};
 use maos_operator::config::{LogFormat, OperatorConfig, load_price_table};
 use maos_operator::controller::{self, Context, Settings, checkpoint, pool, task};
 use maos_operator::http::{self, HttpState};
@@ -103,7 +103,7 @@ async fn run(config: OperatorConfig) -> anyhow::Result<()> {
             .redis_username
             .clone()
             .unwrap_or_else(|| "default".to_owned());
-        redis_config = redis_config.with_user(user, Password::new(password.clone()));
+        redis_config = redis_config.with_user(user, password.clone());
     }
     let redis = Redis::connect(redis_config)
         .await
