@@ -42,6 +42,7 @@ pub async fn reconcile(checkpoint: Arc<Checkpoint>, ctx: Arc<Context>) -> Result
         .namespace()
         .ok_or(Error::MissingMetadata("namespace"))?;
     let api: Api<Checkpoint> = Api::namespaced(ctx.client.clone(), &namespace);
+    let uid = checkpoint.uid();
     let result = finalizer(&api, FINALIZER_CHECKPOINT, checkpoint, |event| async {
         match event {
             Finalize::Apply(checkpoint) => save(&checkpoint, &ctx, &api).await,
@@ -52,6 +53,7 @@ pub async fn reconcile(checkpoint: Arc<Checkpoint>, ctx: Arc<Context>) -> Result
     .map_err(from_finalizer);
     ctx.metrics
         .observe_reconcile("checkpoint", started.elapsed().as_secs_f64());
+    super::note_outcome(&ctx, uid.as_deref(), &result);
     result
 }
 

@@ -2,6 +2,7 @@
 //! pure decisions (`lifecycle`, `scheduler`, `status`, `autoscale`) and applies what they
 //! decide. [`Context`] carries what every reconcile needs.
 
+mod backoff;
 pub mod checkpoint;
 pub mod pool;
 pub mod task;
@@ -62,6 +63,8 @@ pub struct Context {
     /// Every AgentPool, kept by a reflector: a Task's pool, whether it still exists and whether
     /// it can run agents.
     pub(crate) pool_cache: kube::runtime::reflector::Store<maos_core::api::v1alpha1::AgentPool>,
+    /// Consecutive reconcile failures per object, for the error policy's backoff.
+    pub(crate) backoff: backoff::Backoff,
     /// Wakes the Task controller for one Task (event pumps send here).
     pub(crate) wake: futures::channel::mpsc::UnboundedSender<
         kube::runtime::reflector::ObjectRef<maos_core::api::v1alpha1::Task>,
@@ -99,6 +102,7 @@ impl Context {
             tasks: Mutex::new(HashMap::new()),
             pools: Mutex::new(HashMap::new()),
             pool_cache,
+            backoff: backoff::Backoff::default(),
             wake,
         }
     }
@@ -175,7 +179,7 @@ impl Error {
         }
     }
 
-    /// How long to wait before trying again.
+    /// How long to wait before the first retry (later ones back off from it).
     pub fn retry_after(&self) -> Duration {
         match self {
             Error::AgentsStillWorking(_) => Duration::from_secs(1),
@@ -211,7 +215,21 @@ where
             }
         }
         ctx.metrics.reconcile_error(controller, error.reason());
-        Action::requeue(error.retry_after())
+        match error {
+            // Waiting for agents to let go is not a failure: polled at its own pace.
+            Error::AgentsStillWorking(_) => Action::requeue(error.retry_after()),
+            _ => {
+                let uid = object.meta().uid.clone().unwrap_or(name);
+                Action::requeue(ctx.backoff.failed(&uid, error.retry_after()))
+            }
+        }
+    }
+}
+
+/// Records a reconcile's outcome for the error policy's backoff: a success starts it over.
+pub(crate) fn note_outcome<T>(ctx: &Context, uid: Option<&str>, result: &Result<T, Error>) {
+    if let (Some(uid), Ok(_)) = (uid, result) {
+        ctx.backoff.succeeded(uid);
     }
 }
 

@@ -74,6 +74,7 @@ pub async fn reconcile(pool: Arc<AgentPool>, ctx: Arc<Context>) -> Result<Action
         .namespace()
         .ok_or(Error::MissingMetadata("namespace"))?;
     let api: Api<AgentPool> = Api::namespaced(ctx.client.clone(), &namespace);
+    let uid = pool.uid();
     let result = finalizer(&api, FINALIZER_POOL, pool, |event| async {
         match event {
             Finalize::Apply(pool) => apply(&pool, &ctx, &api).await,
@@ -84,6 +85,7 @@ pub async fn reconcile(pool: Arc<AgentPool>, ctx: Arc<Context>) -> Result<Action
     .map_err(from_finalizer);
     ctx.metrics
         .observe_reconcile("pool", started.elapsed().as_secs_f64());
+    super::note_outcome(&ctx, uid.as_deref(), &result);
     result
 }
 

@@ -104,6 +104,7 @@ pub async fn reconcile(task: Arc<Task>, ctx: Arc<Context>) -> Result<Action, Err
         .namespace()
         .ok_or(Error::MissingMetadata("namespace"))?;
     let api: Api<Task> = Api::namespaced(ctx.client.clone(), &namespace);
+    let uid = task.uid();
     let result = finalizer(&api, FINALIZER_TASK, task, |event| async {
         match event {
             Finalize::Apply(task) => apply(&task, &ctx, &api).await,
@@ -114,6 +115,7 @@ pub async fn reconcile(task: Arc<Task>, ctx: Arc<Context>) -> Result<Action, Err
     .map_err(from_finalizer);
     ctx.metrics
         .observe_reconcile("task", started.elapsed().as_secs_f64());
+    super::note_outcome(&ctx, uid.as_deref(), &result);
     result
 }
 
