@@ -5,7 +5,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use maos_core::coord::events::{Event, EventKind};
-use maos_core::coord::journal::EntryKind;
 use maos_core::coord::model_errors::{ModelErrorReport, ModelErrors};
 use maos_core::coord::queue::{Claimed, WorkItem, WorkKind};
 use maos_core::coord::{AgentName, CoordError, Pool, PoolUid, Redis, RedisConfig, Task, Topology};
@@ -246,9 +245,8 @@ pub async fn brief(task: &Task, item: &WorkItem) -> Result<Result<Brief, Ending>
     }))
 }
 
-/// Publishes how the item ended, for the operator to fold into status. A failure first ends
-/// the attempt in the journal, so the retry starts a fresh conversation instead of replaying
-/// this one.
+/// Publishes how the item ended, for the operator to fold into status (which ends a failed
+/// attempt in the journal before it dispatches the retry).
 async fn report(task: &Task, agent: &AgentName, item: &WorkItem, ending: &Ending) {
     let kind = match ending {
         Ending::Finished => {
@@ -257,15 +255,9 @@ async fn report(task: &Task, agent: &AgentName, item: &WorkItem, ending: &Ending
         }
         Ending::Failed { reason, detail } => {
             tracing::info!(task = %item.task, subtask = %item.subtask, attempt = item.attempt, kind = ?item.kind, reason = reason.as_str(), "work item failed");
-            let reason = reason.with_detail(detail);
-            if let Err(err) = task
-                .journal(&item.subtask)
-                .append(item.attempt, &EntryKind::Ended, &reason)
-                .await
-            {
-                tracing::warn!(error = %err, "ending the attempt in the journal failed; a retry may replay it");
+            EventKind::SubtaskFailed {
+                reason: reason.with_detail(detail),
             }
-            EventKind::SubtaskFailed { reason }
         }
         Ending::Interrupted => return,
     };

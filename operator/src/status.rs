@@ -188,13 +188,26 @@ pub fn fail_attempt(
     if attempts <= retry_limit && !permanent {
         subtask.phase = SubtaskPhase::Pending;
         subtask.message = Some(truncate(
-            &format!("attempt {attempts} failed, will retry: {reason}"),
+            &format!("attempt {attempts} failed{WILL_RETRY}{reason}"),
             MAX_SUBTASK_MESSAGE,
         ));
     } else {
         subtask.phase = SubtaskPhase::Failed;
         subtask.message = Some(truncate(reason, MAX_SUBTASK_MESSAGE));
     }
+}
+
+/// What [`fail_attempt`] puts between the attempt and its reason when a retry follows.
+const WILL_RETRY: &str = ", will retry: ";
+
+/// Why the last attempt of `subtask` failed, from its status message (for the retry).
+pub fn last_failure(subtask: &SubtaskStatus) -> Option<&str> {
+    let message = subtask.message.as_deref()?;
+    Some(
+        message
+            .split_once(WILL_RETRY)
+            .map_or(message, |(_, why)| why),
+    )
 }
 
 /// Whether a subtask in `phase` is finished for good.
@@ -566,6 +579,15 @@ mod tests {
             );
             assert_eq!(a.message.as_deref(), Some(reason));
         }
+    }
+
+    #[test]
+    fn a_retry_reads_back_why_the_attempt_before_it_failed() {
+        let mut status = status_with(&["a"]);
+        fail_attempt(&mut status.subtasks[0], 1, "ModelError: 500", 2, at(1));
+        assert_eq!(last_failure(&status.subtasks[0]), Some("ModelError: 500"));
+        status.subtasks[0].message = None;
+        assert_eq!(last_failure(&status.subtasks[0]), None);
     }
 
     #[test]

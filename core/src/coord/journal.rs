@@ -4,10 +4,11 @@
 //! Tool results carry their tool-use id; a replaying agent asks [`Conversation::tool_result`]
 //! before running a tool, so a tool call already applied is not applied twice.
 //!
-//! An attempt that fails appends an [`EntryKind::Ended`] marker before it reports the failure:
-//! the retry starts a fresh conversation after it ([`Conversation::live`]) and is told why the
-//! last one failed ([`Conversation::last_failure`]); replay is only for taking over an attempt
-//! whose agent died, never for continuing a failed one.
+//! Before the operator dispatches the retry of a failed attempt it appends an
+//! [`EntryKind::Ended`] marker ([`Journal::end_before`]): the retry starts a fresh conversation
+//! after it ([`Conversation::live`]) and is told why the last one failed
+//! ([`Conversation::last_failure`]); replay is only for taking over an attempt whose agent
+//! died, never for continuing a failed one.
 
 use redis::streams::StreamRangeReply;
 
@@ -34,7 +35,7 @@ pub enum EntryKind {
         /// The tool-use id from the model's request.
         tool_use_id: String,
     },
-    /// The attempt that wrote it failed; the body is its `"<Reason>: <detail>"` text.
+    /// The attempts up to this entry's failed; the body says why (`"<Reason>: <detail>"`).
     Ended,
 }
 
@@ -72,20 +73,28 @@ pub struct Conversation {
 impl Conversation {
     /// The recorded result of tool use `tool_use_id`, if that tool call was already applied.
     pub fn tool_result(&self, tool_use_id: &str) -> Option<&JournalEntry> {
-        self.live().iter().find(
+        self.live().into_iter().find(
             |e| matches!(&e.kind, EntryKind::ToolResult { tool_use_id: id } if id == tool_use_id),
         )
     }
 
-    /// The conversation of the attempt in progress: every entry after the last failed
-    /// attempt's [`EntryKind::Ended`] marker (all of them when no attempt failed).
-    pub fn live(&self) -> &[JournalEntry] {
-        let start = self
+    /// The conversation of the attempt in progress: every entry after the last
+    /// [`EntryKind::Ended`] marker of a later attempt than the marker's (all of them when no
+    /// attempt failed). A failed attempt's agent that was stuck and writes on after its end
+    /// adds nothing to its retry's conversation.
+    pub fn live(&self) -> Vec<&JournalEntry> {
+        let Some(at) = self
             .entries
             .iter()
             .rposition(|e| e.kind == EntryKind::Ended)
-            .map_or(0, |at| at + 1);
-        &self.entries[start..]
+        else {
+            return self.entries.iter().collect();
+        };
+        let ended = self.entries[at].attempt;
+        self.entries[at + 1..]
+            .iter()
+            .filter(|e| e.attempt > ended)
+            .collect()
     }
 
     /// Why the last failed attempt ended, if one did.
@@ -201,10 +210,10 @@ impl Journal {
         }
     }
 
-    /// Ends the newest attempt in the journal with `reason` unless it ended already or is
-    /// `attempt` or later: the operator does this before it dispatches retry `attempt`, so a
-    /// retry of an attempt the agent could not end itself (stuck past its timeout) starts
-    /// afresh too. Returns whether a marker was written.
+    /// Ends every attempt before `attempt` with `reason`, unless the newest entry is already a
+    /// marker or is of `attempt` or later: the operator does this before it dispatches retry
+    /// `attempt`, so the retry starts afresh whether the failed attempt's agent reported the
+    /// failure or was stuck past its timeout. Returns whether a marker was written.
     pub async fn end_before(&self, attempt: u32, reason: &str) -> CoordResult<bool> {
         const OP: &str = "end journal attempt";
         let stream = self.keys.journal(&self.subtask);
@@ -231,7 +240,7 @@ impl Journal {
         if newest.kind == EntryKind::Ended || newest.attempt >= attempt {
             return Ok(false);
         }
-        self.append(newest.attempt, &EntryKind::Ended, reason)
+        self.append(attempt.saturating_sub(1), &EntryKind::Ended, reason)
             .await?;
         Ok(true)
     }
@@ -312,6 +321,11 @@ mod tests {
         conversation
             .entries
             .push(entry(2, EntryKind::Ended, "ModelError: x"));
+        conversation.entries.push(entry(
+            2,
+            EntryKind::ModelResponse,
+            "late, from the stuck attempt 2",
+        ));
         conversation
             .entries
             .push(entry(3, EntryKind::Opening, "third"));

@@ -199,18 +199,6 @@ async fn step(
         .map(|a| (a.name.as_str(), (a.last_heartbeat_ms, a.pending)))
         .collect();
     let pod_names: HashSet<String> = owned.iter().map(|p| p.name_any()).collect();
-    // Reports of agents that are gone (a pool rolled onto a new key) no longer say anything.
-    let model_errors = coord.model_errors();
-    let (mut reports, gone): (Vec<_>, Vec<_>) =
-        model_errors
-            .all()
-            .await?
-            .into_iter()
-            .partition(|(agent, _)| {
-                pod_names.contains(agent) && heartbeats.contains_key(agent.as_str())
-            });
-    let gone: Vec<&str> = gone.iter().map(|(agent, _)| agent.as_str()).collect();
-    model_errors.clear(&gone).await?;
     let threshold_ms = u64::from(pool.spec.heartbeat_seconds) * 3 * 1000;
     let mut degraded: Vec<String> = Vec::new();
     let mut replaced: HashSet<String> = HashSet::new();
@@ -253,6 +241,21 @@ async fn step(
             .await;
         degraded.push(note);
     }
+
+    // Reports of agents that are gone (dead, or a pool rolled onto a new key) say nothing.
+    let model_errors = coord.model_errors();
+    let (reports, gone): (Vec<_>, Vec<_>) =
+        model_errors
+            .all()
+            .await?
+            .into_iter()
+            .partition(|(agent, _)| {
+                pod_names.contains(agent)
+                    && heartbeats.contains_key(agent.as_str())
+                    && !replaced.contains(agent)
+            });
+    let gone: Vec<&str> = gone.iter().map(|(agent, _)| agent.as_str()).collect();
+    model_errors.clear(&gone).await?;
 
     // Pods: finished or stuck ones are replaced; pods of an old API key roll once idle.
     let mut live: Vec<&Pod> = Vec::new();
@@ -449,7 +452,6 @@ async fn step(
 
     let min = pool.spec.replicas.min;
     let ready = status.ready_agents;
-    reports.retain(|(agent, _)| !replaced.contains(agent));
     let refusal = model_refusal(&reports);
     if let Some((why, message)) = &refusal {
         set(&mut status, cond::READY, "False", why, message.clone());
@@ -478,13 +480,9 @@ async fn step(
         if scaling { "ScalingTo" } else { "Stable" },
         format!("target {} agent(s)", decision.target),
     );
-    match degraded.first() {
-        _ if refusal.is_some() => {
-            if let Some((why, message)) = refusal {
-                set(&mut status, cond::DEGRADED, "True", why, message);
-            }
-        }
-        Some(first) => set(
+    match (refusal, degraded.first()) {
+        (Some((why, message)), _) => set(&mut status, cond::DEGRADED, "True", why, message),
+        (None, Some(first)) => set(
             &mut status,
             cond::DEGRADED,
             "True",
@@ -495,7 +493,7 @@ async fn step(
             },
             first.clone(),
         ),
-        None => set(
+        (None, None) => set(
             &mut status,
             cond::DEGRADED,
             "False",
@@ -615,17 +613,23 @@ const PLACEHOLDER_API_KEY: &str = "sk-ant-REPLACE-ME";
 
 /// Whether `key` of `secret` is the example's placeholder rather than an API key.
 fn is_placeholder(secret: &Secret, key: &str) -> bool {
-    let trimmed = |bytes: &[u8]| bytes.trim_ascii() == PLACEHOLDER_API_KEY.as_bytes();
+    key_value(secret, key).is_some_and(|v| v.trim_ascii() == PLACEHOLDER_API_KEY.as_bytes())
+}
+
+/// The value of `key` in `secret`, from `data` or (not yet merged by an API server) `stringData`.
+fn key_value<'a>(secret: &'a Secret, key: &str) -> Option<&'a [u8]> {
     secret
         .data
         .as_ref()
         .and_then(|d| d.get(key))
-        .is_some_and(|v| trimmed(&v.0))
-        || secret
-            .string_data
-            .as_ref()
-            .and_then(|d| d.get(key))
-            .is_some_and(|v| trimmed(v.as_bytes()))
+        .map(|v| v.0.as_slice())
+        .or_else(|| {
+            secret
+                .string_data
+                .as_ref()
+                .and_then(|d| d.get(key))
+                .map(|v| v.as_bytes())
+        })
 }
 
 /// What the pool's status says about the agents' reports of a refused key or model: the
@@ -652,11 +656,7 @@ fn model_refusal(reports: &[(String, ModelErrorReport)]) -> Option<(&'static str
 }
 
 fn has_key(secret: &Secret, key: &str) -> bool {
-    secret.data.as_ref().is_some_and(|d| d.contains_key(key))
-        || secret
-            .string_data
-            .as_ref()
-            .is_some_and(|d| d.contains_key(key))
+    key_value(secret, key).is_some()
 }
 
 /// The agent container's restart count and how it last ended, once it restarted.

@@ -43,7 +43,7 @@ use crate::lifecycle::{
     self, Effect, Facts, PLAN, SYNTHESIZE, finish_failed, finish_succeeded, init_conditions,
     is_finished, phase_of,
 };
-use crate::status::{EntryPosition, Folded, fold};
+use crate::status::{self, EntryPosition, Folded, fold};
 
 /// The key of the result in the `<task>-result` ConfigMap.
 pub const RESULT_KEY: &str = "result";
@@ -435,8 +435,8 @@ async fn step(
     } else {
         None
     };
-    let budget_exhausted =
-        budget_exhausted(task, &mut memory.status, &coord, budget_spent_by_agent).await?;
+    memory.status.budget = token_budget(task, &coord).await?;
+    let budget_exhausted = budget_exhausted(task, &memory.status, budget_spent_by_agent);
     let accepted_at = accepted_at(&memory.status, now);
     let pool_blocker = cached_pool.as_deref().and_then(lifecycle::pool_blocker);
     let facts = Facts {
@@ -466,11 +466,11 @@ async fn step(
                         .subtasks
                         .iter()
                         .find(|s| s.name == order.subtask.as_str())
-                        .and_then(|s| s.message.clone())
-                        .unwrap_or_else(|| "the attempt failed".to_owned());
+                        .and_then(status::last_failure)
+                        .unwrap_or("the attempt failed");
                     coord
                         .journal(&order.subtask)
-                        .end_before(order.attempt, &why)
+                        .end_before(order.attempt, why)
                         .await?;
                 }
                 let items = enqueue(task, &pool, &coord, orders, accepted_at, now).await?;
@@ -701,30 +701,31 @@ async fn phase_event(
     ctx.event(task, type_, &reason, "Reconcile", note).await;
 }
 
-/// Whether the Task's budget is spent: tokens (from Redis), cost (from status), or an agent
-/// that could not reserve its next call.
-async fn budget_exhausted(
+/// The Task's token budget as the agents account it in Redis, when it has one.
+async fn token_budget(
     task: &Task,
-    status: &mut TaskStatus,
     coord: &maos_core::coord::Task,
-    refused: bool,
-) -> Result<Option<String>, Error> {
-    let Some(budget) = &task.spec.budget else {
+) -> Result<Option<BudgetStatus>, Error> {
+    let Some(limit) = task.spec.budget.as_ref().and_then(|b| b.max_tokens) else {
         return Ok(None);
     };
-    if let Some(limit) = budget.max_tokens {
-        let usage = coord.budget().usage().await?;
-        status.budget = Some(BudgetStatus {
-            max_tokens: limit,
-            spent_tokens: usage.spent,
-            reserved_tokens: usage.reserved,
-        });
-        if usage.spent >= limit {
-            return Ok(Some(format!(
-                "the token budget ({limit}) is spent: {} tokens used",
-                usage.spent
-            )));
-        }
+    let usage = coord.budget().usage().await?;
+    Ok(Some(BudgetStatus {
+        max_tokens: limit,
+        spent_tokens: usage.spent,
+        reserved_tokens: usage.reserved,
+    }))
+}
+
+/// Whether the Task's budget is spent: tokens (`status.budget`), cost (`status.usage`), or an
+/// agent that could not reserve its next call.
+fn budget_exhausted(task: &Task, status: &TaskStatus, refused: bool) -> Option<String> {
+    let budget = task.spec.budget.as_ref()?;
+    if let Some(tokens) = status.budget.filter(|b| b.spent_tokens >= b.max_tokens) {
+        return Some(format!(
+            "the token budget ({}) is spent: {} tokens used",
+            tokens.max_tokens, tokens.spent_tokens
+        ));
     }
     if let Some(max) = budget
         .max_cost_usd
@@ -733,18 +734,14 @@ async fn budget_exhausted(
     {
         let cost = cost_of(status);
         if cost >= max {
-            return Ok(Some(format!(
+            return Some(format!(
                 "the cost budget (${max:.2}) is spent: ${cost:.4} used"
-            )));
+            ));
         }
     }
-    if refused {
-        return Ok(Some(
-            "an agent could not reserve tokens for its next model call: the budget is spent"
-                .to_owned(),
-        ));
-    }
-    Ok(None)
+    refused.then(|| {
+        "an agent could not reserve tokens for its next model call: the budget is spent".to_owned()
+    })
 }
 
 fn cost_of(status: &TaskStatus) -> f64 {
