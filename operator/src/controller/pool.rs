@@ -382,11 +382,30 @@ async fn step(
         decision.target as usize
     };
     let mut created = 0;
+    let mut failed_create: Option<String> = None;
     for _ in remaining..wanted {
         let pod_name = format!("{name}-{}", suffix());
         let pod = agent_pod(pool, &pod_name, &hash, &ctx.settings.agents)?;
-        pods.create(&PostParams::default(), &pod).await?;
-        created += 1;
+        match pods.create(&PostParams::default(), &pod).await {
+            Ok(_) => created += 1,
+            // As a ReplicaSet does: the API's refusal (a quota, RBAC, admission) goes into an
+            // Event and the Degraded condition, and the next pass tries again.
+            Err(kube::Error::Api(refusal)) => {
+                let message = format!("Error creating: {}", refusal.message);
+                tracing::warn!(pool = %name, code = refusal.code, reason = %refusal.reason, "{message}");
+                ctx.event(
+                    pool,
+                    EventType::Warning,
+                    reason::FAILED_CREATE,
+                    "CreatePod",
+                    message.clone(),
+                )
+                .await;
+                failed_create = Some(message);
+                break;
+            }
+            Err(err) => return Err(err.into()),
+        }
     }
     if created > 0 || !decision.remove.is_empty() {
         tracing::info!(pool = %name, created, removed = decision.remove.len(), target = wanted, "scaled the pool");
@@ -480,9 +499,16 @@ async fn step(
         if scaling { "ScalingTo" } else { "Stable" },
         format!("target {} agent(s)", decision.target),
     );
-    match (refusal, degraded.first()) {
-        (Some((why, message)), _) => set(&mut status, cond::DEGRADED, "True", why, message),
-        (None, Some(first)) => set(
+    match (refusal, failed_create, degraded.first()) {
+        (Some((why, message)), _, _) => set(&mut status, cond::DEGRADED, "True", why, message),
+        (None, Some(message), _) => set(
+            &mut status,
+            cond::DEGRADED,
+            "True",
+            reason::FAILED_CREATE,
+            message,
+        ),
+        (None, None, Some(first)) => set(
             &mut status,
             cond::DEGRADED,
             "True",
@@ -493,7 +519,7 @@ async fn step(
             },
             first.clone(),
         ),
-        (None, None) => set(
+        (None, None, None) => set(
             &mut status,
             cond::DEGRADED,
             "False",

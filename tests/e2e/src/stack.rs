@@ -107,6 +107,19 @@ pub struct StackConfig {
     pub s3: bool,
     /// Further environment for the operators (set after everything else, so it overrides).
     pub operator_env: Vec<(String, String)>,
+    /// Run the operators as a ServiceAccount instead of the admin (testbed only).
+    pub operator_account: Option<OperatorAccount>,
+}
+
+/// The ServiceAccount the operators run as, and the RBAC objects that grant it its rights.
+#[derive(Debug, Clone)]
+pub struct OperatorAccount {
+    /// The ServiceAccount's namespace (created if missing).
+    pub namespace: String,
+    /// The ServiceAccount's name.
+    pub name: String,
+    /// YAML the admin applies first: the ServiceAccount, its roles and their bindings.
+    pub rbac_yaml: String,
 }
 
 /// The bucket a stack with S3 creates for checkpoints (the operator's default bucket).
@@ -141,7 +154,15 @@ impl StackConfig {
             operator_args: Vec::new(),
             s3: false,
             operator_env: Vec::new(),
+            operator_account: None,
         }
+    }
+
+    /// Runs the operators with a token of `account`'s ServiceAccount, after the admin applied
+    /// its RBAC objects, so they have exactly the rights those grant.
+    pub fn operator_account(mut self, account: OperatorAccount) -> Self {
+        self.operator_account = Some(account);
+        self
     }
 
     /// Starts an S3-compatible server for checkpoints.
@@ -507,6 +528,8 @@ pub struct Stack {
     namespace: String,
     api_key: String,
     extra_env: Vec<(String, String)>,
+    /// The kubeconfig the operators use when it is not the admin's.
+    operator_kubeconfig: Option<PathBuf>,
     dir: StackDir,
 }
 
@@ -569,9 +592,13 @@ impl Stack {
             namespace: config.namespace.clone(),
             api_key,
             extra_env: config.operator_env.clone(),
+            operator_kubeconfig: None,
             dir,
         };
         stack.install()?;
+        if let Some(account) = &config.operator_account {
+            stack.operator_kubeconfig = Some(stack.install_account(account)?);
+        }
         let program = crate::binaries::find("maos-operator", "maos-operator")?;
         for index in 0..config.operators {
             let identity = format!("operator-{index}");
@@ -620,6 +647,39 @@ impl Stack {
         Ok(())
     }
 
+    /// Applies the account's RBAC as the admin and writes a kubeconfig with a token of it.
+    fn install_account(&self, account: &OperatorAccount) -> Result<PathBuf, StackError> {
+        let testbed = self.cluster.testbed().ok_or_else(|| {
+            StackError::Operator(
+                "running the operator as a ServiceAccount needs the testbed".to_owned(),
+            )
+        })?;
+        if self
+            .cluster
+            .run_kubectl(&["get", "namespace", &account.namespace], None)
+            .is_err()
+        {
+            self.cluster
+                .run_kubectl(&["create", "namespace", &account.namespace], None)?;
+        }
+        self.cluster
+            .run_kubectl(&["apply", "-f", "-"], Some(&account.rbac_yaml))?;
+        let token = self.cluster.run_kubectl(
+            &[
+                "create",
+                "token",
+                &account.name,
+                "-n",
+                &account.namespace,
+                "--duration=24h",
+            ],
+            None,
+        )?;
+        let path = self.dir.path.join("operator.kubeconfig");
+        testbed.write_kubeconfig_for(&path, token.trim())?;
+        Ok(path)
+    }
+
     fn operator_args(&self, config: &StackConfig, identity: &str) -> Vec<String> {
         let base_url = std::env::var(AGENT_ANTHROPIC_BASE_URL_ENV)
             .ok()
@@ -663,7 +723,11 @@ impl Stack {
         let mut env = vec![
             (
                 "KUBECONFIG".to_owned(),
-                self.cluster.kubeconfig().display().to_string(),
+                self.operator_kubeconfig
+                    .as_deref()
+                    .unwrap_or(self.cluster.kubeconfig())
+                    .display()
+                    .to_string(),
             ),
             ("MAOS_REDIS_URLS".to_owned(), self.redis.urls().join(",")),
             (

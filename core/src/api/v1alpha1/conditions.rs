@@ -85,6 +85,9 @@ pub mod reason {
     pub const CHECKPOINT_MISMATCH: &str = "CheckpointMismatch";
     /// The pool's API key is the example Secret's placeholder.
     pub const API_KEY_PLACEHOLDER: &str = "APIKeyPlaceholder";
+    /// The API server refused to create an agent pod (RBAC, a quota, admission); the
+    /// message is its answer.
+    pub const FAILED_CREATE: &str = "FailedCreate";
     /// The Task finished: nothing more progresses.
     pub const FINISHED: &str = "Finished";
     /// `spec.suspend` holds the Task's dispatch (the Suspended condition and its Event).

@@ -155,6 +155,21 @@ impl Cluster {
                 let _ = cluster.create(&namespaces, "", body, &WriteOptions::default());
             }
         }
+        let rbac = super::auth::rbac::GROUP;
+        for (plural, objects) in [
+            ("clusterroles", super::auth::bootstrap::cluster_roles()),
+            (
+                "clusterrolebindings",
+                super::auth::bootstrap::cluster_role_bindings(),
+            ),
+        ] {
+            if let Ok(res) = cluster.resource(rbac, "v1", plural) {
+                for object in objects {
+                    // The defaults are valid and their names distinct: creating them cannot fail.
+                    let _ = cluster.create(&res, "", object, &WriteOptions::default());
+                }
+            }
+        }
         cluster
     }
 
@@ -411,7 +426,20 @@ impl Cluster {
                 .unwrap_or_else(|p| p.into_inner())
                 .add_crd(&created)?;
         }
+        if res.group.is_empty() && res.plural == "namespaces" {
+            self.populate_namespace(meta_str(&created, "name"));
+        }
         Ok(events::to_view(res, &created))
+    }
+
+    /// What a cluster's controllers put in every new namespace: the `default` ServiceAccount
+    /// (pods without `serviceAccountName` run as it).
+    fn populate_namespace(&self, namespace: &str) {
+        if let Ok(res) = self.resource("", "v1", "serviceaccounts") {
+            let account = json!({"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "default", "namespace": namespace}});
+            // Fails only if it exists already, which is what was wanted.
+            let _ = self.create(&res, namespace, account, &WriteOptions::default());
+        }
     }
 
     /// PUT: replaces an object (or its status).
@@ -628,9 +656,14 @@ impl Cluster {
             && res.plural == "namespaces"
             && PROTECTED_NAMESPACES.contains(&name)
         {
-            return Err(ApiError::Forbidden(format!(
-                "namespaces \"{name}\" is forbidden: this namespace may not be deleted"
-            )));
+            return Err(ApiError::Forbidden {
+                group: String::new(),
+                kind: "namespaces".to_string(),
+                name: name.to_string(),
+                message: format!(
+                    "namespaces \"{name}\" is forbidden: this namespace may not be deleted"
+                ),
+            });
         }
         if request.dry_run {
             return self.get(res, namespace, name);

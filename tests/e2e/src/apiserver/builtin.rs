@@ -22,7 +22,7 @@ fn decode<K: DeserializeOwned>(res: &ResourceInfo, object: &Value) -> Result<(),
 
 /// Checks a built-in object about to be stored; custom resources pass through.
 pub fn check(res: &ResourceInfo, object: &Value) -> Result<(), ApiError> {
-    use k8s_openapi::api::{coordination, core, events};
+    use k8s_openapi::api::{coordination, core, events, rbac};
     use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
     match (res.group.as_str(), res.plural.as_str()) {
         ("", "pods") => {
@@ -36,10 +36,120 @@ pub fn check(res: &ResourceInfo, object: &Value) -> Result<(), ApiError> {
         ("", "events") => decode::<core::v1::Event>(res, object),
         ("events.k8s.io", "events") => decode::<events::v1::Event>(res, object),
         ("coordination.k8s.io", "leases") => decode::<coordination::v1::Lease>(res, object),
+        ("rbac.authorization.k8s.io", "roles") => decode::<rbac::v1::Role>(res, object),
+        ("rbac.authorization.k8s.io", "clusterroles") => {
+            decode::<rbac::v1::ClusterRole>(res, object)
+        }
+        ("rbac.authorization.k8s.io", "rolebindings") => {
+            decode::<rbac::v1::RoleBinding>(res, object)?;
+            validate_binding(res, object)
+        }
+        ("rbac.authorization.k8s.io", "clusterrolebindings") => {
+            decode::<rbac::v1::ClusterRoleBinding>(res, object)?;
+            validate_binding(res, object)
+        }
         ("apiextensions.k8s.io", "customresourcedefinitions") => {
             decode::<CustomResourceDefinition>(res, object)
         }
         _ => Ok(()),
+    }
+}
+
+/// A binding's roleRef and subjects, checked as kube-apiserver's RBAC validation does.
+fn validate_binding(res: &ResourceInfo, binding: &Value) -> Result<(), ApiError> {
+    let text = |v: &Value, key: &str| v.get(key).and_then(Value::as_str).unwrap_or("").to_string();
+    let mut causes = Vec::new();
+    let role_ref = binding.get("roleRef").cloned().unwrap_or(Value::Null);
+    let allowed_kinds: &[&str] = if res.namespaced {
+        &["Role", "ClusterRole"]
+    } else {
+        &["ClusterRole"]
+    };
+    let kind = text(&role_ref, "kind");
+    if text(&role_ref, "apiGroup") != "rbac.authorization.k8s.io" {
+        causes.push(FieldCause {
+            field: "roleRef.apiGroup".into(),
+            reason: "FieldValueNotSupported",
+            message: format!(
+                "Unsupported value: {:?}: supported values: \"rbac.authorization.k8s.io\"",
+                text(&role_ref, "apiGroup")
+            ),
+        });
+    }
+    if !allowed_kinds.contains(&kind.as_str()) {
+        causes.push(FieldCause {
+            field: "roleRef.kind".into(),
+            reason: "FieldValueNotSupported",
+            message: format!(
+                "Unsupported value: {kind:?}: supported values: {}",
+                allowed_kinds
+                    .iter()
+                    .map(|k| format!("{k:?}"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        });
+    }
+    if text(&role_ref, "name").is_empty() {
+        causes.push(FieldCause {
+            field: "roleRef.name".into(),
+            reason: "FieldValueRequired",
+            message: "Required value".into(),
+        });
+    }
+    let subjects = binding
+        .get("subjects")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
+    for (i, subject) in subjects.iter().enumerate() {
+        let kind = text(subject, "kind");
+        if text(subject, "name").is_empty() {
+            causes.push(FieldCause {
+                field: format!("subjects[{i}].name"),
+                reason: "FieldValueRequired",
+                message: "Required value".into(),
+            });
+        }
+        match kind.as_str() {
+            "ServiceAccount" => {
+                if !res.namespaced && text(subject, "namespace").is_empty() {
+                    causes.push(FieldCause {
+                        field: format!("subjects[{i}].namespace"),
+                        reason: "FieldValueRequired",
+                        message: "Required value".into(),
+                    });
+                }
+            }
+            "User" | "Group" => {
+                if text(subject, "apiGroup") != "rbac.authorization.k8s.io" {
+                    causes.push(FieldCause {
+                        field: format!("subjects[{i}].apiGroup"),
+                        reason: "FieldValueNotSupported",
+                        message: format!(
+                            "Unsupported value: {:?}: supported values: \"rbac.authorization.k8s.io\"",
+                            text(subject, "apiGroup")
+                        ),
+                    });
+                }
+            }
+            other => causes.push(FieldCause {
+                field: format!("subjects[{i}].kind"),
+                reason: "FieldValueNotSupported",
+                message: format!(
+                    "Unsupported value: {other:?}: supported values: \"ServiceAccount\", \"User\", \"Group\""
+                ),
+            }),
+        }
+    }
+    if causes.is_empty() {
+        Ok(())
+    } else {
+        let name = binding
+            .pointer("/metadata/name")
+            .and_then(Value::as_str)
+            .unwrap_or("");
+        Err(ApiError::invalid(&res.kind, name, causes))
     }
 }
 

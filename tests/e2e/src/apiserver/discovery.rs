@@ -81,6 +81,12 @@ pub fn resources(registry: &ResourceRegistry, group: &str, version: &str) -> Opt
                 "namespaced": info.namespaced, "kind": info.kind, "verbs": ["get", "patch", "update"],
             }));
         }
+        if info.group.is_empty() && info.plural == "serviceaccounts" {
+            list.push(json!({
+                "name": "serviceaccounts/token", "singularName": "", "namespaced": true,
+                "group": "authentication.k8s.io", "version": "v1", "kind": "TokenRequest", "verbs": ["create"],
+            }));
+        }
         if info.group.is_empty() && info.plural == "pods" {
             list.push(json!({
                 "name": "pods/log", "singularName": "", "namespaced": true, "kind": "Pod", "verbs": ["get"],
@@ -152,8 +158,11 @@ mod tests {
             names,
             vec![
                 "apiextensions.k8s.io",
+                "authentication.k8s.io",
+                "authorization.k8s.io",
                 "coordination.k8s.io",
-                "events.k8s.io"
+                "events.k8s.io",
+                "rbac.authorization.k8s.io"
             ]
         );
         assert!(resources(&registry, "maos.dev", "v1alpha1").is_none());

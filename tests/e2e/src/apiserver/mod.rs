@@ -7,6 +7,7 @@
 
 pub mod api;
 pub mod apply;
+pub mod auth;
 pub mod builtin;
 pub mod discovery;
 pub mod events;
@@ -120,6 +121,8 @@ pub struct Testbed {
     kubeconfig: PathBuf,
     owned_dir: Option<PathBuf>,
     cluster: Arc<Cluster>,
+    auth: Arc<auth::Auth>,
+    ca_pem: String,
     stop: Option<tokio::sync::watch::Sender<bool>>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
@@ -157,10 +160,11 @@ impl Testbed {
         )?;
 
         let cluster = Arc::new(Cluster::new(config.history_limit, config.watch_buffer));
+        let auth = Arc::new(auth::Auth::new(token));
         let (stop, stopped) = tokio::sync::watch::channel(false);
         let state = Arc::new(ServerState {
             cluster: cluster.clone(),
-            token,
+            auth: auth.clone(),
             bookmark_interval: config.bookmark_interval,
             logs: config.logs.clone(),
             shutdown: stopped.clone(),
@@ -195,6 +199,8 @@ impl Testbed {
             kubeconfig,
             owned_dir,
             cluster,
+            auth,
+            ca_pem: certificates.ca_pem.clone(),
             stop: Some(stop),
             thread: Some(thread),
         })
@@ -218,6 +224,24 @@ impl Testbed {
     /// The API's state, for in-process collaborators such as the kubelet.
     pub fn cluster(&self) -> &Arc<Cluster> {
         &self.cluster
+    }
+
+    /// Who may do what: tokens, and the record of RBAC decisions about users outside
+    /// `system:masters`.
+    pub fn auth(&self) -> &Arc<auth::Auth> {
+        &self.auth
+    }
+
+    /// Writes a kubeconfig at `path` for this server that presents `token` (a ServiceAccount's,
+    /// say) instead of the admin's.
+    pub fn write_kubeconfig_for(&self, path: &Path, token: &str) -> Result<(), TestbedError> {
+        tls::write_kubeconfig(path, &tls::kubeconfig_yaml(self.addr, &self.ca_pem, token))?;
+        Ok(())
+    }
+
+    /// The PEM of the CA that signed the server's certificate.
+    pub fn ca_pem(&self) -> &str {
+        &self.ca_pem
     }
 
     /// A kube-rs client configured from the kubeconfig (call inside a tokio runtime).

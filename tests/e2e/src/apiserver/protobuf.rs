@@ -1,5 +1,6 @@
 //! Decoding of the Kubernetes protobuf envelope for the built-in kinds kubectl's typed
-//! subcommands send that way (`kubectl create namespace|configmap|secret|serviceaccount`).
+//! subcommands send that way (`kubectl create namespace|configmap|secret|serviceaccount|
+//! role|rolebinding|clusterrole|clusterrolebinding|token`, `kubectl auth can-i|whoami`).
 //! Responses are always JSON, which kubectl also accepts.
 
 use base64::Engine as _;
@@ -165,6 +166,191 @@ fn object_meta(bytes: &[u8]) -> Result<Value, ApiError> {
     Ok(Value::Object(out))
 }
 
+/// How a field of a message decodes.
+enum Type {
+    /// A string.
+    Text,
+    /// A repeated string.
+    Texts,
+    /// An integer (varint).
+    Int,
+    /// `ObjectMeta`.
+    Meta,
+    /// A nested message.
+    Message(&'static [Slot]),
+    /// A repeated nested message.
+    Messages(&'static [Slot]),
+}
+
+/// A field of a message: its number, its JSON name and how it decodes.
+struct Slot(u32, &'static str, Type);
+
+const POLICY_RULE: &[Slot] = &[
+    Slot(1, "verbs", Type::Texts),
+    Slot(2, "apiGroups", Type::Texts),
+    Slot(3, "resources", Type::Texts),
+    Slot(4, "resourceNames", Type::Texts),
+    Slot(5, "nonResourceURLs", Type::Texts),
+];
+const SUBJECT: &[Slot] = &[
+    Slot(1, "kind", Type::Text),
+    Slot(2, "apiGroup", Type::Text),
+    Slot(3, "name", Type::Text),
+    Slot(4, "namespace", Type::Text),
+];
+const ROLE_REF: &[Slot] = &[
+    Slot(1, "apiGroup", Type::Text),
+    Slot(2, "kind", Type::Text),
+    Slot(3, "name", Type::Text),
+];
+const ROLE: &[Slot] = &[
+    Slot(1, "metadata", Type::Meta),
+    Slot(2, "rules", Type::Messages(POLICY_RULE)),
+];
+const BINDING: &[Slot] = &[
+    Slot(1, "metadata", Type::Meta),
+    Slot(2, "subjects", Type::Messages(SUBJECT)),
+    Slot(3, "roleRef", Type::Message(ROLE_REF)),
+];
+const BOUND_OBJECT: &[Slot] = &[
+    Slot(1, "kind", Type::Text),
+    Slot(2, "apiVersion", Type::Text),
+    Slot(3, "name", Type::Text),
+    Slot(4, "uid", Type::Text),
+];
+const TOKEN_REQUEST: &[Slot] = &[
+    Slot(1, "metadata", Type::Meta),
+    Slot(
+        2,
+        "spec",
+        Type::Message(&[
+            Slot(1, "audiences", Type::Texts),
+            Slot(4, "expirationSeconds", Type::Int),
+            Slot(3, "boundObjectRef", Type::Message(BOUND_OBJECT)),
+        ]),
+    ),
+];
+const TOKEN_REVIEW: &[Slot] = &[
+    Slot(1, "metadata", Type::Meta),
+    Slot(
+        2,
+        "spec",
+        Type::Message(&[
+            Slot(1, "token", Type::Text),
+            Slot(2, "audiences", Type::Texts),
+        ]),
+    ),
+];
+const SELF_SUBJECT_REVIEW: &[Slot] = &[Slot(1, "metadata", Type::Meta)];
+const RESOURCE_ATTRIBUTES: &[Slot] = &[
+    Slot(1, "namespace", Type::Text),
+    Slot(2, "verb", Type::Text),
+    Slot(3, "group", Type::Text),
+    Slot(4, "version", Type::Text),
+    Slot(5, "resource", Type::Text),
+    Slot(6, "subresource", Type::Text),
+    Slot(7, "name", Type::Text),
+];
+const NON_RESOURCE_ATTRIBUTES: &[Slot] =
+    &[Slot(1, "path", Type::Text), Slot(2, "verb", Type::Text)];
+const SELF_ACCESS_REVIEW: &[Slot] = &[
+    Slot(1, "metadata", Type::Meta),
+    Slot(
+        2,
+        "spec",
+        Type::Message(&[
+            Slot(1, "resourceAttributes", Type::Message(RESOURCE_ATTRIBUTES)),
+            Slot(
+                2,
+                "nonResourceAttributes",
+                Type::Message(NON_RESOURCE_ATTRIBUTES),
+            ),
+        ]),
+    ),
+];
+const ACCESS_REVIEW: &[Slot] = &[
+    Slot(1, "metadata", Type::Meta),
+    Slot(
+        2,
+        "spec",
+        Type::Message(&[
+            Slot(1, "resourceAttributes", Type::Message(RESOURCE_ATTRIBUTES)),
+            Slot(
+                2,
+                "nonResourceAttributes",
+                Type::Message(NON_RESOURCE_ATTRIBUTES),
+            ),
+            Slot(3, "user", Type::Text),
+            Slot(4, "groups", Type::Texts),
+            Slot(6, "uid", Type::Text),
+        ]),
+    ),
+];
+const RULES_REVIEW: &[Slot] = &[
+    Slot(1, "metadata", Type::Meta),
+    Slot(
+        2,
+        "spec",
+        Type::Message(&[Slot(1, "namespace", Type::Text)]),
+    ),
+];
+
+/// The schema of a kind decoded by [`message`], if it is one of those.
+fn schema_of(api_version: &str, kind: &str) -> Option<&'static [Slot]> {
+    Some(match (api_version, kind) {
+        ("rbac.authorization.k8s.io/v1", "Role" | "ClusterRole") => ROLE,
+        ("rbac.authorization.k8s.io/v1", "RoleBinding" | "ClusterRoleBinding") => BINDING,
+        ("authentication.k8s.io/v1", "TokenRequest") => TOKEN_REQUEST,
+        ("authentication.k8s.io/v1", "TokenReview") => TOKEN_REVIEW,
+        ("authentication.k8s.io/v1", "SelfSubjectReview") => SELF_SUBJECT_REVIEW,
+        ("authorization.k8s.io/v1", "SelfSubjectAccessReview") => SELF_ACCESS_REVIEW,
+        ("authorization.k8s.io/v1", "SubjectAccessReview" | "LocalSubjectAccessReview") => {
+            ACCESS_REVIEW
+        }
+        ("authorization.k8s.io/v1", "SelfSubjectRulesReview") => RULES_REVIEW,
+        _ => return None,
+    })
+}
+
+/// Decodes a message by its schema; fields it does not name are dropped.
+fn message(bytes: &[u8], schema: &[Slot]) -> Result<Map<String, Value>, ApiError> {
+    let mut out = Map::new();
+    for field in fields(bytes)? {
+        let (number, payload, varint) = match field {
+            Field::Bytes(n, b) => (n, Some(b), None),
+            Field::Varint(n, v) => (n, None, Some(v)),
+        };
+        let Some(Slot(_, name, ty)) = schema.iter().find(|f| f.0 == number) else {
+            continue;
+        };
+        let name = name.to_string();
+        match (ty, payload, varint) {
+            (Type::Text, Some(b), _) => {
+                out.insert(name, json!(text(b)?));
+            }
+            (Type::Texts, Some(b), _) => push(&mut out, &name, json!(text(b)?)),
+            (Type::Int, _, Some(v)) => {
+                out.insert(name, json!(v as i64));
+            }
+            (Type::Meta, Some(b), _) => {
+                out.insert(name, object_meta(b)?);
+            }
+            (Type::Message(inner), Some(b), _) => {
+                out.insert(name, Value::Object(message(b, inner)?));
+            }
+            (Type::Messages(inner), Some(b), _) => {
+                push(&mut out, &name, Value::Object(message(b, inner)?))
+            }
+            _ => {
+                return Err(malformed(&format!(
+                    "field {number} has the wrong wire type"
+                )));
+            }
+        }
+    }
+    Ok(out)
+}
+
 /// Decodes a protobuf body of a supported built-in kind into its JSON form.
 pub fn decode(body: &[u8]) -> Result<Value, ApiError> {
     let unknown = body
@@ -189,6 +375,10 @@ pub fn decode(body: &[u8]) -> Result<Value, ApiError> {
     let mut out = Map::new();
     out.insert("apiVersion".into(), json!(api_version));
     out.insert("kind".into(), json!(kind));
+    if let Some(schema) = schema_of(&api_version, &kind) {
+        out.extend(message(raw, schema)?);
+        return Ok(Value::Object(out));
+    }
     let supported = matches!(
         (api_version.as_str(), kind.as_str()),
         (
@@ -198,7 +388,7 @@ pub fn decode(body: &[u8]) -> Result<Value, ApiError> {
     );
     if !supported {
         return Err(ApiError::UnsupportedMediaType(format!(
-            "the testbed decodes protobuf only for v1 Namespace, ConfigMap, Secret and ServiceAccount, not {api_version} {kind}; send application/json"
+            "the testbed decodes protobuf only for v1 Namespace, ConfigMap, Secret and ServiceAccount, the RBAC kinds, TokenRequest and the reviews, not {api_version} {kind}; send application/json"
         )));
     }
     for field in fields(raw)? {

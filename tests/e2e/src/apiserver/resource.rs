@@ -55,6 +55,9 @@ pub struct ResourceInfo {
     pub schema: Option<Arc<StructuralSchema>>,
     /// The raw openAPIV3Schema, for /openapi/v3.
     pub openapi_schema: Option<Value>,
+    /// Whether the resource is only ever created and never stored (the access and token
+    /// reviews): `create` is its one verb.
+    pub create_only: bool,
 }
 
 impl ResourceInfo {
@@ -86,6 +89,9 @@ impl ResourceInfo {
 
     /// Verbs advertised in discovery.
     pub fn verbs(&self) -> Vec<&'static str> {
+        if self.create_only {
+            return vec!["create"];
+        }
         vec![
             "create",
             "delete",
@@ -120,6 +126,7 @@ impl ResourceInfo {
             printer_columns: Vec::new(),
             schema: None,
             openapi_schema: None,
+            create_only: false,
         }
     }
 }
@@ -165,7 +172,25 @@ pub fn builtin_resources() -> Vec<ResourceInfo> {
     );
     crds.status_subresource = true;
     crds.generation = true;
-    vec![
+    let rbac = |plural: &str, singular: &str, kind: &str, namespaced: bool| {
+        ResourceInfo::builtin(
+            super::auth::rbac::GROUP,
+            plural,
+            singular,
+            kind,
+            namespaced,
+            &[],
+        )
+    };
+    let reviews =
+        super::auth::reviews::RESOURCES
+            .iter()
+            .map(|(group, plural, kind, namespaced)| {
+                let mut review = ResourceInfo::builtin(group, plural, "", kind, *namespaced, &[]);
+                review.create_only = true;
+                review
+            });
+    let mut all = vec![
         namespaces,
         pods,
         ResourceInfo::builtin("", "secrets", "secret", "Secret", true, &[]),
@@ -182,7 +207,18 @@ pub fn builtin_resources() -> Vec<ResourceInfo> {
         ResourceInfo::builtin("events.k8s.io", "events", "event", "Event", true, &["ev"]),
         ResourceInfo::builtin("coordination.k8s.io", "leases", "lease", "Lease", true, &[]),
         crds,
-    ]
+        rbac("roles", "role", "Role", true),
+        rbac("rolebindings", "rolebinding", "RoleBinding", true),
+        rbac("clusterroles", "clusterrole", "ClusterRole", false),
+        rbac(
+            "clusterrolebindings",
+            "clusterrolebinding",
+            "ClusterRoleBinding",
+            false,
+        ),
+    ];
+    all.extend(reviews);
+    all
 }
 
 fn column(name: &str, type_: &str, json_path: &str) -> PrinterColumn {
@@ -304,6 +340,7 @@ pub fn resources_from_crd(crd: &Value) -> Result<Vec<ResourceInfo>, ApiError> {
             printer_columns,
             schema,
             openapi_schema,
+            create_only: false,
         });
     }
     Ok(out)

@@ -16,6 +16,8 @@ use tokio::sync::{broadcast, mpsc};
 
 use super::PodLogSource;
 use super::api::{Cluster, DeleteRequest, ListOptions, Patch, WriteOptions};
+use super::auth::attributes::Attributes;
+use super::auth::{Auth, UserInfo, escalation, impersonation, reviews};
 use super::discovery;
 use super::openapi;
 use super::patch::{PatchType, decode_body};
@@ -37,8 +39,8 @@ const MAX_BODY_BYTES: usize = 3 * 1024 * 1024;
 pub struct ServerState {
     /// The API's state.
     pub cluster: Arc<Cluster>,
-    /// The bearer token clients must present.
-    pub token: String,
+    /// Tokens, impersonation and RBAC.
+    pub auth: Arc<Auth>,
     /// How often watches that allow bookmarks get one.
     pub bookmark_interval: Duration,
     /// Where pod logs come from.
@@ -68,22 +70,14 @@ fn error_response(error: &ApiError) -> Response<Body> {
     json_response(code, &error.to_status())
 }
 
-/// Constant-time comparison, so the token cannot be guessed byte by byte from timings.
-fn token_matches(presented: &[u8], expected: &[u8]) -> bool {
-    presented.len() == expected.len()
-        && presented
-            .iter()
-            .zip(expected)
-            .fold(0u8, |acc, (a, b)| acc | (a ^ b))
-            == 0
-}
-
-fn authorized(state: &ServerState, request: &Request<Incoming>) -> bool {
-    let expected = format!("Bearer {}", state.token);
+/// The bearer token a request presents, if any.
+fn bearer(request: &Request<Incoming>) -> Option<&str> {
     request
         .headers()
         .get(header::AUTHORIZATION)
-        .is_some_and(|value| token_matches(value.as_bytes(), expected.as_bytes()))
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.strip_prefix("Bearer "))
+        .map(str::trim)
 }
 
 /// Handles one request; never fails (errors become Status responses).
@@ -94,11 +88,25 @@ pub async fn handle(
     let method = request.method().clone();
     let path = request.uri().path().to_string();
     let public = matches!(path.as_str(), "/healthz" | "/livez" | "/readyz");
-    if !public && !authorized(&state, &request) {
+    let user = match bearer(&request) {
+        Some(token) => state.auth.authenticate(&state.cluster, token),
+        // Health needs no credentials, as kube-apiserver's public-info-viewer grants them to
+        // anonymous users; everything else does.
+        None if public => return Ok(Response::new(full("ok"))),
+        None => None,
+    };
+    let Some(user) = user else {
         tracing::debug!(%method, %path, "unauthorized request");
         return Ok(error_response(&ApiError::Unauthorized));
-    }
-    let response = match route(&state, request).await {
+    };
+    let user = match impersonation::apply(&state.auth, &state.cluster, user, request.headers()) {
+        Ok(user) => user,
+        Err(error) => {
+            tracing::debug!(%method, %path, %error, "impersonation refused");
+            return Ok(error_response(&error));
+        }
+    };
+    let response = match route(&state, request, user).await {
         Ok(response) => response,
         Err(error) => {
             tracing::debug!(%method, %path, code = error.code(), %error, "request refused");
@@ -109,6 +117,7 @@ pub async fn handle(
 }
 
 struct Parsed {
+    user: UserInfo,
     method: Method,
     path: String,
     query: HashMap<String, String>,
@@ -120,6 +129,7 @@ struct Parsed {
 async fn route(
     state: &Arc<ServerState>,
     request: Request<Incoming>,
+    user: UserInfo,
 ) -> Result<Response<Body>, ApiError> {
     let (parts, body) = request.into_parts();
     let body = Limited::new(body, MAX_BODY_BYTES)
@@ -136,6 +146,7 @@ async fn route(
             .to_string()
     };
     let request = Parsed {
+        user,
         method: parts.method.clone(),
         path: parts.uri.path().to_string(),
         query: form_urlencoded::parse(parts.uri.query().unwrap_or("").as_bytes())
@@ -145,6 +156,10 @@ async fn route(
         content_type: header_str(header::CONTENT_TYPE),
         body,
     };
+    let attributes = Attributes::of_request(&request.method, &request.path, &request.query);
+    state
+        .auth
+        .require(&state.cluster, &request.user, &attributes)?;
     let segments: Vec<&str> = request.path.split('/').filter(|s| !s.is_empty()).collect();
     let registry = || state.cluster.registry();
     let get_only = |value: Option<Value>| -> Result<Response<Body>, ApiError> {
@@ -294,6 +309,23 @@ async fn resource_route(
     }
     let ns = namespace.unwrap_or("");
     let cluster = &state.cluster;
+    if res.create_only {
+        return match (name, &request.method) {
+            (None, &Method::POST) => {
+                let body = body_object(request)?;
+                let reply =
+                    reviews::create(&state.auth, cluster, &request.user, &res.plural, ns, &body)?;
+                Ok(json_response(StatusCode::CREATED, &reply))
+            }
+            _ => Err(ApiError::MethodNotAllowed(format!(
+                "the server does not allow this method on the requested resource: {}",
+                request.method
+            ))),
+        };
+    }
+    // The escalation check sees what a write would store.
+    let guard =
+        |object: &Value| escalation::check(&state.auth, cluster, &request.user, &res, ns, object);
     match (name, subresource) {
         (None, None) => match request.method {
             Method::GET if query_bool(&request.query, "watch") => {
@@ -313,12 +345,9 @@ async fn resource_route(
                         "create requires a namespace".to_string(),
                     ));
                 }
-                let created = cluster.create(
-                    &res,
-                    ns,
-                    body_object(request)?,
-                    &write_options(&request.query),
-                )?;
+                let body = body_object(request)?;
+                guard(&body)?;
+                let created = cluster.create(&res, ns, body, &write_options(&request.query))?;
                 Ok(json_response(StatusCode::CREATED, &created))
             }
             Method::DELETE => {
@@ -358,6 +387,20 @@ async fn resource_route(
                     let status = json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "code": 201});
                     return Ok(json_response(StatusCode::CREATED, &status));
                 }
+                Some("token") if res.group.is_empty() && res.plural == "serviceaccounts" => {
+                    if request.method != Method::POST {
+                        return Err(ApiError::MethodNotAllowed(
+                            "serviceaccounts/token only supports POST".to_string(),
+                        ));
+                    }
+                    let service_account = cluster.get(&res, ns, name)?;
+                    let reply = state.auth.tokens().request(
+                        cluster,
+                        &service_account,
+                        &body_object(request)?,
+                    )?;
+                    return Ok(json_response(StatusCode::CREATED, &reply));
+                }
                 Some(_) => return Err(ApiError::not_found("", &request.path)),
             };
             match request.method {
@@ -369,11 +412,13 @@ async fn resource_route(
                     ))
                 }
                 Method::PUT => {
+                    let body = body_object(request)?;
+                    guard(&body)?;
                     let updated = cluster.update(
                         &res,
                         ns,
                         name,
-                        body_object(request)?,
+                        body,
                         target,
                         &write_options(&request.query),
                     )?;
@@ -383,6 +428,21 @@ async fn resource_route(
                     let patch_type = PatchType::from_content_type(&request.content_type)?;
                     let patch = decode_body(&request.body)?;
                     let existed = cluster.get(&res, ns, name).is_ok();
+                    if res.group == super::auth::rbac::GROUP && !request.user.is_master() {
+                        let preview = WriteOptions {
+                            dry_run: true,
+                            ..write_options(&request.query)
+                        };
+                        let result = cluster.patch(
+                            &res,
+                            ns,
+                            name,
+                            Patch::new(patch_type, patch.clone()),
+                            target,
+                            &preview,
+                        )?;
+                        guard(&result)?;
+                    }
                     let patched = cluster.patch(
                         &res,
                         ns,

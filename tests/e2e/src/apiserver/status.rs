@@ -65,9 +65,19 @@ pub enum ApiError {
     /// 405: the verb is not supported on this path.
     #[error("{0}")]
     MethodNotAllowed(String),
-    /// 403: the request is understood but never allowed (e.g. deleting `default`).
-    #[error("{0}")]
-    Forbidden(String),
+    /// 403: the request is understood but not allowed (RBAC said no, or it is never allowed,
+    /// e.g. deleting `default`).
+    #[error("{message}")]
+    Forbidden {
+        /// `Status.details.group`.
+        group: String,
+        /// `Status.details.kind`, the resource plural.
+        kind: String,
+        /// `Status.details.name`.
+        name: String,
+        /// The full message.
+        message: String,
+    },
     /// 401: missing or wrong bearer token.
     #[error("Unauthorized")]
     Unauthorized,
@@ -143,7 +153,7 @@ impl ApiError {
             ApiError::BadRequest(_) => 400,
             ApiError::MethodNotAllowed(_) => 405,
             ApiError::Unauthorized => 401,
-            ApiError::Forbidden(_) => 403,
+            ApiError::Forbidden { .. } => 403,
             ApiError::NotAcceptable(_) => 406,
             ApiError::UnsupportedMediaType(_) => 415,
             ApiError::Gone(_) => 410,
@@ -161,7 +171,7 @@ impl ApiError {
             ApiError::BadRequest(_) => "BadRequest",
             ApiError::MethodNotAllowed(_) => "MethodNotAllowed",
             ApiError::Unauthorized => "Unauthorized",
-            ApiError::Forbidden(_) => "Forbidden",
+            ApiError::Forbidden { .. } => "Forbidden",
             ApiError::NotAcceptable(_) => "NotAcceptable",
             ApiError::UnsupportedMediaType(_) => "UnsupportedMediaType",
             ApiError::Gone(_) => "Expired",
@@ -187,6 +197,9 @@ impl ApiError {
                 let (plural, group) = kind.split_once('.').unwrap_or((kind, ""));
                 Some(json!({"name": name, "group": group, "kind": plural}))
             }
+            ApiError::Forbidden {
+                group, kind, name, ..
+            } => Some(json!({"name": name, "group": group, "kind": kind})),
             ApiError::Invalid {
                 kind, name, causes, ..
             } => Some(json!({

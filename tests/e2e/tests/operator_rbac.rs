@@ -1,0 +1,127 @@
+//! The operator running as a ServiceAccount under RBAC, as in a cluster, instead of as the
+//! testbed's admin: with the rights its ClusterRole grants a Task completes and nothing is
+//! refused; with one verb missing the refusal shows in the operator's log and in the pool's
+//! condition, naming the verb, the resource and the namespace.
+
+use std::time::Duration;
+
+use maos_core::api::v1alpha1::AgentPool;
+use maos_e2e::cluster::repo_root;
+use maos_e2e::stack::{OperatorAccount, Stack, StackConfig, condition, pool_manifest};
+
+const DEADLINE: Duration = Duration::from_secs(120);
+const OPERATOR_USER: &str = "system:serviceaccount:maos-system:maos-operator";
+
+fn rbac_yaml() -> String {
+    let path = repo_root().join("tests/e2e/tests/fixtures/rbac/operator.yaml");
+    std::fs::read_to_string(&path).expect("the operator's RBAC fixture is readable")
+}
+
+fn account(rbac_yaml: String) -> OperatorAccount {
+    OperatorAccount {
+        namespace: "maos-system".into(),
+        name: "maos-operator".into(),
+        rbac_yaml,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_task_completes_with_the_operator_running_as_its_service_account() {
+    let stack =
+        Stack::start(StackConfig::new("e2e-rbac-ok").operator_account(account(rbac_yaml())))
+            .await
+            .expect("the stack starts with the operator as a ServiceAccount");
+    stack
+        .apply_file("examples/agentpool.yaml")
+        .expect("kubectl apply the example pool");
+    stack
+        .apply_file("examples/hello-task.yaml")
+        .expect("kubectl apply the example task");
+    let task = stack.wait_task_finished("hello", DEADLINE).await;
+    let succeeded = condition(&task, "Succeeded").expect("Succeeded condition");
+    assert_eq!(succeeded.status, "True", "{:?}", task.status);
+
+    let testbed = stack.cluster().testbed().expect("runs on the testbed");
+    let log = testbed.auth().access_log();
+    let operator: Vec<_> = log.iter().filter(|r| r.user == OPERATOR_USER).collect();
+    assert!(
+        operator.iter().any(|r| r.allowed
+            && r.verb == "patch"
+            && r.resource == "tasks"
+            && r.subresource == "status"),
+        "the operator's requests were authorized as its ServiceAccount: {operator:#?}"
+    );
+    let refused: Vec<_> = operator.iter().filter(|r| !r.allowed).collect();
+    assert!(
+        refused.is_empty(),
+        "the ClusterRole grants everything the operator does: {refused:#?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_create_on_pods_the_pool_is_degraded_with_the_forbidden_message() {
+    let lacking = rbac_yaml().replace(
+        r#"verbs: ["get", "list", "watch", "create", "delete"]"#,
+        r#"verbs: ["get", "list", "watch", "delete"]"#,
+    );
+    assert_ne!(lacking, rbac_yaml(), "the fixture grants create on pods");
+    let namespace = "e2e-rbac-pods";
+    let mut stack = Stack::start(StackConfig::new(namespace).operator_account(account(lacking)))
+        .await
+        .expect("the stack starts with the operator as a ServiceAccount");
+    stack
+        .apply(&pool_manifest("research", 1, 1))
+        .expect("kubectl apply a pool");
+    let pools: kube::Api<AgentPool> = kube::Api::namespaced(stack.client(), namespace);
+    let expected = format!(
+        "pods is forbidden: User \"{OPERATOR_USER}\" cannot create resource \"pods\" in API group \"\" in the namespace \"{namespace}\""
+    );
+    let degraded = stack
+        .wait_until("the pool says it cannot create pods", DEADLINE, || {
+            let pools = pools.clone();
+            async move {
+                let pool = pools.get("research").await.ok()?;
+                let degraded = pool
+                    .status?
+                    .conditions
+                    .into_iter()
+                    .find(|c| c.type_ == "Degraded" && c.status == "True")?;
+                (degraded.reason == "FailedCreate").then_some(degraded)
+            }
+        })
+        .await;
+    assert!(
+        degraded.message.contains(&expected),
+        "the condition carries the API server's answer: {}",
+        degraded.message
+    );
+    let events = stack
+        .events_for("AgentPool", "research")
+        .await
+        .expect("the pool's Events");
+    assert!(
+        events
+            .iter()
+            .any(|e| e.reason.as_deref() == Some("FailedCreate")
+                && e.message.as_deref().is_some_and(|n| n.contains(&expected))),
+        "a FailedCreate Event says why: {events:#?}"
+    );
+    let log = stack.operator(0).log();
+    assert!(
+        log.contains(&expected),
+        "the operator logs the refusal:\n{log}"
+    );
+    let testbed = stack.cluster().testbed().expect("runs on the testbed");
+    assert!(
+        testbed
+            .auth()
+            .access_log()
+            .iter()
+            .any(|r| r.user == OPERATOR_USER
+                && !r.allowed
+                && r.verb == "create"
+                && r.resource == "pods"
+                && r.namespace == namespace),
+        "the testbed recorded the refusal"
+    );
+}
