@@ -123,6 +123,11 @@ fn valid_name(name: &str) -> bool {
         })
 }
 
+/// A name that can be one path segment, the rule for RBAC objects.
+fn valid_path_segment(name: &str) -> bool {
+    !name.is_empty() && name != "." && name != ".." && !name.contains(['/', '%'])
+}
+
 fn encode_continue(rv: u64, key: &ObjectKey) -> String {
     let token = json!({"rv": rv, "ns": key.0, "name": key.1});
     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(token.to_string())
@@ -311,9 +316,20 @@ impl Cluster {
             m.remove("namespace");
         }
         let name = meta_str(&object, "name").to_string();
-        if !valid_name(&name) {
+        // RBAC objects are named by any valid path segment (`system:discovery`).
+        let rbac = res.group == super::auth::rbac::GROUP;
+        let valid = if rbac {
+            valid_path_segment(&name)
+        } else {
+            valid_name(&name)
+        };
+        if !valid {
             let message = if name.is_empty() {
                 "Required value: name or generateName is required".to_string()
+            } else if rbac {
+                format!(
+                    "Invalid value: \"{name}\": may not contain '/' or '%', and may not be '.' or '..'"
+                )
             } else {
                 format!(
                     "Invalid value: \"{name}\": a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, '-' or '.', and must start and end with an alphanumeric character"
