@@ -123,6 +123,28 @@ fn valid_name(name: &str) -> bool {
         })
 }
 
+/// Whether a PUT without `metadata.resourceVersion` may overwrite whatever is stored
+/// (kube-apiserver's `AllowUnconditionalUpdate`): not for custom resources, CRDs and Leases.
+fn allows_unconditional_update(res: &ResourceInfo) -> bool {
+    res.schema.is_none()
+        && !matches!(
+            (res.group.as_str(), res.plural.as_str()),
+            ("coordination.k8s.io", "leases")
+                | ("apiextensions.k8s.io", "customresourcedefinitions")
+        )
+}
+
+/// Whether an immediate DELETE answers with the deleted object rather than a `Status`
+/// (kube-apiserver's `ReturnDeletedObject`, set for pods and ServiceAccounts; a namespace is
+/// never deleted immediately).
+fn returns_deleted_object(res: &ResourceInfo) -> bool {
+    res.group.is_empty()
+        && matches!(
+            res.plural.as_str(),
+            "pods" | "serviceaccounts" | "namespaces"
+        )
+}
+
 /// A name that can be one path segment, the rule for RBAC objects.
 fn valid_path_segment(name: &str) -> bool {
     !name.is_empty() && name != "." && name != ".." && !name.contains(['/', '%'])
@@ -411,30 +433,39 @@ impl Cluster {
             let name = format!("{prefix}{suffix}");
             metadata.insert("name".into(), json!(name));
         }
-        let object = self.admit(res, namespace, body, None, options)?;
+        let mut object = self.admit(res, namespace, body, None, options)?;
+        let now = now_rfc3339();
+        // Objects whose status the API server itself sets on create: one write, so the first
+        // watch event already has it, as kube-apiserver's.
+        let initial_status = match (res.group.as_str(), res.plural.as_str()) {
+            ("", "namespaces") => Some(json!({"phase": "Active"})),
+            ("", "pods") => {
+                Some(json!({"phase": "Pending", "qosClass": super::builtin::qos_class(&object)}))
+            }
+            ("apiextensions.k8s.io", "customresourcedefinitions") => {
+                Some(crd_status(&object, &now))
+            }
+            _ => None,
+        };
         if options.dry_run {
+            if res.status_subresource
+                && let Some(map) = object.as_object_mut()
+            {
+                map.remove("status");
+            }
+            if let Some(status) = initial_status {
+                object["status"] = status;
+            }
             return Ok(object);
         }
-        let now = now_rfc3339();
-        let created = self.hub.write(|store| -> Result<Arc<Value>, ApiError> {
-            let created = store.create(res, events::to_storage(res, object), &new_uid(), &now)?;
-            // Objects whose status the API server itself sets on create.
-            let initial_status = match (res.group.as_str(), res.plural.as_str()) {
-                ("", "namespaces") => Some(json!({"phase": "Active"})),
-                ("", "pods") => Some(json!({"phase": "Pending"})),
-                ("apiextensions.k8s.io", "customresourcedefinitions") => {
-                    Some(crd_status(&created, &now))
-                }
-                _ => None,
-            };
-            match initial_status {
-                Some(status) => {
-                    let mut with_status = (*created).clone();
-                    with_status["status"] = status;
-                    store.update(res, with_status, UpdateTarget::Status)
-                }
-                None => Ok(created),
-            }
+        let created = self.hub.write(|store| {
+            store.create_with_status(
+                res,
+                events::to_storage(res, object),
+                initial_status,
+                &new_uid(),
+                &now,
+            )
         })?;
         if res.group == "apiextensions.k8s.io" && res.plural == "customresourcedefinitions" {
             self.registry
@@ -475,6 +506,17 @@ impl Cluster {
                 "the name of the object ({}) does not match the name on the URL ({name})",
                 meta_str(&body, "name")
             )));
+        }
+        if !allows_unconditional_update(res) && meta_str(&body, "resourceVersion").is_empty() {
+            return Err(ApiError::invalid(
+                &res.kind,
+                name,
+                vec![FieldCause {
+                    field: "metadata.resourceVersion".into(),
+                    reason: "FieldValueInvalid",
+                    message: "Invalid value: 0x0: must be specified for an update".into(),
+                }],
+            ));
         }
         let mut body = body;
         if body.is_object() && !body.get("metadata").is_some_and(Value::is_object) {
@@ -554,7 +596,22 @@ impl Cluster {
         if patch_type == PatchType::Apply
             && options.field_manager.as_deref().unwrap_or("").is_empty()
         {
-            return Err(ApiError::BadRequest("PatchOptions.meta.k8s.io \"\" is invalid: fieldManager: Required value: is required for apply patch".to_string()));
+            return Err(ApiError::invalid(
+                "PatchOptions",
+                "",
+                vec![FieldCause {
+                    field: "fieldManager".into(),
+                    reason: "FieldValueRequired",
+                    message: "Required value: is required for apply patch".into(),
+                }],
+            )
+            .in_group("meta.k8s.io"));
+        }
+        if patch_type == PatchType::Strategic && res.schema.is_some() {
+            // Custom resources have no strategic-merge metadata: kube-apiserver refuses it.
+            return Err(ApiError::UnsupportedMediaType(
+                "the body of the request was in an unknown format - accepted media types include: application/json-patch+json, application/merge-patch+json, application/apply-patch+yaml".to_string(),
+            ));
         }
         if patch_type != PatchType::Json && !patch.is_object() {
             return Err(ApiError::BadRequest(
@@ -632,6 +689,7 @@ impl Cluster {
         };
         let mut patched = patched.map_err(|e| match e {
             ApiError::Invalid { message, .. } => ApiError::Invalid {
+                group: String::new(),
                 kind: res.kind.clone(),
                 name: name.to_string(),
                 causes: Vec::new(),
@@ -717,7 +775,21 @@ impl Cluster {
                 .unwrap_or_else(|p| p.into_inner())
                 .remove_crd(meta_str(gone, "name"));
         }
-        Ok(events::to_view(res, outcome.object()))
+        match &outcome {
+            DeleteOutcome::Deleted(gone) if !returns_deleted_object(res) => Ok(json!({
+                "kind": "Status",
+                "apiVersion": "v1",
+                "metadata": {},
+                "status": "Success",
+                "details": {
+                    "name": meta_str(gone, "name"),
+                    "group": res.group,
+                    "kind": res.plural,
+                    "uid": meta_str(gone, "uid"),
+                },
+            })),
+            _ => Ok(events::to_view(res, outcome.object())),
+        }
     }
 
     /// A pod on a node terminates gracefully (its kubelet stops it, then deletes it without
@@ -1231,7 +1303,7 @@ mod tests {
                 &WriteOptions::default(),
             )
             .unwrap_err();
-        assert_eq!(err.code(), 400);
+        assert_eq!(err.code(), 422, "kube-apiserver answers Invalid: {err}");
         let options = WriteOptions {
             field_manager: Some("test".into()),
             ..Default::default()

@@ -153,6 +153,41 @@ fn validate_binding(res: &ResourceInfo, binding: &Value) -> Result<(), ApiError>
     }
 }
 
+/// A pod's quality-of-service class, as kube-apiserver sets it on create: `Guaranteed` when
+/// every container limits CPU and memory and requests what it limits, `BestEffort` when none
+/// requests or limits anything, `Burstable` otherwise.
+pub fn qos_class(pod: &Value) -> &'static str {
+    let spec = pod.get("spec");
+    let containers: Vec<&Value> = ["initContainers", "containers"]
+        .iter()
+        .filter_map(|key| spec.and_then(|s| s.get(*key)).and_then(Value::as_array))
+        .flatten()
+        .collect();
+    let resources = |c: &Value, kind: &str, name: &str| {
+        c.pointer(&format!("/resources/{kind}/{name}")).cloned()
+    };
+    let any = containers.iter().any(|c| {
+        ["cpu", "memory"]
+            .iter()
+            .any(|r| resources(c, "requests", r).is_some() || resources(c, "limits", r).is_some())
+    });
+    if !any {
+        return "BestEffort";
+    }
+    let guaranteed = containers.iter().all(|c| {
+        ["cpu", "memory"].iter().all(|r| {
+            let limit = resources(c, "limits", r);
+            let request = resources(c, "requests", r);
+            limit.is_some() && (request.is_none() || request == limit)
+        })
+    });
+    if guaranteed {
+        "Guaranteed"
+    } else {
+        "Burstable"
+    }
+}
+
 /// RFC 1123 label: what container names must be.
 fn dns_label(name: &str) -> bool {
     !name.is_empty()

@@ -13,6 +13,7 @@ pub mod discovery;
 pub mod events;
 pub mod gc;
 pub mod openapi;
+pub mod partial;
 pub mod patch;
 pub mod protobuf;
 pub mod resource;

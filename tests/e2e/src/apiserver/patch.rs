@@ -71,6 +71,7 @@ pub fn apply_patch(
                 _ => true,
             });
             json_patch::patch(&mut out, &ops).map_err(|e| ApiError::Invalid {
+                group: String::new(),
                 kind: String::new(),
                 name: String::new(),
                 causes: Vec::new(),

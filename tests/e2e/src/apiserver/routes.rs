@@ -20,6 +20,7 @@ use super::auth::attributes::Attributes;
 use super::auth::{Auth, UserInfo, escalation, impersonation, reviews};
 use super::discovery;
 use super::openapi;
+use super::partial;
 use super::patch::{PatchType, decode_body};
 use super::protobuf;
 use super::resource::ResourceInfo;
@@ -176,6 +177,21 @@ async fn route(
     match segments.as_slice() {
         ["healthz" | "livez" | "readyz"] => Ok(Response::new(full("ok"))),
         ["version"] => get_only(Some(discovery::version())),
+        ["api" | "apis"]
+            if request.method == Method::GET
+                && discovery::aggregated_version(&request.accept).is_some() =>
+        {
+            let version = discovery::aggregated_version(&request.accept).unwrap_or("v2");
+            let document = discovery::aggregated(&registry(), segments[0] == "api", version);
+            let mut response = json_response(StatusCode::OK, &document);
+            let media = format!(
+                "application/json;g=apidiscovery.k8s.io;v={version};as=APIGroupDiscoveryList"
+            );
+            if let Ok(value) = HeaderValue::from_str(&media) {
+                response.headers_mut().insert(header::CONTENT_TYPE, value);
+            }
+            Ok(response)
+        }
         ["api"] => get_only(Some(discovery::core_versions())),
         ["apis"] => get_only(Some(discovery::groups(&registry()))),
         ["apis", group] => get_only(discovery::group(&registry(), group)),
@@ -198,7 +214,9 @@ async fn route(
         }
         ["api", "v1", rest @ ..] => resource_route(state, &request, "", "v1", rest).await,
         ["apis", group, version, rest @ ..] => {
-            resource_route(state, &request, group, version, rest).await
+            resource_route(state, &request, group, version, rest)
+                .await
+                .map_err(|e| e.in_group(group))
         }
         _ => Err(ApiError::not_found("", &request.path)),
     }
@@ -220,13 +238,40 @@ fn list_options(query: &HashMap<String, String>) -> Result<ListOptions, ApiError
     })
 }
 
-fn write_options(query: &HashMap<String, String>) -> WriteOptions {
-    WriteOptions {
-        dry_run: query.get("dryRun").is_some_and(|d| d == "All"),
+/// `dryRun`: absent, or `All`; anything else is refused (422 on the verb's options kind), as
+/// kube-apiserver refuses it, rather than taken as a real write.
+fn dry_run(values: Option<&str>, options_kind: &str) -> Result<bool, ApiError> {
+    match values {
+        None | Some("") => Ok(false),
+        Some("All") => Ok(true),
+        Some(other) => Err(ApiError::invalid(
+            options_kind,
+            "",
+            vec![super::status::FieldCause {
+                field: "dryRun".into(),
+                reason: "FieldValueNotSupported",
+                message: format!(
+                    "Unsupported value: []string{{{other:?}}}: supported values: \"All\""
+                ),
+            }],
+        )
+        .in_group("meta.k8s.io")),
+    }
+}
+
+fn write_options(request: &Parsed) -> Result<WriteOptions, ApiError> {
+    let query = &request.query;
+    let options_kind = match request.method {
+        Method::POST => "CreateOptions",
+        Method::PUT => "UpdateOptions",
+        _ => "PatchOptions",
+    };
+    Ok(WriteOptions {
+        dry_run: dry_run(query.get("dryRun").map(String::as_str), options_kind)?,
         strict: query.get("fieldValidation").is_some_and(|v| v == "Strict"),
         field_manager: query.get("fieldManager").cloned(),
         force: query_bool(query, "force"),
-    }
+    })
 }
 
 fn body_object(request: &Parsed) -> Result<Value, ApiError> {
@@ -244,8 +289,26 @@ fn body_object(request: &Parsed) -> Result<Value, ApiError> {
     Ok(value)
 }
 
-/// Renders one object or a list, as a Table when the client asked for one.
-fn render_list(res: &ResourceInfo, items: &[Arc<Value>], metadata: Value, accept: &str) -> Value {
+/// Renders one object or a list, as a Table or metadata only when the client asked for one.
+fn render_list(
+    res: &ResourceInfo,
+    items: &[Arc<Value>],
+    metadata: Value,
+    accept: &str,
+) -> Result<Value, ApiError> {
+    if let Some(form) = partial::wanted(accept) {
+        partial::check(form, true)?;
+        return Ok(partial::list(items.iter().map(|i| i.as_ref()), metadata));
+    }
+    Ok(render_list_plain(res, items, metadata, accept))
+}
+
+fn render_list_plain(
+    res: &ResourceInfo,
+    items: &[Arc<Value>],
+    metadata: Value,
+    accept: &str,
+) -> Value {
     if table::wants_table(accept) {
         let refs: Vec<&Value> = items.iter().map(|i| i.as_ref()).collect();
         return table::table(res, &refs, metadata, true, jiff::Timestamp::now());
@@ -258,7 +321,15 @@ fn render_list(res: &ResourceInfo, items: &[Arc<Value>], metadata: Value, accept
     })
 }
 
-fn render_object(res: &ResourceInfo, object: &Value, accept: &str) -> Value {
+fn render_object(res: &ResourceInfo, object: &Value, accept: &str) -> Result<Value, ApiError> {
+    if let Some(form) = partial::wanted(accept) {
+        partial::check(form, false)?;
+        return Ok(partial::object(object));
+    }
+    Ok(render_object_plain(res, object, accept))
+}
+
+fn render_object_plain(res: &ResourceInfo, object: &Value, accept: &str) -> Value {
     if table::wants_table(accept) {
         let rv = object
             .pointer("/metadata/resourceVersion")
@@ -336,7 +407,7 @@ async fn resource_route(
                     cluster.list(&res, namespace, &list_options(&request.query)?)?;
                 Ok(json_response(
                     StatusCode::OK,
-                    &render_list(&res, &items, metadata, &request.accept),
+                    &render_list(&res, &items, metadata, &request.accept)?,
                 ))
             }
             Method::POST => {
@@ -347,7 +418,7 @@ async fn resource_route(
                 }
                 let body = body_object(request)?;
                 guard(&body)?;
-                let created = cluster.create(&res, ns, body, &write_options(&request.query))?;
+                let created = cluster.create(&res, ns, body, &write_options(request)?)?;
                 Ok(json_response(StatusCode::CREATED, &created))
             }
             Method::DELETE => {
@@ -357,7 +428,12 @@ async fn resource_route(
                 let rv = cluster.hub.read(|s| s.resource_version());
                 Ok(json_response(
                     StatusCode::OK,
-                    &render_list(&res, &items, json!({"resourceVersion": rv.to_string()}), ""),
+                    &render_list_plain(
+                        &res,
+                        &items,
+                        json!({"resourceVersion": rv.to_string()}),
+                        "",
+                    ),
                 ))
             }
             _ => Err(ApiError::MethodNotAllowed(format!(
@@ -408,20 +484,14 @@ async fn resource_route(
                     let object = cluster.get(&res, ns, name)?;
                     Ok(json_response(
                         StatusCode::OK,
-                        &render_object(&res, &object, &request.accept),
+                        &render_object(&res, &object, &request.accept)?,
                     ))
                 }
                 Method::PUT => {
                     let body = body_object(request)?;
                     guard(&body)?;
-                    let updated = cluster.update(
-                        &res,
-                        ns,
-                        name,
-                        body,
-                        target,
-                        &write_options(&request.query),
-                    )?;
+                    let updated =
+                        cluster.update(&res, ns, name, body, target, &write_options(request)?)?;
                     Ok(json_response(StatusCode::OK, &updated))
                 }
                 Method::PATCH => {
@@ -431,7 +501,7 @@ async fn resource_route(
                     if res.group == super::auth::rbac::GROUP && !request.user.is_master() {
                         let preview = WriteOptions {
                             dry_run: true,
-                            ..write_options(&request.query)
+                            ..write_options(request)?
                         };
                         let result = cluster.patch(
                             &res,
@@ -449,7 +519,7 @@ async fn resource_route(
                         name,
                         Patch::new(patch_type, patch),
                         target,
-                        &write_options(&request.query),
+                        &write_options(request)?,
                     )?;
                     let code = if existed {
                         StatusCode::OK
@@ -465,7 +535,7 @@ async fn resource_route(
                         decode_body(&request.body)?
                     };
                     let deleted =
-                        cluster.delete(&res, ns, name, &delete_request(request, &options))?;
+                        cluster.delete(&res, ns, name, &delete_request(request, &options)?)?;
                     Ok(json_response(StatusCode::OK, &deleted))
                 }
                 _ => Err(ApiError::MethodNotAllowed(format!(
@@ -479,7 +549,7 @@ async fn resource_route(
 }
 
 /// The delete a request asks for, from its `DeleteOptions` body and query parameters.
-fn delete_request(request: &Parsed, options: &Value) -> DeleteRequest {
+fn delete_request(request: &Parsed, options: &Value) -> Result<DeleteRequest, ApiError> {
     let text = |pointer: &str| {
         options
             .pointer(pointer)
@@ -488,11 +558,16 @@ fn delete_request(request: &Parsed, options: &Value) -> DeleteRequest {
     };
     let policy =
         text("/propagationPolicy").or_else(|| request.query.get("propagationPolicy").cloned());
-    let dry_run_body = options
+    let body_dry_run = options
         .get("dryRun")
         .and_then(Value::as_array)
-        .is_some_and(|d| d.iter().any(|v| v == "All"));
-    DeleteRequest {
+        .and_then(|d| d.first())
+        .and_then(Value::as_str);
+    let dry_run = dry_run(
+        body_dry_run.or_else(|| request.query.get("dryRun").map(String::as_str)),
+        "DeleteOptions",
+    )?;
+    Ok(DeleteRequest {
         preconditions: DeleteOptions {
             uid: text("/preconditions/uid"),
             resource_version: text("/preconditions/resourceVersion"),
@@ -509,8 +584,8 @@ fn delete_request(request: &Parsed, options: &Value) -> DeleteRequest {
             }),
         orphan: policy.as_deref() == Some("Orphan")
             || options.get("orphanDependents").and_then(Value::as_bool) == Some(true),
-        dry_run: dry_run_body || request.query.get("dryRun").is_some_and(|d| d == "All"),
-    }
+        dry_run,
+    })
 }
 
 /// The last `lines` lines of `text` (all of it when `None`).
@@ -650,6 +725,8 @@ struct WatchStream {
     res: Arc<ResourceInfo>,
     filter: WatchFilter,
     table: bool,
+    /// Events carry `PartialObjectMetadata` only.
+    partial: bool,
     columns_sent: bool,
     out: mpsc::Sender<Bytes>,
 }
@@ -664,7 +741,9 @@ impl WatchStream {
         } else {
             stored
         };
-        let frame = if self.table {
+        let frame = if self.partial {
+            frame(event_type.as_str(), &partial::object(object))
+        } else if self.table {
             let with_columns = !self.columns_sent;
             self.columns_sent = true;
             let rv = object
@@ -687,7 +766,7 @@ impl WatchStream {
 
     /// Sends a stored change as `event_type`, reusing its shared encoding when possible.
     async fn send_event(&mut self, event_type: EventType, event: &WatchEvent) -> bool {
-        if self.table || event_type != event.event_type || self.filter.core_events {
+        if self.table || self.partial || event_type != event.event_type || self.filter.core_events {
             return self.send(event_type, &event.object).await;
         }
         self.out.send(event.frame()).await.is_ok()
@@ -702,6 +781,9 @@ impl WatchStream {
         if initial_events_end {
             metadata["annotations"] = json!({"k8s.io/initial-events-end": "true"});
         }
+        if self.partial {
+            return json!({"kind": "PartialObjectMetadata", "apiVersion": "meta.k8s.io/v1", "metadata": metadata});
+        }
         json!({"kind": self.res.kind, "apiVersion": self.res.api_version(), "metadata": metadata})
     }
 }
@@ -713,6 +795,13 @@ fn watch(
     request: &Parsed,
 ) -> Result<Response<Body>, ApiError> {
     let options = list_options(&request.query)?;
+    let partial = match partial::wanted(&request.accept) {
+        Some(form) => {
+            partial::check(form, false)?;
+            true
+        }
+        None => false,
+    };
     let filter = WatchFilter {
         storage_key: res.storage_key(),
         namespace: namespace.map(str::to_string),
@@ -760,6 +849,7 @@ fn watch(
         res: res.clone(),
         filter,
         table: table::wants_table(&request.accept),
+        partial,
         columns_sent: false,
         out,
     };

@@ -50,6 +50,8 @@ pub enum ApiError {
     /// 422: the object breaks its schema or the API's rules.
     #[error("{message}")]
     Invalid {
+        /// The API group of the kind (`Status.details.group`), empty for the core group.
+        group: String,
         /// The kind, e.g. `Task`.
         kind: String,
         /// The object name.
@@ -137,10 +139,39 @@ impl ApiError {
             format!("[{}]", details.join(", "))
         };
         ApiError::Invalid {
+            group: String::new(),
             kind: kind.to_string(),
             name: name.to_string(),
             message: format!("{kind} \"{name}\" is invalid: {joined}"),
             causes,
+        }
+    }
+
+    /// An `Invalid` about a kind of API group `group`, named `Kind.group` in the message as
+    /// kube-apiserver names it; other errors, and kinds already qualified, are unchanged.
+    pub fn in_group(self, group: &str) -> Self {
+        match self {
+            ApiError::Invalid {
+                group: current,
+                kind,
+                name,
+                causes,
+                message,
+            } if current.is_empty() && !group.is_empty() => {
+                let unqualified = format!("{kind} \"{name}\" is invalid");
+                let message = match message.strip_prefix(&unqualified) {
+                    Some(rest) => format!("{kind}.{group} \"{name}\" is invalid{rest}"),
+                    None => message,
+                };
+                ApiError::Invalid {
+                    group: group.to_string(),
+                    kind,
+                    name,
+                    causes,
+                    message,
+                }
+            }
+            other => other,
         }
     }
 
@@ -201,9 +232,14 @@ impl ApiError {
                 group, kind, name, ..
             } => Some(json!({"name": name, "group": group, "kind": kind})),
             ApiError::Invalid {
-                kind, name, causes, ..
+                group,
+                kind,
+                name,
+                causes,
+                ..
             } => Some(json!({
                 "name": name,
+                "group": group,
                 "kind": kind,
                 "causes": causes.iter().map(|c| json!({
                     "reason": c.reason,

@@ -448,7 +448,20 @@ impl Store {
     pub fn create(
         &mut self,
         res: &ResourceInfo,
+        object: Value,
+        uid: &str,
+        now: &str,
+    ) -> Result<Arc<Value>, ApiError> {
+        self.create_with_status(res, object, None, uid, now)
+    }
+
+    /// [`Store::create`], with the status the API server itself gives a new object (a pod's
+    /// `Pending`), stored in the same write.
+    pub fn create_with_status(
+        &mut self,
+        res: &ResourceInfo,
         mut object: Value,
+        status: Option<Value>,
         uid: &str,
         now: &str,
     ) -> Result<Arc<Value>, ApiError> {
@@ -468,6 +481,9 @@ impl Store {
         {
             // kube-apiserver drops status on create when /status is a subresource.
             map.remove("status");
+        }
+        if let (Some(status), Some(map)) = (status, object.as_object_mut()) {
+            map.insert("status".into(), status);
         }
         self.rv += 1;
         let rv = self.rv;
@@ -652,6 +668,7 @@ impl Store {
             if marked_grace.is_some_and(|g| g <= grace) {
                 return Ok(DeleteOutcome::Finalizing(old));
             }
+            let first_mark = marked_at.is_none();
             let deletion_timestamp = match marked_at {
                 Some(at) if grace == 0 => at,
                 _ => deadline,
@@ -659,6 +676,14 @@ impl Store {
             let mut marked = (*old).clone();
             self.rv += 1;
             let metadata = meta_mut(&mut marked);
+            // The first mark changes what controllers of the object should do: like
+            // kube-apiserver, it bumps the generation of kinds that keep one.
+            if first_mark
+                && let Some(generation) = metadata.get("generation").and_then(Value::as_i64)
+                && generation > 0
+            {
+                metadata.insert("generation".into(), json!(generation + 1));
+            }
             metadata.insert("deletionTimestamp".into(), deletion_timestamp);
             metadata.insert("deletionGracePeriodSeconds".into(), json!(grace));
             metadata.insert("resourceVersion".into(), json!(self.rv.to_string()));

@@ -104,6 +104,7 @@ impl Tokens {
                     message,
                 }],
             )
+            .in_group("authentication.k8s.io")
         };
         let seconds = match request.pointer("/spec/expirationSeconds") {
             None | Some(Value::Null) => DEFAULT_EXPIRATION_SECONDS,
