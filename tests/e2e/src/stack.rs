@@ -45,6 +45,7 @@ use crate::claude_standin::{
     StandInError, parse_request,
 };
 use crate::cluster::{KubectlError, TestCluster, repo_root};
+use crate::kubelet::serviceaccount::InCluster;
 use crate::kubelet::{ImageMap, ImageTarget, Kubelet, KubeletConfig, KubeletError, KubeletLogs};
 use crate::launch::LaunchError;
 use crate::launch::redis::{RedisCluster, RedisServer};
@@ -52,6 +53,8 @@ use crate::launch::s3::S3Server;
 
 /// The image reference agent pods get; the testbed kubelet runs `maos-agent` for it.
 pub const AGENT_IMAGE_PATTERN: &str = "ghcr.io/maos/agent-runner:*";
+/// The operator's image, which the stack's kubelet runs as the built `maos-operator`.
+pub const OPERATOR_IMAGE_PATTERN: &str = "ghcr.io/maos/operator:*";
 /// The Secret (and its key) that holds the API key agents send to the stand-in.
 pub const API_KEY_SECRET: &str = "anthropic";
 /// The Lease the operators contend for.
@@ -554,13 +557,20 @@ impl Stack {
         })?;
         let client = cluster.client().await?;
         let kubelet = match cluster.testbed() {
-            Some(_) => {
+            Some(testbed) => {
                 let agent = crate::binaries::agent()?;
+                let operator = crate::binaries::find("maos-operator", "maos-operator")?;
                 Some(Kubelet::start(
                     client.clone(),
                     KubeletConfig {
                         images: ImageMap::default()
-                            .with(AGENT_IMAGE_PATTERN, ImageTarget::Binary(agent)),
+                            .with(AGENT_IMAGE_PATTERN, ImageTarget::Binary(agent))
+                            .with(OPERATOR_IMAGE_PATTERN, ImageTarget::Binary(operator)),
+                        in_cluster: Some(InCluster {
+                            host: "127.0.0.1".to_owned(),
+                            port: testbed.addr().port(),
+                            ca_pem: testbed.ca_pem().to_owned(),
+                        }),
                         ..KubeletConfig::new(&pods_root)
                     },
                 )?)

@@ -22,7 +22,7 @@ fn decode<K: DeserializeOwned>(res: &ResourceInfo, object: &Value) -> Result<(),
 
 /// Checks a built-in object about to be stored; custom resources pass through.
 pub fn check(res: &ResourceInfo, object: &Value) -> Result<(), ApiError> {
-    use k8s_openapi::api::{coordination, core, events, rbac};
+    use k8s_openapi::api::{apps, coordination, core, events, rbac};
     use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
     match (res.group.as_str(), res.plural.as_str()) {
         ("", "pods") => {
@@ -36,6 +36,8 @@ pub fn check(res: &ResourceInfo, object: &Value) -> Result<(), ApiError> {
         ("", "events") => decode::<core::v1::Event>(res, object),
         ("events.k8s.io", "events") => decode::<events::v1::Event>(res, object),
         ("coordination.k8s.io", "leases") => decode::<coordination::v1::Lease>(res, object),
+        ("apps", "deployments") => decode::<apps::v1::Deployment>(res, object),
+        ("apps", "replicasets") => decode::<apps::v1::ReplicaSet>(res, object),
         ("rbac.authorization.k8s.io", "roles") => decode::<rbac::v1::Role>(res, object),
         ("rbac.authorization.k8s.io", "clusterroles") => {
             decode::<rbac::v1::ClusterRole>(res, object)

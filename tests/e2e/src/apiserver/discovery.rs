@@ -314,6 +314,7 @@ mod tests {
             names,
             vec![
                 "apiextensions.k8s.io",
+                "apps",
                 "authentication.k8s.io",
                 "authorization.k8s.io",
                 "coordination.k8s.io",

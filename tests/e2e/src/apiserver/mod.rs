@@ -9,6 +9,7 @@ pub mod api;
 pub mod apply;
 pub mod auth;
 pub mod builtin;
+pub mod deployments;
 pub mod discovery;
 pub mod events;
 pub mod gc;
@@ -189,6 +190,7 @@ impl Testbed {
                         }
                     };
                     let _ = ready_tx.send(Ok(()));
+                    tokio::spawn(run_controllers(state.cluster.clone(), stopped.clone()));
                     serve(listener, acceptor, state, stopped).await;
                 });
                 runtime.shutdown_timeout(Duration::from_secs(1));
@@ -281,6 +283,29 @@ impl Drop for Testbed {
         if let Some(dir) = self.owned_dir.take() {
             let _ = std::fs::remove_dir_all(dir);
         }
+    }
+}
+
+/// Runs the in-testbed controllers (Deployments, ReplicaSets) after each change of the kinds
+/// they act on, and once a second besides.
+async fn run_controllers(cluster: Arc<Cluster>, mut stopped: tokio::sync::watch::Receiver<bool>) {
+    let Ok(mut subscription) = cluster.hub.subscribe(None) else {
+        return;
+    };
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    loop {
+        tokio::select! {
+            _ = stopped.changed() => return,
+            _ = tick.tick() => {}
+            received = subscription.live.recv() => match received {
+                Ok(event) if !deployments::relevant(&event.storage_key) => continue,
+                Ok(_) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
+                Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+            },
+        }
+        // Coalesce a burst of changes into one pass.
+        while subscription.live.try_recv().is_ok() {}
+        deployments::reconcile_all(&cluster);
     }
 }
 

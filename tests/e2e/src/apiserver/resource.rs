@@ -190,6 +190,13 @@ pub fn builtin_resources() -> Vec<ResourceInfo> {
                 review.create_only = true;
                 review
             });
+    let apps = |plural: &str, singular: &str, kind: &str, short: &str| {
+        let mut info = ResourceInfo::builtin("apps", plural, singular, kind, true, &[short]);
+        info.status_subresource = true;
+        info.generation = true;
+        info.categories = vec!["all".to_string()];
+        info
+    };
     let mut all = vec![
         namespaces,
         pods,
@@ -207,6 +214,8 @@ pub fn builtin_resources() -> Vec<ResourceInfo> {
         ResourceInfo::builtin("events.k8s.io", "events", "event", "Event", true, &["ev"]),
         ResourceInfo::builtin("coordination.k8s.io", "leases", "lease", "Lease", true, &[]),
         crds,
+        apps("deployments", "deployment", "Deployment", "deploy"),
+        apps("replicasets", "replicaset", "ReplicaSet", "rs"),
         rbac("roles", "role", "Role", true),
         rbac("rolebindings", "rolebinding", "RoleBinding", true),
         rbac("clusterroles", "clusterrole", "ClusterRole", false),

@@ -9,6 +9,7 @@
 mod env;
 mod pod;
 mod process;
+pub mod serviceaccount;
 mod status;
 
 pub use env::EnvError;
@@ -90,6 +91,9 @@ pub struct KubeletConfig {
     pub max_restart_backoff: Duration,
     /// How often a container whose Secret or ConfigMap is missing is tried again.
     pub config_retry: Duration,
+    /// The API server pods reach in-cluster, with their ServiceAccount's credentials mounted
+    /// (needs root for the mount namespace); `None`: pods get neither.
+    pub in_cluster: Option<serviceaccount::InCluster>,
 }
 
 impl KubeletConfig {
@@ -103,6 +107,7 @@ impl KubeletConfig {
             restart_backoff: Duration::from_secs(1),
             max_restart_backoff: Duration::from_secs(30),
             config_retry: Duration::from_secs(1),
+            in_cluster: None,
         }
     }
 }

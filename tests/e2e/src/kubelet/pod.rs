@@ -13,7 +13,7 @@ use tokio::sync::{Notify, watch};
 
 use super::process::{ContainerProcess, ProcessSpec, exit_code};
 use super::status::{ContainerPhase, ContainerRecord, Termination, pod_status};
-use super::{ImageTarget, KubeletConfig, env, pod_dir};
+use super::{ImageTarget, KubeletConfig, env, pod_dir, serviceaccount};
 
 /// What the kubelet wants of a pod's containers.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -244,6 +244,30 @@ async fn supervise(
             }
         };
 
+        let mut spec = spec;
+        if let Some(cluster) = config.in_cluster.as_ref() {
+            spec.env.extend(serviceaccount::env(cluster));
+            if serviceaccount::wanted(pod) {
+                match serviceaccount::project(client, cluster, pod, &dir).await {
+                    Ok(source) => spec
+                        .mounts
+                        .push((source, serviceaccount::MOUNT_PATH.into())),
+                    Err(message) => {
+                        state.update(index, |r| {
+                            r.phase = ContainerPhase::Waiting {
+                                reason: "CreateContainerConfigError".to_owned(),
+                                message: Some(message),
+                            }
+                        });
+                        if stopped_within(&mut stop, config.config_retry).await {
+                            state.update(index, |r| r.will_restart = false);
+                            return;
+                        }
+                        continue;
+                    }
+                }
+            }
+        }
         let started_at = Timestamp::now();
         let termination = match ContainerProcess::start(&spec) {
             Err(err) => Termination {
@@ -352,6 +376,7 @@ fn process_spec(
         env,
         workdir: dir.join("work"),
         log: dir.join(format!("{}.log", container.name)),
+        mounts: Vec::new(),
     })
 }
 

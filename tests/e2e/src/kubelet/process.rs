@@ -2,6 +2,7 @@
 //! its stdout and stderr appended to the container's log file, stopped with SIGTERM and then
 //! SIGKILL after the grace period, as a container runtime does.
 
+use std::ffi::CString;
 use std::fs::{File, OpenOptions};
 use std::os::unix::process::ExitStatusExt as _;
 use std::path::{Path, PathBuf};
@@ -28,6 +29,9 @@ pub struct ProcessSpec {
     pub workdir: PathBuf,
     /// The file its stdout and stderr are appended to.
     pub log: PathBuf,
+    /// Directories bind-mounted into the process's own mount namespace (source, target), as
+    /// a runtime mounts volumes; the targets are made on the host if missing.
+    pub mounts: Vec<(PathBuf, PathBuf)>,
 }
 
 /// Why a process could not be started.
@@ -49,6 +53,60 @@ pub enum StartError {
         /// The I/O error.
         source: std::io::Error,
     },
+}
+
+/// Makes each mount's target on the host and turns the paths into C strings for `pre_exec`.
+fn prepare_mounts(mounts: &[(PathBuf, PathBuf)]) -> Result<Vec<(CString, CString)>, StartError> {
+    use std::os::unix::ffi::OsStrExt as _;
+    mounts
+        .iter()
+        .map(|(source, target)| {
+            std::fs::create_dir_all(target).map_err(|source_error| StartError::Prepare {
+                path: target.clone(),
+                source: source_error,
+            })?;
+            let c = |path: &Path| {
+                CString::new(path.as_os_str().as_bytes()).map_err(|_| StartError::Prepare {
+                    path: path.to_path_buf(),
+                    source: std::io::Error::other("a path with a NUL byte"),
+                })
+            };
+            Ok((c(source)?, c(target)?))
+        })
+        .collect()
+}
+
+/// In the child: a private mount namespace with the bind mounts, so the paths a container
+/// expects (the ServiceAccount's) show its pod's files and no other pod's.
+fn mount_namespace(mounts: &[(CString, CString)]) -> std::io::Result<()> {
+    let check = |result: libc::c_int| {
+        if result == 0 {
+            Ok(())
+        } else {
+            Err(std::io::Error::last_os_error())
+        }
+    };
+    // SAFETY: plain system calls on valid NUL-terminated strings.
+    unsafe {
+        check(libc::unshare(libc::CLONE_NEWNS))?;
+        check(libc::mount(
+            std::ptr::null(),
+            c"/".as_ptr(),
+            std::ptr::null(),
+            libc::MS_REC | libc::MS_PRIVATE,
+            std::ptr::null(),
+        ))?;
+        for (source, target) in mounts {
+            check(libc::mount(
+                source.as_ptr(),
+                target.as_ptr(),
+                std::ptr::null(),
+                libc::MS_BIND,
+                std::ptr::null(),
+            ))?;
+        }
+    }
+    Ok(())
 }
 
 /// A running container process.
@@ -83,6 +141,14 @@ impl ContainerProcess {
             .stderr(Stdio::from(log_err))
             .process_group(0)
             .kill_on_drop(true);
+        if !spec.mounts.is_empty() {
+            let mounts = prepare_mounts(&spec.mounts)?;
+            // SAFETY: between fork and exec the closure only makes system calls (unshare,
+            // mount) on C strings prepared before the fork; it allocates nothing.
+            unsafe {
+                command.pre_exec(move || mount_namespace(&mounts));
+            }
+        }
         let child = command.spawn().map_err(|source| StartError::Exec {
             program: spec.program.clone(),
             source,
@@ -170,6 +236,7 @@ mod tests {
             args: vec!["-c".into(), script.into()],
             env: vec![("GREETING".into(), "hi".into())],
             workdir: dir.join("work"),
+            mounts: Vec::new(),
             log: dir.join("c.log"),
         }
     }
