@@ -16,9 +16,11 @@ use clap::{Parser, Subcommand, ValueEnum};
 use maos_e2e::apiserver::{Testbed, TestbedConfig};
 use maos_e2e::claude_standin::{ClaudeStandIn, StandInConfig};
 use maos_e2e::demo::{AGENT_IMAGE_PATTERN, ClaudeChoice, DemoConfig, MAX_PLAN_SIZE};
+use maos_e2e::kubelet::serviceaccount::InCluster;
 use maos_e2e::kubelet::{ImageMap, ImageTarget, Kubelet, KubeletConfig, KubeletLogs};
 use maos_e2e::launch::redis::{RedisCluster, RedisServer};
 use maos_e2e::launch::s3::S3Server;
+use maos_e2e::stack::OPERATOR_IMAGE_PATTERN;
 
 /// A local stand-in cluster for MAOS.
 #[derive(Parser)]
@@ -210,6 +212,16 @@ fn up(runtime: &tokio::runtime::Runtime, options: UpOptions) -> anyhow::Result<(
         Ok(path) => images = images.with(AGENT_IMAGE_PATTERN, ImageTarget::Binary(path)),
         Err(err) => tracing::warn!(error = %err, "agent pods will wait in ImagePullBackOff"),
     }
+    // So an operator installed from manifests (a Deployment of the operator image) runs too.
+    match maos_e2e::binaries::find("maos-operator", "maos-operator") {
+        Ok(path) => images = images.with(OPERATOR_IMAGE_PATTERN, ImageTarget::Binary(path)),
+        Err(err) => tracing::warn!(error = %err, "operator pods will wait in ImagePullBackOff"),
+    }
+    let in_cluster = InCluster {
+        host: "127.0.0.1".to_owned(),
+        port: testbed.addr().port(),
+        ca_pem: testbed.ca_pem().to_owned(),
+    };
     let client = runtime
         .block_on(testbed.client())
         .context("connecting the kubelet")?;
@@ -217,6 +229,7 @@ fn up(runtime: &tokio::runtime::Runtime, options: UpOptions) -> anyhow::Result<(
         client,
         KubeletConfig {
             images,
+            in_cluster: Some(in_cluster),
             ..KubeletConfig::new(&pods_root)
         },
     )
