@@ -241,11 +241,13 @@ fn column(name: &str, type_: &str, json_path: &str) -> PrinterColumn {
     }
 }
 
-fn str_at<'a>(value: &'a Value, pointer: &str) -> &'a str {
+/// The string at `pointer`, or empty.
+pub(crate) fn str_at<'a>(value: &'a Value, pointer: &str) -> &'a str {
     value.pointer(pointer).and_then(Value::as_str).unwrap_or("")
 }
 
-fn strings_at(value: &Value, pointer: &str) -> Vec<String> {
+/// The strings of the array at `pointer` (none if it is missing).
+pub(crate) fn strings_at(value: &Value, pointer: &str) -> Vec<String> {
     value
         .pointer(pointer)
         .and_then(Value::as_array)

@@ -11,6 +11,7 @@ use serde_json::{Value, json};
 
 use super::UserInfo;
 use super::attributes::Attributes;
+use crate::apiserver::resource::{str_at as text, strings_at};
 use crate::apiserver::store::Store;
 
 /// The RBAC API group.
@@ -31,23 +32,6 @@ pub struct Rule {
     pub non_resource_urls: Vec<String>,
 }
 
-fn strings(value: &Value, key: &str) -> Vec<String> {
-    value
-        .get(key)
-        .and_then(Value::as_array)
-        .map(|items| {
-            items
-                .iter()
-                .filter_map(|s| s.as_str().map(str::to_string))
-                .collect()
-        })
-        .unwrap_or_default()
-}
-
-fn text<'a>(value: &'a Value, pointer: &str) -> &'a str {
-    value.pointer(pointer).and_then(Value::as_str).unwrap_or("")
-}
-
 fn contains_or_all(list: &[String], wanted: &str) -> bool {
     list.iter().any(|item| item == "*" || item == wanted)
 }
@@ -56,11 +40,11 @@ impl Rule {
     /// The rule a stored `PolicyRule` object says.
     pub fn from_json(rule: &Value) -> Self {
         Rule {
-            verbs: strings(rule, "verbs"),
-            api_groups: strings(rule, "apiGroups"),
-            resources: strings(rule, "resources"),
-            resource_names: strings(rule, "resourceNames"),
-            non_resource_urls: strings(rule, "nonResourceURLs"),
+            verbs: strings_at(rule, "/verbs"),
+            api_groups: strings_at(rule, "/apiGroups"),
+            resources: strings_at(rule, "/resources"),
+            resource_names: strings_at(rule, "/resourceNames"),
+            non_resource_urls: strings_at(rule, "/nonResourceURLs"),
         }
     }
 
@@ -265,7 +249,7 @@ pub fn selector_matches(selector: &Value, labels: Option<&Value>) -> bool {
         .into_iter()
         .flatten()
         .all(|expression| {
-            let values = strings(expression, "values");
+            let values = strings_at(expression, "/values");
             let found = label(text(expression, "/key"));
             match text(expression, "/operator") {
                 "In" => found.is_some_and(|v| values.iter().any(|w| w == v)),

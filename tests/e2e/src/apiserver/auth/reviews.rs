@@ -9,6 +9,7 @@ use super::attributes::Attributes;
 use super::rbac::Policy;
 use super::{Auth, UserInfo};
 use crate::apiserver::api::Cluster;
+use crate::apiserver::resource::{str_at as text, strings_at};
 use crate::apiserver::status::{ApiError, FieldCause};
 
 /// `(group, plural, kind, namespaced)` of every review resource.
@@ -50,10 +51,6 @@ pub const RESOURCES: [(&str, &str, &str, bool); 6] = [
         false,
     ),
 ];
-
-fn text<'a>(value: &'a Value, pointer: &str) -> &'a str {
-    value.pointer(pointer).and_then(Value::as_str).unwrap_or("")
-}
 
 fn invalid(kind: &str, field: &str, message: String) -> ApiError {
     ApiError::invalid(
@@ -118,15 +115,7 @@ pub fn create(
 
 fn token_review(auth: &Auth, cluster: &Cluster, body: &Value) -> Value {
     let token = text(body, "/spec/token");
-    let mut audiences: Vec<String> = body
-        .pointer("/spec/audiences")
-        .and_then(Value::as_array)
-        .map(|a| {
-            a.iter()
-                .filter_map(|s| s.as_str().map(str::to_string))
-                .collect()
-        })
-        .unwrap_or_default();
+    let mut audiences = strings_at(body, "/spec/audiences");
     if audiences.is_empty() {
         audiences = vec![super::tokens::API_AUDIENCE.to_string()];
     }
@@ -142,15 +131,7 @@ fn token_review(auth: &Auth, cluster: &Cluster, body: &Value) -> Value {
 
 fn subject_of(kind: &str, body: &Value) -> Result<UserInfo, ApiError> {
     let name = text(body, "/spec/user").to_string();
-    let groups: Vec<String> = body
-        .pointer("/spec/groups")
-        .and_then(Value::as_array)
-        .map(|a| {
-            a.iter()
-                .filter_map(|s| s.as_str().map(str::to_string))
-                .collect()
-        })
-        .unwrap_or_default();
+    let groups = strings_at(body, "/spec/groups");
     if name.is_empty() && groups.is_empty() {
         return Err(invalid(
             kind,

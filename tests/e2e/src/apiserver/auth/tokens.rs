@@ -12,6 +12,7 @@ use serde_json::{Value, json};
 
 use super::UserInfo;
 use crate::apiserver::api::Cluster;
+use crate::apiserver::resource::{str_at as text, strings_at};
 use crate::apiserver::status::{ApiError, FieldCause};
 
 /// The audience of tokens meant for this API server (kube-apiserver's default issuer).
@@ -58,10 +59,6 @@ fn token_matches(presented: &[u8], expected: &[u8]) -> bool {
             .zip(expected)
             .fold(0u8, |acc, (a, b)| acc | (a ^ b))
             == 0
-}
-
-fn text<'a>(value: &'a Value, pointer: &str) -> &'a str {
-    value.pointer(pointer).and_then(Value::as_str).unwrap_or("")
 }
 
 fn stored_uid(cluster: &Cluster, plural: &str, namespace: &str, name: &str) -> Option<String> {
@@ -130,16 +127,10 @@ impl Tokens {
                 ),
             ));
         }
-        let audiences: Vec<String> = request
-            .pointer("/spec/audiences")
-            .and_then(Value::as_array)
-            .map(|a| {
-                a.iter()
-                    .filter_map(|s| s.as_str().map(str::to_string))
-                    .collect()
-            })
-            .filter(|a: &Vec<String>| !a.is_empty())
-            .unwrap_or_else(|| vec![API_AUDIENCE.to_string()]);
+        let mut audiences = strings_at(request, "/spec/audiences");
+        if audiences.is_empty() {
+            audiences = vec![API_AUDIENCE.to_string()];
+        }
         let bound = match request.pointer("/spec/boundObjectRef") {
             None | Some(Value::Null) => None,
             Some(reference) => Some(bound_object(cluster, &namespace, &name, reference)?),
