@@ -2,7 +2,8 @@
 //! kube-apiserver's answer through the real kube-rs client (or a raw request where kube-rs
 //! cannot send the malformed form): unconditional updates, strategic merge on custom
 //! resources, what a DELETE returns, generation on deletion, pods created in one write with
-//! their status, group-qualified 422s, apply and dryRun validation, and metadata-only reads.
+//! their status, group-qualified 422s, apply, force and dryRun validation, and metadata-only
+//! reads.
 
 use std::time::Duration;
 
@@ -349,6 +350,29 @@ async fn invalid_requests_get_kube_apiservers_422s_and_change_nothing() {
         maps.get_opt("kept").await.expect("get").is_some(),
         "an invalid dryRun deletes nothing"
     );
+    let forced_merge = raw(
+        &client,
+        http::Method::PATCH,
+        &format!("/api/v1/namespaces/{NS}/configmaps/kept?force=true"),
+        "application/merge-patch+json",
+        json!({"data": {"k": "changed"}}),
+    )
+    .await;
+    let refused = status_of(forced_merge);
+    assert_eq!(refused.code, 422, "{refused:?}");
+    assert!(
+        refused
+            .message
+            .contains("force: Forbidden: may not be specified for non-apply patch"),
+        "{}",
+        refused.message
+    );
+    let kept = maps.get("kept").await.expect("get");
+    assert_eq!(
+        kept.data.and_then(|d| d.get("k").cloned()).as_deref(),
+        Some("v"),
+        "a refused patch changes nothing"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -437,4 +461,162 @@ async fn aggregated_discovery_lists_the_crds_kinds_with_their_subresources() {
     assert_eq!(tasks["responseKind"]["kind"], "Task");
     assert_eq!(tasks["scope"], "Namespaced");
     assert_eq!(tasks["subresources"][0]["subresource"], "status");
+}
+
+const WIDGETS: &str = r#"
+apiVersion: apiextensions.k8s.io/v1
+kind: CustomResourceDefinition
+metadata:
+  name: widgets.example.com
+spec:
+  group: example.com
+  scope: Namespaced
+  names: {plural: widgets, singular: widget, kind: Widget}
+  versions:
+  - name: v1
+    served: true
+    storage: true
+    schema:
+      openAPIV3Schema:
+        type: object
+        x-kubernetes-preserve-unknown-fields: true
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crd_is_deleted_after_its_custom_resources_and_a_later_watch_sees_it_go() {
+    use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+    use kube::api::{ApiResource, DynamicObject, GroupVersionKind};
+    let (cluster, client) = setup().await;
+    cluster
+        .run_kubectl(&["apply", "-f", "-"], Some(WIDGETS))
+        .expect("apply the CRD");
+    cluster
+        .run_kubectl(
+            &[
+                "wait",
+                "--for=condition=Established",
+                "--timeout=60s",
+                "crd/widgets.example.com",
+            ],
+            None,
+        )
+        .expect("established");
+    let resource = ApiResource::from_gvk(&GroupVersionKind::gvk("example.com", "v1", "Widget"));
+    let widgets: Api<DynamicObject> = Api::namespaced_with(client.clone(), NS, &resource);
+    let widget = |name: &str, finalizers: Value| -> DynamicObject {
+        serde_json::from_value(json!({"apiVersion": "example.com/v1", "kind": "Widget",
+            "metadata": {"name": name, "finalizers": finalizers}}))
+        .expect("a widget")
+    };
+    widgets
+        .create(
+            &PostParams::default(),
+            &widget("held", json!(["example.com/hold"])),
+        )
+        .await
+        .expect("create held");
+    widgets
+        .create(&PostParams::default(), &widget("free", json!([])))
+        .await
+        .expect("create free");
+
+    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
+    let marked = crds
+        .delete("widgets.example.com", &DeleteParams::default())
+        .await
+        .expect("delete the CRD")
+        .left()
+        .expect("a CRD delete answers with the marked CRD, not a Status");
+    assert!(marked.metadata.deletion_timestamp.is_some());
+    assert!(
+        marked
+            .metadata
+            .finalizers
+            .unwrap_or_default()
+            .contains(&"customresourcecleanup.apiextensions.k8s.io".to_string())
+    );
+    let terminating = marked
+        .status
+        .and_then(|s| s.conditions)
+        .unwrap_or_default()
+        .into_iter()
+        .find(|c| c.type_ == "Terminating")
+        .expect("a Terminating condition");
+    assert_eq!(terminating.status, "True");
+
+    // A watch started after the DELETE still sees the CRD go, once its instances are gone.
+    let version = crds
+        .get("widgets.example.com")
+        .await
+        .expect("still there")
+        .metadata
+        .resource_version
+        .expect("a version");
+    let mut events = crds
+        .watch(
+            &WatchParams::default().fields("metadata.name=widgets.example.com"),
+            &version,
+        )
+        .await
+        .expect("watch")
+        .boxed();
+
+    let refused = status_of(
+        widgets
+            .create(&PostParams::default(), &widget("late", json!([])))
+            .await,
+    );
+    assert_eq!(refused.code, 405);
+    assert_eq!(
+        refused.message,
+        "create not allowed while custom resource definition is terminating"
+    );
+
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let free = widgets.get_opt("free").await.expect("get");
+        let held = widgets
+            .get("held")
+            .await
+            .expect("held stays while its finalizer does");
+        if free.is_none() && held.metadata.deletion_timestamp.is_some() {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the cleanup never deleted the instances"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    widgets
+        .patch(
+            "held",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"metadata": {"finalizers": null}})),
+        )
+        .await
+        .expect("release the held widget");
+
+    let gone = tokio::time::timeout(Duration::from_secs(20), async {
+        while let Some(event) = events.next().await {
+            if let WatchEvent::Deleted(crd) = event.expect("a watch event") {
+                return Some(crd);
+            }
+        }
+        None
+    })
+    .await
+    .expect("the CRD is deleted within 20 s")
+    .expect("the watch sees DELETED");
+    assert_eq!(gone.metadata.name.as_deref(), Some("widgets.example.com"));
+    let listed = cluster
+        .run_kubectl(
+            &["api-resources", "--api-group=example.com", "-o", "name"],
+            None,
+        )
+        .expect("api-resources");
+    assert!(
+        !listed.contains("widgets"),
+        "discovery no longer serves the kind: {listed}"
+    );
 }

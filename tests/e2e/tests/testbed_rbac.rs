@@ -521,3 +521,62 @@ fn rbac_cannot_grant_what_the_granter_does_not_hold() {
     )
     .expect("binding a role it holds");
 }
+
+#[test]
+fn a_bindings_role_ref_cannot_change() {
+    let cluster = cluster();
+    let changed = r#"
+apiVersion: rbac.authorization.k8s.io/v1
+kind: RoleBinding
+metadata:
+  name: reader-reads
+  namespace: rbac-a
+roleRef:
+  apiGroup: rbac.authorization.k8s.io
+  kind: ClusterRole
+  name: view
+subjects:
+- kind: ServiceAccount
+  name: reader
+  namespace: rbac-a
+"#;
+    let refused = cluster
+        .run_kubectl(&["apply", "-f", "-"], Some(changed))
+        .expect_err("a new roleRef is refused");
+    assert!(
+        refused.stderr().contains(
+            "The RoleBinding \"reader-reads\" is invalid: roleRef: Invalid value: rbac.RoleRef{APIGroup:\"rbac.authorization.k8s.io\", Kind:\"ClusterRole\", Name:\"view\"}: cannot change roleRef"
+        ),
+        "{}",
+        refused.stderr()
+    );
+    let kept = cluster
+        .run_kubectl(
+            &[
+                "get",
+                "rolebinding",
+                "reader-reads",
+                "-n",
+                NS,
+                "-o",
+                "jsonpath={.roleRef.name}",
+            ],
+            None,
+        )
+        .expect("get");
+    assert_eq!(kept, "cm-reader");
+    // Changing only the subjects is an ordinary update.
+    cluster
+        .run_kubectl(
+            &["apply", "-f", "-"],
+            Some(
+                &changed
+                    .replace(
+                        "kind: ClusterRole\n  name: view",
+                        "kind: Role\n  name: cm-reader",
+                    )
+                    .replace("name: reader\n", "name: other\n"),
+            ),
+        )
+        .expect("subjects may change");
+}

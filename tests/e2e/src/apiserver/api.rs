@@ -2,7 +2,8 @@
 //! (names, namespaces, schemas), the side effects of CRDs and namespaces, and garbage
 //! collection. The HTTP layer only decodes requests and encodes what these return.
 
-use std::sync::{Arc, RwLock};
+use std::collections::BTreeSet;
+use std::sync::{Arc, OnceLock, RwLock};
 
 use base64::Engine as _;
 use serde_json::{Value, json};
@@ -10,9 +11,11 @@ use serde_json::{Value, json};
 use super::apply;
 use super::events;
 use super::gc::collect_garbage;
+use super::managed::{self, Writer};
 use super::patch::{PatchType, apply_patch};
 use super::resource::{ResourceInfo, ResourceRegistry};
 use super::selectors::{FieldSelector, LabelSelector};
+use super::services;
 use super::status::{ApiError, FieldCause};
 use super::store::{DeleteOptions, DeleteOutcome, Graceful, ObjectKey, Store, UpdateTarget};
 use super::watch::Hub;
@@ -33,9 +36,10 @@ pub struct WriteOptions {
     pub dry_run: bool,
     /// `fieldValidation=Strict`: unknown fields are an error rather than dropped.
     pub strict: bool,
-    /// `fieldManager`, required for apply.
+    /// `fieldManager` (for requests other than apply, the User-Agent's product when the
+    /// client names none); `None` for the testbed's own writes, which own no fields.
     pub field_manager: Option<String>,
-    /// `force` for apply (accepted; conflicts are not tracked).
+    /// `force` for apply: take the fields other managers own instead of conflicting.
     pub force: bool,
 }
 
@@ -87,7 +91,21 @@ pub struct Cluster {
     pub hub: Hub,
     registry: RwLock<ResourceRegistry>,
     patch_lock: std::sync::Mutex<()>,
+    control_plane: OnceLock<ControlPlane>,
 }
+
+/// Where the API server serves and the CA its certificate chains to, which a cluster
+/// publishes to its pods (`kube-root-ca.crt`, the `kubernetes` Service).
+#[derive(Debug, Clone)]
+pub struct ControlPlane {
+    /// The API server's address.
+    pub addr: std::net::SocketAddr,
+    /// The cluster CA, PEM.
+    pub ca_pem: String,
+}
+
+/// The ConfigMap every namespace gets, holding the cluster CA.
+pub const ROOT_CA_CONFIGMAP: &str = "kube-root-ca.crt";
 
 /// Now, as the second-precision RFC 3339 timestamp Kubernetes stores.
 pub fn now_rfc3339() -> String {
@@ -174,6 +192,7 @@ impl Cluster {
             hub: Hub::new(Store::new(history_limit), watch_buffer),
             registry: RwLock::new(ResourceRegistry::with_builtins()),
             patch_lock: std::sync::Mutex::new(()),
+            control_plane: OnceLock::new(),
         };
         for ns in PROTECTED_NAMESPACES {
             let body = json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}});
@@ -406,16 +425,33 @@ impl Cluster {
             _ => {}
         }
         super::builtin::check(res, &object)?;
+        if let Some(old) = old {
+            super::builtin::check_update(res, &object, old)?;
+        }
         Ok(object)
     }
 
-    /// POST: creates an object in `namespace` (empty for cluster-scoped kinds).
+    /// POST: creates an object in `namespace` (empty for cluster-scoped kinds); its field
+    /// manager owns every field it set.
     pub fn create(
+        &self,
+        res: &ResourceInfo,
+        namespace: &str,
+        body: Value,
+        options: &WriteOptions,
+    ) -> Result<Value, ApiError> {
+        self.create_owned(res, namespace, body, options, true)
+    }
+
+    /// [`Cluster::create`]; `record` false when the body's managedFields are already the
+    /// server's (an apply that creates).
+    fn create_owned(
         &self,
         res: &ResourceInfo,
         namespace: &str,
         mut body: Value,
         options: &WriteOptions,
+        record: bool,
     ) -> Result<Value, ApiError> {
         if let Some(metadata) = body.get_mut("metadata").and_then(Value::as_object_mut)
             && metadata
@@ -434,7 +470,24 @@ impl Cluster {
             metadata.insert("name".into(), json!(name));
         }
         let mut object = self.admit(res, namespace, body, None, options)?;
+        super::crd_cleanup::check_create(self, res)?;
         let now = now_rfc3339();
+        if record && let Some(manager) = &options.field_manager {
+            if res.status_subresource
+                && let Some(map) = object.as_object_mut()
+            {
+                map.remove("status");
+            }
+            let api_version = res.api_version();
+            let writer = Writer {
+                manager,
+                operation: "Update",
+                subresource: "",
+                api_version: &api_version,
+                time: &now,
+            };
+            managed::record_update(&json!({}), &mut object, &writer);
+        }
         // Objects whose status the API server itself sets on create: one write, so the first
         // watch event already has it, as kube-apiserver's.
         let initial_status = match (res.group.as_str(), res.plural.as_str()) {
@@ -448,6 +501,12 @@ impl Cluster {
             _ => None,
         };
         if options.dry_run {
+            if is_services(res) {
+                let taken = self
+                    .hub
+                    .read(|store| taken_cluster_ips(store, res, &object));
+                services::admit(&mut object, None, &taken)?;
+            }
             if res.status_subresource
                 && let Some(map) = object.as_object_mut()
             {
@@ -459,6 +518,11 @@ impl Cluster {
             return Ok(object);
         }
         let created = self.hub.write(|store| {
+            if is_services(res) {
+                // Allocated under the store's lock, so two Services never get one address.
+                let taken = taken_cluster_ips(store, res, &object);
+                services::admit(&mut object, None, &taken)?;
+            }
             store.create_with_status(
                 res,
                 events::to_storage(res, object),
@@ -479,14 +543,67 @@ impl Cluster {
         Ok(events::to_view(res, &created))
     }
 
+    /// Publishes where the API server is and its CA, as a cluster does: the `kubernetes`
+    /// Service and Endpoints in `default` and `kube-root-ca.crt` in every namespace (and in
+    /// every namespace created later). Only the first call counts.
+    pub fn publish_control_plane(&self, control_plane: ControlPlane) {
+        if self.control_plane.set(control_plane.clone()).is_err() {
+            return;
+        }
+        let port = control_plane.addr.port();
+        let host = control_plane.addr.ip().to_string();
+        for (plural, object) in [
+            ("services", services::kubernetes_service(port)),
+            ("endpoints", services::kubernetes_endpoints(&host, port)),
+        ] {
+            if let Ok(res) = self.resource("", "v1", plural) {
+                // Fails only if it exists already, which is what was wanted.
+                let _ = self.create(&res, "default", object, &WriteOptions::default());
+            }
+        }
+        let namespaces = self
+            .resource("", "v1", "namespaces")
+            .map(|res| {
+                self.hub.read(|s| {
+                    s.list(&res.storage_key(), None, |_| true, None, None)
+                        .items
+                        .iter()
+                        .map(|n| meta_str(n, "name").to_string())
+                        .collect::<Vec<_>>()
+                })
+            })
+            .unwrap_or_default();
+        for namespace in namespaces {
+            self.publish_root_ca(&namespace);
+        }
+    }
+
+    /// `kube-root-ca.crt` in `namespace`, once the CA is known (kube-controller-manager's
+    /// root-ca-cert-publisher).
+    fn publish_root_ca(&self, namespace: &str) {
+        let (Some(control_plane), Ok(res)) = (
+            self.control_plane.get(),
+            self.resource("", "v1", "configmaps"),
+        ) else {
+            return;
+        };
+        let config_map = json!({"apiVersion": "v1", "kind": "ConfigMap",
+            "metadata": {"name": ROOT_CA_CONFIGMAP, "namespace": namespace,
+                         "annotations": {"kubernetes.io/description": "Contains a CA bundle that can be used to verify the kube-apiserver when using internal endpoints such as the internal service IP or kubernetes.default.svc. No other usage is guaranteed across distributions of Kubernetes clusters."}},
+            "data": {"ca.crt": control_plane.ca_pem}});
+        // Fails only if it exists already, which is what was wanted.
+        let _ = self.create(&res, namespace, config_map, &WriteOptions::default());
+    }
+
     /// What a cluster's controllers put in every new namespace: the `default` ServiceAccount
-    /// (pods without `serviceAccountName` run as it).
+    /// (pods without `serviceAccountName` run as it) and `kube-root-ca.crt`.
     fn populate_namespace(&self, namespace: &str) {
         if let Ok(res) = self.resource("", "v1", "serviceaccounts") {
             let account = json!({"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "default", "namespace": namespace}});
             // Fails only if it exists already, which is what was wanted.
             let _ = self.create(&res, namespace, account, &WriteOptions::default());
         }
+        self.publish_root_ca(namespace);
     }
 
     /// PUT: replaces an object (or its status).
@@ -525,9 +642,12 @@ impl Cluster {
         if let Some(m) = body.get_mut("metadata").and_then(Value::as_object_mut) {
             m.insert("name".into(), json!(name));
         }
-        self.write_admitted(res, namespace, body, &old, target, options)
+        self.write_admitted(res, namespace, body, &old, target, options, true)
     }
 
+    /// Admits and stores an update; `record` false when `body`'s managedFields are already
+    /// the server's (an apply).
+    #[allow(clippy::too_many_arguments)] // one write, unpacked once
     fn write_admitted(
         &self,
         res: &ResourceInfo,
@@ -536,6 +656,7 @@ impl Cluster {
         old: &Value,
         target: UpdateTarget,
         options: &WriteOptions,
+        record: bool,
     ) -> Result<Value, ApiError> {
         // Admission sees the object as it will be stored, so schema rules on status and spec
         // are checked against the whole result of this write.
@@ -564,17 +685,52 @@ impl Cluster {
             return Ok(object);
         }
         let now = now_rfc3339();
+        let api_version = res.api_version();
+        let writer = options
+            .field_manager
+            .as_deref()
+            .filter(|_| record)
+            .map(|manager| Writer {
+                manager,
+                operation: "Update",
+                subresource: match target {
+                    UpdateTarget::Main => "",
+                    UpdateTarget::Status => "status",
+                },
+                api_version: &api_version,
+                time: &now,
+            });
         let updated = self.hub.write(|store| -> Result<Arc<Value>, ApiError> {
-            let updated = store.update(res, events::to_storage(res, object), target)?;
+            let mut object = object;
+            if is_services(res) && target == UpdateTarget::Main {
+                let namespace = meta_str(&object, "namespace").to_string();
+                let stored = store.get(res, &namespace, meta_str(&object, "name"))?;
+                let taken = taken_cluster_ips(store, res, &object);
+                services::admit(&mut object, Some(&stored), &taken)?;
+            }
+            let updated = store.update_by(
+                res,
+                events::to_storage(res, object),
+                target,
+                writer.as_ref(),
+            )?;
             // When this removed the last finalizer the object is gone, and its dependents go too.
             collect_garbage(store, &now);
             Ok(updated)
         })?;
-        if res.group == "apiextensions.k8s.io" && res.plural == "customresourcedefinitions" {
-            self.registry
-                .write()
-                .unwrap_or_else(|p| p.into_inner())
-                .add_crd(&updated)?;
+        if is_crds(res) {
+            let mut registry = self.registry.write().unwrap_or_else(|p| p.into_inner());
+            let gone = updated.pointer("/metadata/deletionTimestamp").is_some()
+                && updated
+                    .pointer("/metadata/finalizers")
+                    .and_then(Value::as_array)
+                    .is_none_or(Vec::is_empty);
+            if gone {
+                // The update removed the last finalizer: the CRD is deleted.
+                registry.remove_crd(meta_str(&updated, "name"));
+            } else {
+                registry.add_crd(&updated)?;
+            }
         }
         Ok(events::to_view(res, &updated))
     }
@@ -607,6 +763,18 @@ impl Cluster {
             )
             .in_group("meta.k8s.io"));
         }
+        if patch_type != PatchType::Apply && options.force {
+            return Err(ApiError::invalid(
+                "PatchOptions",
+                "",
+                vec![FieldCause {
+                    field: "force".into(),
+                    reason: "FieldValueForbidden",
+                    message: "Forbidden: may not be specified for non-apply patch".into(),
+                }],
+            )
+            .in_group("meta.k8s.io"));
+        }
         if patch_type == PatchType::Strategic && res.schema.is_some() {
             // Custom resources have no strategic-merge metadata: kube-apiserver refuses it.
             return Err(ApiError::UnsupportedMediaType(
@@ -620,8 +788,9 @@ impl Cluster {
         }
         let now = now_rfc3339();
         let api_version = res.api_version();
-        let manager = apply::Manager {
-            name: options.field_manager.as_deref().unwrap_or(""),
+        let manager = Writer {
+            manager: options.field_manager.as_deref().unwrap_or(""),
+            operation: "Apply",
             subresource: if target == UpdateTarget::Status {
                 "status"
             } else {
@@ -667,7 +836,7 @@ impl Cluster {
         patch: &Value,
         target: UpdateTarget,
         options: &WriteOptions,
-        manager: &apply::Manager<'_>,
+        manager: &Writer<'_>,
         sent_rv: &str,
     ) -> Result<Value, ApiError> {
         let old = match self.hub.read(|s| s.get(res, namespace, name)) {
@@ -675,15 +844,17 @@ impl Cluster {
             Err(ApiError::NotFound { .. })
                 if patch_type == PatchType::Apply && target == UpdateTarget::Main =>
             {
-                let mut body = apply::apply(&json!({}), patch, manager);
+                let applied = apply::scope(patch, manager.subresource, res.status_subresource);
+                let mut body = apply::apply(&json!({}), &applied, manager, options.force)?;
                 body["metadata"]["name"] = json!(name);
-                return self.create(res, namespace, body, options);
+                return self.create_owned(res, namespace, body, options, false);
             }
             Err(e) => return Err(e),
         };
         let strategic = res.schema.is_none();
         let patched = if patch_type == PatchType::Apply {
-            Ok(apply::apply(&old, patch, manager))
+            let applied = apply::scope(patch, manager.subresource, res.status_subresource);
+            apply::apply(&old, &applied, manager, options.force)
         } else {
             apply_patch(&old, patch_type, patch, strategic)
         };
@@ -712,7 +883,8 @@ impl Cluster {
         } else {
             sent_rv
         });
-        self.write_admitted(res, namespace, patched, &old, target, options)
+        let applied = patch_type == PatchType::Apply;
+        self.write_admitted(res, namespace, patched, &old, target, options, !applied)
     }
 
     /// DELETE: deletes (or, with finalizers, marks) an object; its dependents are collected.
@@ -752,13 +924,20 @@ impl Cluster {
                     store.remove_owner(&storage_key, &key, &uid);
                 }
             }
-            let outcome = store.delete(
+            let keep = |_: &mut Value| {};
+            let prepare: &dyn Fn(&mut Value) = if is_crds(res) {
+                &super::crd_cleanup::mark
+            } else {
+                &keep
+            };
+            let outcome = store.delete_preparing(
                 &res.storage_key(),
                 &res.group_resource(),
                 namespace,
                 name,
                 preconditions,
                 &now,
+                prepare,
             )?;
             if let DeleteOutcome::Deleted(gone) = &outcome {
                 cascade_kind_specific(store, res, gone, &now);
@@ -947,6 +1126,29 @@ fn cascade_kind_specific(store: &mut Store, res: &ResourceInfo, gone: &Value, no
     }
 }
 
+fn is_crds(res: &ResourceInfo) -> bool {
+    res.group == "apiextensions.k8s.io" && res.plural == "customresourcedefinitions"
+}
+
+fn is_services(res: &ResourceInfo) -> bool {
+    res.group.is_empty() && res.plural == "services"
+}
+
+/// The cluster IPs held by Services other than `service`.
+fn taken_cluster_ips(store: &Store, res: &ResourceInfo, service: &Value) -> BTreeSet<String> {
+    let page = store.list(
+        &res.storage_key(),
+        None,
+        |other| {
+            meta_str(other, "namespace") != meta_str(service, "namespace")
+                || meta_str(other, "name") != meta_str(service, "name")
+        },
+        None,
+        None,
+    );
+    services::cluster_ips(page.items.iter().map(|s| s.as_ref()))
+}
+
 /// The status kube-apiserver gives an accepted CRD: names accepted and established.
 fn crd_status(crd: &Value, now: &str) -> Value {
     let condition = |type_: &str, reason: &str, message: &str| json!({"type": type_, "status": "True", "reason": reason, "message": message, "lastTransitionTime": now});
@@ -1086,8 +1288,54 @@ mod tests {
             &WriteOptions::default(),
         )
         .unwrap();
-        c.delete(&crds, "", "widgets.example.com", &DeleteRequest::default())
+        c.create(
+            &widgets,
+            "default",
+            json!({"metadata": {"name": "held", "finalizers": ["example.com/hold"]}}),
+            &WriteOptions::default(),
+        )
+        .unwrap();
+        let marked = c
+            .delete(&crds, "", "widgets.example.com", &DeleteRequest::default())
             .unwrap();
+        // The DELETE only marks the CRD; it still serves its kind, but refuses creates.
+        assert_eq!(
+            marked["metadata"]["finalizers"],
+            json!([super::super::crd_cleanup::FINALIZER])
+        );
+        assert!(super::super::crd_cleanup::is_terminating(&marked));
+        let refused = c
+            .create(
+                &widgets,
+                "default",
+                json!({"metadata": {"name": "late"}}),
+                &WriteOptions::default(),
+            )
+            .unwrap_err();
+        assert_eq!(refused.code(), 405);
+        assert_eq!(
+            refused.to_string(),
+            "create not allowed while custom resource definition is terminating"
+        );
+        // The cleanup deletes the instances and waits for the one a finalizer holds.
+        super::super::crd_cleanup::reconcile_all(&c);
+        assert!(c.get(&widgets, "default", "w").is_err());
+        let held = c.get(&widgets, "default", "held").unwrap();
+        assert!(held["metadata"]["deletionTimestamp"].is_string());
+        assert!(c.get(&crds, "", "widgets.example.com").is_ok());
+        let mut released = held.clone();
+        released["metadata"]["finalizers"] = json!([]);
+        c.update(
+            &widgets,
+            "default",
+            "held",
+            released,
+            UpdateTarget::Main,
+            &WriteOptions::default(),
+        )
+        .unwrap();
+        super::super::crd_cleanup::reconcile_all(&c);
+        assert!(c.get(&crds, "", "widgets.example.com").is_err());
         assert!(c.resource("example.com", "v1", "widgets").is_err());
         let (items, _) = c.list(&widgets, None, &ListOptions::default()).unwrap();
         assert!(items.is_empty());

@@ -1,24 +1,13 @@
 //! Server-side apply, simplified: the applied configuration is merged into the live object,
-//! each manager's applied fields are recorded in `metadata.managedFields` (FieldsV1), and
-//! fields a manager applied before but no longer applies are removed unless another applying
-//! manager still claims them. Ownership conflicts are not detected (`force` is not needed).
+//! the manager owns what it applied (`metadata.managedFields`, FieldsV1), fields it applied
+//! before and no longer applies are removed unless another manager still owns them, and an
+//! apply that would change another manager's field is a conflict (managed.rs).
 
 use serde_json::{Map, Value, json};
 
-use super::patch::{merge_key, strategic_merge};
-
-/// Who applies, to which part of the object.
-#[derive(Debug, Clone, Copy)]
-pub struct Manager<'a> {
-    /// The `fieldManager`.
-    pub name: &'a str,
-    /// `""` for the main resource, `"status"` for the status subresource.
-    pub subresource: &'a str,
-    /// The apiVersion the configuration was applied with.
-    pub api_version: &'a str,
-    /// When (RFC 3339).
-    pub time: &'a str,
-}
+use super::managed::{self, FieldSet, Writer};
+use super::patch::{is_primitive_merge_list, merge_key, strategic_merge};
+use super::status::ApiError;
 
 /// The field set (FieldsV1) a value claims under a field named `field`.
 fn set_of(value: &Value, field: &str) -> Value {
@@ -28,7 +17,13 @@ fn set_of(value: &Value, field: &str) -> Value {
                 .map(|(k, v)| (format!("f:{k}"), set_of(v, k)))
                 .collect(),
         ),
-        Value::Array(items) => match merge_key(field) {
+        Value::Array(items) if is_primitive_merge_list(field) => Value::Object(
+            items
+                .iter()
+                .map(|item| (format!("v:{item}"), json!({})))
+                .collect(),
+        ),
+        Value::Array(items) => match merge_key(field, items) {
             Some(key) => {
                 let mut out = Map::new();
                 for item in items {
@@ -126,6 +121,11 @@ fn remove_member(target: &mut Value, key: &str) {
         if let Some(map) = target.as_object_mut() {
             map.remove(field);
         }
+    } else if let Some(value) = key.strip_prefix("v:")
+        && let Ok(value) = serde_json::from_str::<Value>(value)
+        && let Some(items) = target.as_array_mut()
+    {
+        items.retain(|item| *item != value);
     } else if let Some(id) = key.strip_prefix("k:")
         && let Some(items) = target.as_array_mut()
         && let Some(index) = keyed_index(items, id)
@@ -134,78 +134,92 @@ fn remove_member(target: &mut Value, key: &str) {
     }
 }
 
-fn is_apply_by(entry: &Value, manager: &Manager<'_>) -> bool {
-    entry.get("manager").and_then(Value::as_str) == Some(manager.name)
-        && entry.get("operation").and_then(Value::as_str) == Some("Apply")
-        && entry
-            .get("subresource")
-            .and_then(Value::as_str)
-            .unwrap_or("")
-            == manager.subresource
+/// What of an applied configuration a write to `subresource` may set: a main-resource apply
+/// never sets a status kept by the status subresource, and a status apply sets only status.
+pub fn scope(applied: &Value, subresource: &str, status_subresource: bool) -> Value {
+    let mut applied = applied.clone();
+    let Some(map) = applied.as_object_mut() else {
+        return applied;
+    };
+    if subresource == "status" {
+        map.retain(|k, _| matches!(k.as_str(), "apiVersion" | "kind" | "metadata" | "status"));
+        if let Some(Value::Object(metadata)) = map.get_mut("metadata") {
+            metadata.retain(|k, _| matches!(k.as_str(), "name" | "namespace" | "resourceVersion"));
+        }
+    } else if status_subresource {
+        map.remove("status");
+    }
+    applied
 }
 
-/// Applies `applied` to `live` for `manager`; returns the new object with its managedFields.
-pub fn apply(live: &Value, applied: &Value, manager: &Manager<'_>) -> Value {
+/// Applies `applied` to `live` for `writer`; returns the new object with its managedFields,
+/// or the conflicts with other managers when not `force`d.
+pub fn apply(
+    live: &Value,
+    applied: &Value,
+    writer: &Writer<'_>,
+    force: bool,
+) -> Result<Value, ApiError> {
     let mut applied = applied.clone();
     if let Some(Value::Object(metadata)) = applied.get_mut("metadata") {
         // managedFields are the server's record, never the client's to set.
         metadata.remove("managedFields");
     }
-    let mut entries: Vec<Value> = live
+    let entries: Vec<Value> = live
         .pointer("/metadata/managedFields")
         .and_then(Value::as_array)
         .cloned()
         .unwrap_or_default();
-    let mine = entries.iter().position(|e| is_apply_by(e, manager));
-    let old_set = mine
-        .and_then(|i| entries[i].get("fieldsV1").cloned())
+    let is_mine = |e: &Value| {
+        let field = |k: &str| e.get(k).and_then(Value::as_str).unwrap_or("");
+        field("manager") == writer.manager
+            && field("operation") == "Apply"
+            && field("subresource") == writer.subresource
+    };
+    let old_set = entries
+        .iter()
+        .find(|e| is_mine(e))
+        .and_then(|e| e.get("fieldsV1").cloned())
         .unwrap_or_else(|| json!({}));
     let new_set = field_set(&applied);
     let others: Vec<&Value> = entries
         .iter()
-        .enumerate()
-        .filter(|(i, e)| {
-            Some(*i) != mine && e.get("operation").and_then(Value::as_str) == Some("Apply")
-        })
-        .filter_map(|(_, e)| e.get("fieldsV1"))
+        .filter(|e| !is_mine(e))
+        .filter_map(|e| e.get("fieldsV1"))
         .collect();
     let mut out = live.clone();
     strategic_merge(&mut out, &applied);
     remove_dropped(&mut out, &old_set, &new_set, &others);
-
-    let mut entry = json!({
-        "manager": manager.name,
-        "operation": "Apply",
-        "apiVersion": manager.api_version,
-        "time": manager.time,
-        "fieldsType": "FieldsV1",
-        "fieldsV1": new_set,
-    });
-    if !manager.subresource.is_empty() {
-        entry["subresource"] = json!(manager.subresource);
-    }
-    match mine {
-        Some(i) => entries[i] = entry,
-        None => entries.push(entry),
-    }
-    if !out.get("metadata").is_some_and(Value::is_object) {
-        out["metadata"] = json!({});
-    }
-    out["metadata"]["managedFields"] = Value::Array(entries);
-    out
+    let writer = Writer {
+        operation: "Apply",
+        ..*writer
+    };
+    managed::record_apply(
+        live,
+        &mut out,
+        &FieldSet::from_fields_v1(&new_set),
+        &writer,
+        force,
+    )?;
+    Ok(out)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn manager(name: &str) -> Manager<'_> {
-        Manager {
-            name,
+    fn manager(name: &str) -> Writer<'_> {
+        Writer {
+            manager: name,
+            operation: "Apply",
             subresource: "",
             api_version: "v1",
             time: "t",
         }
+    }
+
+    fn apply(live: &Value, applied: &Value, writer: &Writer<'_>) -> Value {
+        super::apply(live, applied, writer, false).unwrap()
     }
 
     #[test]

@@ -33,8 +33,14 @@ pub fn check(res: &ResourceInfo, object: &Value) -> Result<(), ApiError> {
         ("", "secrets") => decode::<core::v1::Secret>(res, object),
         ("", "namespaces") => decode::<core::v1::Namespace>(res, object),
         ("", "serviceaccounts") => decode::<core::v1::ServiceAccount>(res, object),
+        ("", "services") => decode::<core::v1::Service>(res, object),
+        ("", "endpoints") => decode::<core::v1::Endpoints>(res, object),
         ("", "events") => decode::<core::v1::Event>(res, object),
         ("events.k8s.io", "events") => decode::<events::v1::Event>(res, object),
+        ("policy", "poddisruptionbudgets") => {
+            decode::<k8s_openapi::api::policy::v1::PodDisruptionBudget>(res, object)?;
+            super::disruption::validate(object)
+        }
         ("coordination.k8s.io", "leases") => decode::<coordination::v1::Lease>(res, object),
         ("apps", "deployments") => decode::<apps::v1::Deployment>(res, object),
         ("apps", "replicasets") => decode::<apps::v1::ReplicaSet>(res, object),
@@ -58,6 +64,41 @@ pub fn check(res: &ResourceInfo, object: &Value) -> Result<(), ApiError> {
 }
 
 /// A binding's roleRef and subjects, checked as kube-apiserver's RBAC validation does.
+/// Refuses an update kube-apiserver refuses whatever the new object says: a binding's
+/// `roleRef` may never change (delete and recreate the binding instead).
+pub fn check_update(res: &ResourceInfo, new: &Value, old: &Value) -> Result<(), ApiError> {
+    let binding = matches!(res.plural.as_str(), "rolebindings" | "clusterrolebindings")
+        && res.group == "rbac.authorization.k8s.io";
+    if binding && new.get("roleRef") != old.get("roleRef") {
+        let text = |key: &str| {
+            new.pointer(&format!("/roleRef/{key}"))
+                .and_then(Value::as_str)
+                .unwrap_or("")
+                .to_string()
+        };
+        let name = new
+            .pointer("/metadata/name")
+            .and_then(Value::as_str)
+            .unwrap_or("");
+        return Err(ApiError::invalid(
+            &res.kind,
+            name,
+            vec![FieldCause {
+                field: "roleRef".into(),
+                reason: "FieldValueInvalid",
+                message: format!(
+                    "Invalid value: rbac.RoleRef{{APIGroup:{:?}, Kind:{:?}, Name:{:?}}}: cannot change roleRef",
+                    text("apiGroup"),
+                    text("kind"),
+                    text("name")
+                ),
+            }],
+        )
+        .in_group(&res.group));
+    }
+    Ok(())
+}
+
 fn validate_binding(res: &ResourceInfo, binding: &Value) -> Result<(), ApiError> {
     let text = |v: &Value, key: &str| v.get(key).and_then(Value::as_str).unwrap_or("").to_string();
     let mut causes = Vec::new();

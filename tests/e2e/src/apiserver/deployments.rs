@@ -97,7 +97,8 @@ fn owner_ref(kind: &str, owner: &Value) -> Value {
     })
 }
 
-fn pod_ready(pod: &Value) -> bool {
+/// Whether a pod's Ready condition is True.
+pub fn pod_ready(pod: &Value) -> bool {
     pod.pointer("/status/conditions")
         .and_then(Value::as_array)
         .is_some_and(|c| {
@@ -106,7 +107,8 @@ fn pod_ready(pod: &Value) -> bool {
         })
 }
 
-fn terminating(object: &Value) -> bool {
+/// Whether an object is being deleted.
+pub fn terminating(object: &Value) -> bool {
     object.pointer("/metadata/deletionTimestamp").is_some()
 }
 

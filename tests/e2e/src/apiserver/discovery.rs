@@ -319,6 +319,7 @@ mod tests {
                 "authorization.k8s.io",
                 "coordination.k8s.io",
                 "events.k8s.io",
+                "policy",
                 "rbac.authorization.k8s.io"
             ]
         );

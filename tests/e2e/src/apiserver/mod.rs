@@ -9,10 +9,13 @@ pub mod api;
 pub mod apply;
 pub mod auth;
 pub mod builtin;
+pub mod crd_cleanup;
 pub mod deployments;
 pub mod discovery;
+pub mod disruption;
 pub mod events;
 pub mod gc;
+pub mod managed;
 pub mod openapi;
 pub mod partial;
 pub mod patch;
@@ -21,6 +24,7 @@ pub mod resource;
 pub mod routes;
 pub mod schema;
 pub mod selectors;
+pub mod services;
 pub mod status;
 pub mod store;
 pub mod table;
@@ -162,6 +166,10 @@ impl Testbed {
         )?;
 
         let cluster = Arc::new(Cluster::new(config.history_limit, config.watch_buffer));
+        cluster.publish_control_plane(api::ControlPlane {
+            addr,
+            ca_pem: certificates.ca_pem.clone(),
+        });
         let auth = Arc::new(auth::Auth::new(token));
         let (stop, stopped) = tokio::sync::watch::channel(false);
         let state = Arc::new(ServerState {
@@ -292,20 +300,63 @@ async fn run_controllers(cluster: Arc<Cluster>, mut stopped: tokio::sync::watch:
     let Ok(mut subscription) = cluster.hub.subscribe(None) else {
         return;
     };
+    use tokio::sync::broadcast::error::{RecvError, TryRecvError};
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     loop {
+        // Which controllers the changes since the last pass concern (all of them, once a
+        // second and after missed changes).
+        let mut due = Due::default();
         tokio::select! {
             _ = stopped.changed() => return,
-            _ = tick.tick() => {}
+            _ = tick.tick() => due = Due::ALL,
             received = subscription.live.recv() => match received {
-                Ok(event) if !deployments::relevant(&event.storage_key) => continue,
-                Ok(_) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
-                Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+                Ok(event) => due.add(&event.storage_key),
+                Err(RecvError::Lagged(_)) => due = Due::ALL,
+                Err(RecvError::Closed) => return,
             },
         }
         // Coalesce a burst of changes into one pass.
-        while subscription.live.try_recv().is_ok() {}
-        deployments::reconcile_all(&cluster);
+        loop {
+            match subscription.live.try_recv() {
+                Ok(event) => due.add(&event.storage_key),
+                Err(TryRecvError::Lagged(_)) => due = Due::ALL,
+                Err(_) => break,
+            }
+        }
+        if due.workloads {
+            deployments::reconcile_all(&cluster);
+        }
+        if due.budgets {
+            disruption::reconcile_all(&cluster);
+        }
+        if due.crds {
+            crd_cleanup::reconcile_all(&cluster);
+        }
+    }
+}
+
+/// The in-server controllers a batch of changes calls for.
+#[derive(Debug, Default, Clone, Copy)]
+struct Due {
+    workloads: bool,
+    budgets: bool,
+    crds: bool,
+}
+
+impl Due {
+    const ALL: Due = Due {
+        workloads: true,
+        budgets: true,
+        crds: true,
+    };
+
+    fn add(&mut self, storage_key: &str) {
+        self.workloads |= deployments::relevant(storage_key);
+        self.budgets |= disruption::relevant(storage_key);
+        // A CRD's change, or one of a custom resource (whose deletion a CRD may wait for).
+        self.crds |= !storage_key.starts_with('/')
+            && !deployments::relevant(storage_key)
+            && !disruption::relevant(storage_key);
     }
 }
 

@@ -88,7 +88,13 @@ pub fn apply_patch(
 }
 
 /// The merge key of a list field in built-in kinds, as their `patchMergeKey` tags declare.
-pub fn merge_key(field: &str) -> Option<&'static str> {
+/// `ports` is keyed by `containerPort` in a container and by `port` in a Service; the
+/// elements (`items`) tell which.
+pub fn merge_key(field: &str, items: &[Value]) -> Option<&'static str> {
+    if field == "ports" {
+        let container = items.iter().any(|i| i.get("containerPort").is_some());
+        return Some(if container { "containerPort" } else { "port" });
+    }
     match field {
         "containers"
         | "initContainers"
@@ -102,7 +108,6 @@ pub fn merge_key(field: &str) -> Option<&'static str> {
         }),
         "volumeMounts" => Some("mountPath"),
         "volumeDevices" => Some("devicePath"),
-        "ports" => Some("containerPort"),
         "ownerReferences" => Some("uid"),
         "conditions" => Some("type"),
         "hostAliases" => Some("ip"),
@@ -112,7 +117,7 @@ pub fn merge_key(field: &str) -> Option<&'static str> {
 }
 
 /// Lists of scalars whose strategic-merge strategy is set union.
-fn is_primitive_merge_list(field: &str) -> bool {
+pub fn is_primitive_merge_list(field: &str) -> bool {
     field == "finalizers"
 }
 
@@ -166,7 +171,12 @@ pub fn strategic_merge(target: &mut Value, patch: &Value) {
             }
             Value::Array(items) => {
                 let existing = target_map.get_mut(key).and_then(Value::as_array_mut);
-                match (existing, merge_key(key)) {
+                let both: Vec<Value> = items
+                    .iter()
+                    .chain(existing.iter().flat_map(|e| e.iter()))
+                    .cloned()
+                    .collect();
+                match (existing, merge_key(key, &both)) {
                     (Some(existing), Some(merge_key)) => {
                         merge_keyed_list(existing, items, merge_key)
                     }

@@ -162,6 +162,19 @@ pub fn builtin_resources() -> Vec<ResourceInfo> {
         column("Message", "string", ".message"),
         column("Age", "date", ".metadata.creationTimestamp"),
     ];
+    let mut services = ResourceInfo::builtin("", "services", "service", "Service", true, &["svc"]);
+    services.status_subresource = true;
+    services.categories = vec!["all".to_string()];
+    let mut budgets = ResourceInfo::builtin(
+        super::disruption::GROUP,
+        "poddisruptionbudgets",
+        "poddisruptionbudget",
+        "PodDisruptionBudget",
+        true,
+        &["pdb"],
+    );
+    budgets.status_subresource = true;
+    budgets.generation = true;
     let mut crds = ResourceInfo::builtin(
         "apiextensions.k8s.io",
         "customresourcedefinitions",
@@ -211,9 +224,12 @@ pub fn builtin_resources() -> Vec<ResourceInfo> {
             true,
             &["sa"],
         ),
+        services,
+        ResourceInfo::builtin("", "endpoints", "endpoints", "Endpoints", true, &["ep"]),
         ResourceInfo::builtin("events.k8s.io", "events", "event", "Event", true, &["ev"]),
         ResourceInfo::builtin("coordination.k8s.io", "leases", "lease", "Lease", true, &[]),
         crds,
+        budgets,
         apps("deployments", "deployment", "Deployment", "deploy"),
         apps("replicasets", "replicaset", "ReplicaSet", "rs"),
         rbac("roles", "role", "Role", true),

@@ -68,7 +68,17 @@ fn json_response(code: StatusCode, value: &Value) -> Response<Body> {
 
 fn error_response(error: &ApiError) -> Response<Body> {
     let code = StatusCode::from_u16(error.code()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-    json_response(code, &error.to_status())
+    let status = error.to_status();
+    let mut response = json_response(code, &status);
+    // kube-apiserver turns a suggested wait into Retry-After, which clients honour.
+    if let Some(seconds) = status
+        .pointer("/details/retryAfterSeconds")
+        .and_then(Value::as_u64)
+        && let Ok(value) = HeaderValue::from_str(&seconds.to_string())
+    {
+        response.headers_mut().insert(header::RETRY_AFTER, value);
+    }
+    response
 }
 
 /// The bearer token a request presents, if any.
@@ -124,6 +134,7 @@ struct Parsed {
     query: HashMap<String, String>,
     accept: String,
     content_type: String,
+    user_agent: String,
     body: Bytes,
 }
 
@@ -155,6 +166,7 @@ async fn route(
             .collect(),
         accept: header_str(header::ACCEPT),
         content_type: header_str(header::CONTENT_TYPE),
+        user_agent: header_str(header::USER_AGENT),
         body,
     };
     let attributes = Attributes::of_request(&request.method, &request.path, &request.query);
@@ -259,6 +271,19 @@ fn dry_run(values: Option<&str>, options_kind: &str) -> Result<bool, ApiError> {
     }
 }
 
+/// The request's field manager: `fieldManager`, else (except for apply, which must name one)
+/// the User-Agent's product, as kube-apiserver defaults it.
+fn field_manager(request: &Parsed) -> Option<String> {
+    if let Some(manager) = request.query.get("fieldManager") {
+        return Some(manager.clone());
+    }
+    if request.content_type.starts_with("application/apply-patch") {
+        return None;
+    }
+    let product = request.user_agent.split('/').next().unwrap_or("");
+    Some(product.chars().take(128).collect())
+}
+
 fn write_options(request: &Parsed) -> Result<WriteOptions, ApiError> {
     let query = &request.query;
     let options_kind = match request.method {
@@ -269,7 +294,7 @@ fn write_options(request: &Parsed) -> Result<WriteOptions, ApiError> {
     Ok(WriteOptions {
         dry_run: dry_run(query.get("dryRun").map(String::as_str), options_kind)?,
         strict: query.get("fieldValidation").is_some_and(|v| v == "Strict"),
-        field_manager: query.get("fieldManager").cloned(),
+        field_manager: field_manager(request),
         force: query_bool(query, "force"),
     })
 }
@@ -461,6 +486,23 @@ async fn resource_route(
                         .unwrap_or("");
                     cluster.bind(&res, ns, name, node)?;
                     let status = json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "code": 201});
+                    return Ok(json_response(StatusCode::CREATED, &status));
+                }
+                Some("eviction") if res.group.is_empty() && res.plural == "pods" => {
+                    if request.method != Method::POST {
+                        return Err(ApiError::MethodNotAllowed(
+                            "pods/eviction only supports POST".to_string(),
+                        ));
+                    }
+                    let eviction = body_object(request)?;
+                    let status = super::disruption::evict(
+                        cluster,
+                        &res,
+                        ns,
+                        name,
+                        &eviction,
+                        write_options(request)?.dry_run,
+                    )?;
                     return Ok(json_response(StatusCode::CREATED, &status));
                 }
                 Some("token") if res.group.is_empty() && res.plural == "serviceaccounts" => {

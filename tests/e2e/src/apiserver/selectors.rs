@@ -94,6 +94,56 @@ impl LabelSelector {
         Ok(LabelSelector(requirements))
     }
 
+    /// The selector a `metav1.LabelSelector` object (`matchLabels`, `matchExpressions`)
+    /// describes; an unknown operator is a 422 naming the field under `field`.
+    pub fn from_object(selector: &Value, field: &str) -> Result<Self, ApiError> {
+        let mut requirements = Vec::new();
+        if let Some(labels) = selector.get("matchLabels").and_then(Value::as_object) {
+            for (key, value) in labels {
+                let value = value.as_str().unwrap_or("").to_string();
+                requirements.push(LabelRequirement::Equals(key.clone(), value));
+            }
+        }
+        let expressions = selector
+            .get("matchExpressions")
+            .and_then(Value::as_array)
+            .map(Vec::as_slice)
+            .unwrap_or_default();
+        for (i, expression) in expressions.iter().enumerate() {
+            let key = expression
+                .get("key")
+                .and_then(Value::as_str)
+                .unwrap_or("")
+                .to_string();
+            let values: Vec<String> = expression
+                .get("values")
+                .and_then(Value::as_array)
+                .map(|v| {
+                    v.iter()
+                        .filter_map(Value::as_str)
+                        .map(String::from)
+                        .collect()
+                })
+                .unwrap_or_default();
+            let operator = expression
+                .get("operator")
+                .and_then(Value::as_str)
+                .unwrap_or("");
+            requirements.push(match operator {
+                "In" => LabelRequirement::In(key, values),
+                "NotIn" => LabelRequirement::NotIn(key, values),
+                "Exists" => LabelRequirement::Exists(key),
+                "DoesNotExist" => LabelRequirement::DoesNotExist(key),
+                other => {
+                    return Err(ApiError::BadRequest(format!(
+                        "{field}.matchExpressions[{i}].operator: Unsupported value: \"{other}\": supported values: \"In\", \"NotIn\", \"Exists\", \"DoesNotExist\""
+                    )));
+                }
+            });
+        }
+        Ok(LabelSelector(requirements))
+    }
+
     /// Whether the object's `metadata.labels` satisfy every requirement.
     pub fn matches(&self, object: &Value) -> bool {
         let labels = object.pointer("/metadata/labels");

@@ -47,6 +47,14 @@ pub enum ApiError {
         /// The full message.
         message: String,
     },
+    /// 409: a server-side apply would change fields other managers own.
+    #[error("{message}")]
+    ApplyConflict {
+        /// The full message listing managers and fields.
+        message: String,
+        /// Each conflicting field (structured-merge-diff path) and whose it is.
+        causes: Vec<(String, String)>,
+    },
     /// 422: the object breaks its schema or the API's rules.
     #[error("{message}")]
     Invalid {
@@ -92,6 +100,18 @@ pub enum ApiError {
     /// 410: the requested resourceVersion is older than the retained watch history.
     #[error("{0}")]
     Gone(String),
+    /// 429: the request would break a limit (an eviction a disruption budget forbids).
+    #[error("{message}")]
+    TooManyRequests {
+        /// The full message.
+        message: String,
+        /// `details.causes[0].reason`, e.g. `DisruptionBudget`.
+        cause_reason: &'static str,
+        /// `details.causes[0].message`.
+        cause: String,
+        /// `details.retryAfterSeconds` and the `Retry-After` header; 0 for none.
+        retry_after_seconds: u32,
+    },
     /// 500: a bug in the testbed; reported rather than panicking.
     #[error("{0}")]
     Internal(String),
@@ -179,7 +199,9 @@ impl ApiError {
     pub fn code(&self) -> u16 {
         match self {
             ApiError::NotFound { .. } => 404,
-            ApiError::AlreadyExists { .. } | ApiError::Conflict { .. } => 409,
+            ApiError::AlreadyExists { .. }
+            | ApiError::Conflict { .. }
+            | ApiError::ApplyConflict { .. } => 409,
             ApiError::Invalid { .. } => 422,
             ApiError::BadRequest(_) => 400,
             ApiError::MethodNotAllowed(_) => 405,
@@ -188,6 +210,7 @@ impl ApiError {
             ApiError::NotAcceptable(_) => 406,
             ApiError::UnsupportedMediaType(_) => 415,
             ApiError::Gone(_) => 410,
+            ApiError::TooManyRequests { .. } => 429,
             ApiError::Internal(_) => 500,
         }
     }
@@ -197,7 +220,7 @@ impl ApiError {
         match self {
             ApiError::NotFound { .. } => "NotFound",
             ApiError::AlreadyExists { .. } => "AlreadyExists",
-            ApiError::Conflict { .. } => "Conflict",
+            ApiError::Conflict { .. } | ApiError::ApplyConflict { .. } => "Conflict",
             ApiError::Invalid { .. } => "Invalid",
             ApiError::BadRequest(_) => "BadRequest",
             ApiError::MethodNotAllowed(_) => "MethodNotAllowed",
@@ -206,6 +229,7 @@ impl ApiError {
             ApiError::NotAcceptable(_) => "NotAcceptable",
             ApiError::UnsupportedMediaType(_) => "UnsupportedMediaType",
             ApiError::Gone(_) => "Expired",
+            ApiError::TooManyRequests { .. } => "TooManyRequests",
             ApiError::Internal(_) => "InternalError",
         }
     }
@@ -228,6 +252,25 @@ impl ApiError {
                 let (plural, group) = kind.split_once('.').unwrap_or((kind, ""));
                 Some(json!({"name": name, "group": group, "kind": plural}))
             }
+            ApiError::TooManyRequests {
+                cause_reason,
+                cause,
+                retry_after_seconds,
+                ..
+            } => {
+                let mut details = json!({"causes": [{"reason": cause_reason, "message": cause}]});
+                if *retry_after_seconds > 0 {
+                    details["retryAfterSeconds"] = json!(retry_after_seconds);
+                }
+                Some(details)
+            }
+            ApiError::ApplyConflict { causes, .. } => Some(json!({
+                "causes": causes.iter().map(|(field, message)| json!({
+                    "reason": "FieldManagerConflict",
+                    "message": message,
+                    "field": field,
+                })).collect::<Vec<_>>(),
+            })),
             ApiError::Forbidden {
                 group, kind, name, ..
             } => Some(json!({"name": name, "group": group, "kind": kind})),

@@ -10,6 +10,7 @@ use std::sync::Arc;
 
 use serde_json::{Map, Value, json};
 
+use super::managed::{self, Writer};
 use super::resource::ResourceInfo;
 use super::status::ApiError;
 
@@ -512,6 +513,17 @@ impl Store {
         object: Value,
         target: UpdateTarget,
     ) -> Result<Arc<Value>, ApiError> {
+        self.update_by(res, object, target, None)
+    }
+
+    /// [`Store::update`] by `writer`, who then owns the fields it changed (managedFields).
+    pub fn update_by(
+        &mut self,
+        res: &ResourceInfo,
+        object: Value,
+        target: UpdateTarget,
+        writer: Option<&Writer<'_>>,
+    ) -> Result<Arc<Value>, ApiError> {
         let namespace = meta_str(&object, "namespace").to_string();
         let name = meta_str(&object, "name").to_string();
         let old = self.get(res, &namespace, &name)?;
@@ -592,6 +604,9 @@ impl Store {
                 }
             }
         }
+        if let Some(writer) = writer {
+            managed::record_update(&old, &mut merged, writer);
+        }
         if res.generation && spec_changed(&old, &merged) {
             let generation = old
                 .pointer("/metadata/generation")
@@ -630,6 +645,31 @@ impl Store {
         preconditions: &DeleteOptions,
         now: &str,
     ) -> Result<DeleteOutcome, ApiError> {
+        let keep = |_: &mut Value| {};
+        self.delete_preparing(
+            storage_key,
+            group_resource,
+            namespace,
+            name,
+            preconditions,
+            now,
+            &keep,
+        )
+    }
+
+    /// [`Store::delete`], with `prepare` applied in the same write to an object not yet marked
+    /// (the API server's own finalizer and condition on a CRD it starts to delete).
+    #[allow(clippy::too_many_arguments)] // one delete, unpacked once
+    pub fn delete_preparing(
+        &mut self,
+        storage_key: &str,
+        group_resource: &str,
+        namespace: &str,
+        name: &str,
+        preconditions: &DeleteOptions,
+        now: &str,
+        prepare: &dyn Fn(&mut Value),
+    ) -> Result<DeleteOutcome, ApiError> {
         let key = (namespace.to_string(), name.to_string());
         let old = self
             .tables
@@ -655,6 +695,10 @@ impl Store {
             return Err(ApiError::stale(group_resource, name));
         }
         let marked_at = meta(&old).and_then(|m| m.get("deletionTimestamp")).cloned();
+        let mut base = (*old).clone();
+        if marked_at.is_none() {
+            prepare(&mut base);
+        }
         let marked_grace = old
             .pointer("/metadata/deletionGracePeriodSeconds")
             .and_then(Value::as_i64);
@@ -664,7 +708,7 @@ impl Store {
         };
         // A graceful delete, or any delete of an object with finalizers, only marks it; a later
         // delete may shorten the grace period, and one without grace removes it.
-        if grace > 0 || has_finalizers(&old) {
+        if grace > 0 || has_finalizers(&base) {
             if marked_grace.is_some_and(|g| g <= grace) {
                 return Ok(DeleteOutcome::Finalizing(old));
             }
@@ -673,7 +717,7 @@ impl Store {
                 Some(at) if grace == 0 => at,
                 _ => deadline,
             };
-            let mut marked = (*old).clone();
+            let mut marked = base;
             self.rv += 1;
             let metadata = meta_mut(&mut marked);
             // The first mark changes what controllers of the object should do: like
