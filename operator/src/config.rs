@@ -48,9 +48,13 @@ pub struct OperatorConfig {
     #[arg(long, env = "MAOS_HTTP_ADDR", default_value = "0.0.0.0:8081")]
     pub http_addr: SocketAddr,
 
-    /// Watch only this namespace; none: every namespace.
-    #[arg(long, env = "MAOS_WATCH_NAMESPACE")]
-    pub namespace: Option<String>,
+    /// Watch only these namespaces (comma-separated or repeated); none: every namespace.
+    #[arg(
+        long = "namespace",
+        env = "MAOS_WATCH_NAMESPACES",
+        value_delimiter = ','
+    )]
+    pub namespaces: Vec<String>,
 
     /// Elect a leader with a Lease so only one of several replicas reconciles.
     #[arg(long, env = "MAOS_LEADER_ELECTION", default_value_t = true, action = ArgAction::Set)]

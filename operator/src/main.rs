@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 use futures::StreamExt as _;
-use k8s_openapi::api::core::v1::{Pod, Secret};
+use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, ListParams};
 use kube::runtime::{Controller, WatchStreamExt as _, watcher};
 use maos_core::api::v1alpha1::{AgentPool, Checkpoint, Task};
@@ -90,7 +90,7 @@ async fn run(config: OperatorConfig) -> anyhow::Result<()> {
     let client = kube::Client::try_default()
         .await
         .context("connecting to the Kubernetes API (KUBECONFIG or in-cluster config)")?;
-    check_crds(&client).await?;
+    check_crds(&client, config.namespaces.first().map(String::as_str)).await?;
 
     let topology = if config.redis_cluster {
         Topology::Cluster
@@ -153,7 +153,6 @@ async fn run(config: OperatorConfig) -> anyhow::Result<()> {
         ));
     }
 
-    let (wake_tx, wake_rx) = futures::channel::mpsc::unbounded();
     let settings = Settings {
         agents: AgentEnvironment {
             redis_urls: config.agent_redis_urls(),
@@ -166,26 +165,90 @@ async fn run(config: OperatorConfig) -> anyhow::Result<()> {
         cleanup_grace: std::time::Duration::from_secs(config.cleanup_grace_seconds),
         store: maos_operator::checkpoint::store::Store::new(config.store_config()).await,
     };
-    let checkpoints: Api<Checkpoint> = match &config.namespace {
-        Some(ns) => Api::namespaced(client.clone(), ns),
-        None => Api::all(client.clone()),
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    // One set of controllers per watched namespace (or one for the whole cluster): a Role in
+    // each namespace is then all the operator needs.
+    let scopes: Vec<Option<String>> = if config.namespaces.is_empty() {
+        vec![None]
+    } else {
+        config.namespaces.iter().cloned().map(Some).collect()
     };
-    let checkpoint_controller = Controller::new(checkpoints.clone(), watcher::Config::default());
-    let (tasks, pools, pods, secrets): (Api<Task>, Api<AgentPool>, Api<Pod>, Api<Secret>) =
-        match &config.namespace {
-            Some(ns) => (
-                Api::namespaced(client.clone(), ns),
-                Api::namespaced(client.clone(), ns),
-                Api::namespaced(client.clone(), ns),
-                Api::namespaced(client.clone(), ns),
-            ),
-            None => (
-                Api::all(client.clone()),
-                Api::all(client.clone()),
-                Api::all(client.clone()),
-                Api::all(client.clone()),
-            ),
-        };
+    let shared = Shared {
+        client: client.clone(),
+        redis,
+        settings,
+        metrics,
+        identity,
+    };
+    let controllers = futures::future::try_join_all(
+        scopes
+            .into_iter()
+            .map(|scope| run_scope(scope, &shared, stop_rx.clone())),
+    );
+    tokio::pin!(controllers);
+    let lost = async {
+        match &mut elector {
+            Some((_, leading, _)) => {
+                let _ = leading.wait_for(|l| !*l).await;
+            }
+            None => futures::future::pending::<()>().await,
+        }
+    };
+    let outcome = tokio::select! {
+        finished = &mut controllers => finished.map(|_| ()),
+        _ = shutdown_signal() => {
+            tracing::info!("stopping: finishing the reconciles in flight");
+            let _ = stop_tx.send(true);
+            controllers.await.map(|_| ())
+        }
+        _ = lost => Err(anyhow::anyhow!("lost the leader Lease; exiting so a fresh start contends again")),
+    };
+    if let Some((elector, _, election)) = elector {
+        election.abort();
+        if outcome.is_ok() {
+            elector.release().await;
+        }
+    }
+    server.abort();
+    outcome
+}
+
+/// What the controllers of every scope share.
+struct Shared {
+    client: kube::Client,
+    redis: Redis,
+    settings: Settings,
+    metrics: Arc<Metrics>,
+    identity: String,
+}
+
+/// Runs the AgentPool, Task and Checkpoint controllers of one namespace (`None`: the whole
+/// cluster) until `stop` says so.
+async fn run_scope(
+    scope: Option<String>,
+    shared: &Shared,
+    stop: tokio::sync::watch::Receiver<bool>,
+) -> anyhow::Result<()> {
+    fn api<K>(client: &kube::Client, scope: Option<&str>) -> Api<K>
+    where
+        K: kube::Resource<Scope = kube::core::NamespaceResourceScope>,
+        <K as kube::Resource>::DynamicType: Default,
+    {
+        match scope {
+            Some(ns) => Api::namespaced(client.clone(), ns),
+            None => Api::all(client.clone()),
+        }
+    }
+    let client = &shared.client;
+    let scope = scope.as_deref();
+    let checkpoints: Api<Checkpoint> = api(client, scope);
+    let tasks: Api<Task> = api(client, scope);
+    let pools: Api<AgentPool> = api(client, scope);
+    let pods: Api<Pod> = api(client, scope);
+    let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|s| *s).await;
+    };
+
     // The pools as the Task controller sees them: whether a Task's pool still exists (with the
     // uid it registered under) and can run agents. Complete before any Task is reconciled, so a
     // pool deleted while the operator was down is noticed too.
@@ -198,35 +261,33 @@ async fn run(config: OperatorConfig) -> anyhow::Result<()> {
         .for_each(|_| futures::future::ready(())),
     );
     tokio::select! {
-        ready = pool_cache.wait_until_ready() => { ready.context("watching AgentPools")?; }
-        _ = shutdown_signal() => { pool_reflector.abort(); return Ok(()); }
+        ready = pool_cache.wait_until_ready() => {
+            ready.with_context(|| match scope {
+                Some(ns) => format!("watching AgentPools in namespace {ns}"),
+                None => "watching AgentPools".to_owned(),
+            })?;
+        }
+        _ = stopped(stop.clone()) => { pool_reflector.abort(); return Ok(()); }
     }
+    let (wake_tx, wake_rx) = futures::channel::mpsc::unbounded();
     let ctx = Arc::new(Context::new(
         client.clone(),
-        redis,
-        settings,
-        metrics,
-        Some(identity),
+        shared.redis.clone(),
+        shared.settings.clone(),
+        shared.metrics.clone(),
+        Some(shared.identity.clone()),
         wake_tx,
         pool_cache,
     ));
 
-    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
-        let _ = rx.wait_for(|s| *s).await;
-    };
-
-    let pool_controller = Controller::new(pools.clone(), watcher::Config::default());
-    let pool_store = pool_controller.store();
-    let pool_controller = pool_controller
+    // The API-key Secret is read by name on every pool reconcile (each heartbeat), so the
+    // operator needs no list or watch of Secrets, whose data it must not hold in bulk.
+    let pool_controller = Controller::new(pools.clone(), watcher::Config::default())
         .owns(
             pods,
             watcher::Config::default().labels(maos_core::meta::LABEL_POOL),
         )
-        .watches(secrets, watcher::Config::default(), move |secret| {
-            pool::pools_of_secret(&pool_store, &secret)
-        })
-        .graceful_shutdown_on(stopped(stop_rx.clone()))
+        .graceful_shutdown_on(stopped(stop.clone()))
         .run(
             pool::reconcile,
             controller::error_policy::<AgentPool>("pool"),
@@ -240,11 +301,13 @@ async fn run(config: OperatorConfig) -> anyhow::Result<()> {
         .watches(pools, watcher::Config::default(), move |pool| {
             task::tasks_of_pool(&task_store, &pool)
         })
-        .watches(checkpoints, watcher::Config::default(), |checkpoint| {
-            task::task_of_checkpoint(&checkpoint)
-        })
+        .watches(
+            checkpoints.clone(),
+            watcher::Config::default(),
+            |checkpoint| task::task_of_checkpoint(&checkpoint),
+        )
         .reconcile_on(wake_rx)
-        .graceful_shutdown_on(stopped(stop_rx.clone()))
+        .graceful_shutdown_on(stopped(stop.clone()))
         .run(
             task::reconcile,
             controller::error_policy::<Task>("task"),
@@ -252,8 +315,8 @@ async fn run(config: OperatorConfig) -> anyhow::Result<()> {
         )
         .for_each(|_| futures::future::ready(()));
 
-    let checkpoint_controller = checkpoint_controller
-        .graceful_shutdown_on(stopped(stop_rx.clone()))
+    let checkpoint_controller = Controller::new(checkpoints, watcher::Config::default())
+        .graceful_shutdown_on(stopped(stop))
         .run(
             checkpoint::reconcile,
             controller::error_policy::<Checkpoint>("checkpoint"),
@@ -261,44 +324,28 @@ async fn run(config: OperatorConfig) -> anyhow::Result<()> {
         )
         .for_each(|_| futures::future::ready(()));
 
-    let controllers =
-        futures::future::join3(pool_controller, task_controller, checkpoint_controller);
-    tokio::pin!(controllers);
-    let lost = async {
-        match &mut elector {
-            Some((_, leading, _)) => {
-                let _ = leading.wait_for(|l| !*l).await;
-            }
-            None => futures::future::pending::<()>().await,
-        }
-    };
-    let outcome = tokio::select! {
-        _ = &mut controllers => Ok(()),
-        _ = shutdown_signal() => {
-            tracing::info!("stopping: finishing the reconciles in flight");
-            let _ = stop_tx.send(true);
-            controllers.await;
-            Ok(())
-        }
-        _ = lost => Err(anyhow::anyhow!("lost the leader Lease; exiting so a fresh start contends again")),
-    };
-    if let Some((elector, _, election)) = elector {
-        election.abort();
-        if outcome.is_ok() {
-            elector.release().await;
-        }
-    }
-    server.abort();
+    futures::future::join3(pool_controller, task_controller, checkpoint_controller).await;
     pool_reflector.abort();
-    outcome
+    Ok(())
 }
 
-/// Stops with a clear message when the MAOS CRDs are not installed.
-async fn check_crds(client: &kube::Client) -> anyhow::Result<()> {
+/// Stops with a clear message when the MAOS CRDs are not installed; asks in `namespace` when
+/// the operator watches only some (its Roles then grant nothing cluster-wide).
+async fn check_crds(client: &kube::Client, namespace: Option<&str>) -> anyhow::Result<()> {
     let probe = ListParams::default().limit(1);
-    let tasks: Api<Task> = Api::all(client.clone());
-    let pools: Api<AgentPool> = Api::all(client.clone());
-    let checkpoints: Api<Checkpoint> = Api::all(client.clone());
+    let (tasks, pools, checkpoints): (Api<Task>, Api<AgentPool>, Api<Checkpoint>) = match namespace
+    {
+        Some(ns) => (
+            Api::namespaced(client.clone(), ns),
+            Api::namespaced(client.clone(), ns),
+            Api::namespaced(client.clone(), ns),
+        ),
+        None => (
+            Api::all(client.clone()),
+            Api::all(client.clone()),
+            Api::all(client.clone()),
+        ),
+    };
     for (kind, result) in [
         ("Task", tasks.list_metadata(&probe).await.err()),
         ("AgentPool", pools.list_metadata(&probe).await.err()),

@@ -15,7 +15,6 @@ use kube::api::{Api, DeleteParams, ListParams, ObjectMeta, Patch, PatchParams, P
 use kube::runtime::controller::Action;
 use kube::runtime::events::EventType;
 use kube::runtime::finalizer::{Event as Finalize, finalizer};
-use kube::runtime::reflector::ObjectRef;
 use kube::{Resource, ResourceExt};
 use maos_core::api::v1alpha1::conditions::{condition, pool as cond, reason, set_condition};
 use maos_core::api::v1alpha1::limits::MAX_STATUS_AGENTS;
@@ -781,20 +780,6 @@ async fn cleanup(pool: &AgentPool, ctx: &Context) -> Result<Action, Error> {
     coord.delete_keys().await?;
     tracing::info!(pool = %pool.name_any(), "removed the pool's Redis user and keys");
     Ok(Action::await_change())
-}
-
-/// Pools that use the Secret `secret` as their API key (for waking them when it changes).
-pub fn pools_of_secret(
-    store: &kube::runtime::reflector::Store<AgentPool>,
-    secret: &Secret,
-) -> Vec<ObjectRef<AgentPool>> {
-    let (name, namespace) = (secret.name_any(), secret.namespace());
-    store
-        .state()
-        .iter()
-        .filter(|p| p.namespace() == namespace && p.spec.api_key_secret_ref.name == name)
-        .map(|p| ObjectRef::from_obj(p.as_ref()))
-        .collect()
 }
 
 #[cfg(test)]

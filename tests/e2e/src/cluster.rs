@@ -145,6 +145,27 @@ impl TestCluster {
     }
 }
 
+/// A tool `make deps` installs into `<target dir>/tools` (e.g. `helm`); panics saying how to
+/// install it when it is missing, so a test never passes without it.
+pub fn installed_tool(name: &str) -> PathBuf {
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .or_else(|| {
+            // Test binaries run from <target>/<profile>/deps/.
+            std::env::current_exe()
+                .ok()
+                .and_then(|exe| exe.ancestors().nth(3).map(PathBuf::from))
+        })
+        .unwrap_or_else(|| repo_root().join("target"));
+    let path = target.join("tools").join(name);
+    assert!(
+        path.is_file(),
+        "{} is missing: run `make deps` (scripts/install-deps.sh installs it)",
+        path.display()
+    );
+    path
+}
+
 /// The repository's root directory (for `crds/` and `examples/`).
 pub fn repo_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")

@@ -110,8 +110,11 @@ pub struct StackConfig {
     pub s3: bool,
     /// Further environment for the operators (set after everything else, so it overrides).
     pub operator_env: Vec<(String, String)>,
-    /// Run the operators as a ServiceAccount instead of the admin (testbed only).
+    /// Run the operators as this ServiceAccount; `None`: the chart's ([`OperatorAccount::chart`])
+    /// on the testbed, the admin on a real cluster.
     pub operator_account: Option<OperatorAccount>,
+    /// Run the operators as the admin even on the testbed.
+    pub operator_as_admin: bool,
 }
 
 /// The ServiceAccount the operators run as, and the RBAC objects that grant it its rights.
@@ -123,6 +126,68 @@ pub struct OperatorAccount {
     pub name: String,
     /// YAML the admin applies first: the ServiceAccount, its roles and their bindings.
     pub rbac_yaml: String,
+    /// The Lease the operators elect with, as (namespace, name): where the RBAC allows it.
+    pub lease: (String, String),
+    /// Record what the operators did with these rights (for the chart's minimality check,
+    /// which reads [`rbac_usage_dir`]); only for the chart's own, unmodified RBAC.
+    pub record_usage: bool,
+}
+
+/// The namespace `manifests/base` (the chart rendered with its defaults) installs into.
+pub const CHART_NAMESPACE: &str = "maos-system";
+/// The release name `manifests/base` is rendered with: the ServiceAccount's, roles' and
+/// Lease's name.
+pub const CHART_RELEASE: &str = "maos";
+
+impl OperatorAccount {
+    /// The ServiceAccount and RBAC of the chart's default install, as `manifests/base`
+    /// renders them (the chart is their one source).
+    pub fn chart() -> Result<Self, StackError> {
+        let path = repo_root().join("manifests/base/maos.yaml");
+        let rendered = std::fs::read_to_string(&path)
+            .map_err(|e| StackError::Operator(format!("reading {}: {e}", path.display())))?;
+        Ok(OperatorAccount {
+            namespace: CHART_NAMESPACE.to_owned(),
+            name: CHART_RELEASE.to_owned(),
+            rbac_yaml: rbac_documents(&rendered),
+            lease: (CHART_NAMESPACE.to_owned(), CHART_RELEASE.to_owned()),
+            record_usage: true,
+        })
+    }
+}
+
+/// The ServiceAccount and RBAC documents of a multi-document manifest.
+pub fn rbac_documents(manifest: &str) -> String {
+    const KINDS: [&str; 5] = [
+        "ServiceAccount",
+        "ClusterRole",
+        "ClusterRoleBinding",
+        "Role",
+        "RoleBinding",
+    ];
+    manifest
+        .split("\n---")
+        .filter(|doc| {
+            doc.lines()
+                .any(|l| KINDS.iter().any(|k| l.trim_end() == format!("kind: {k}")))
+        })
+        .collect::<Vec<_>>()
+        .join("\n---")
+}
+
+/// Where stacks running the chart's RBAC record the operator's API usage, one file per stack:
+/// `<target dir>/rbac-usage`.
+pub fn rbac_usage_dir() -> PathBuf {
+    // Test binaries run from <target>/<profile>/deps/.
+    std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .or_else(|| {
+            std::env::current_exe()
+                .ok()
+                .and_then(|exe| exe.ancestors().nth(3).map(PathBuf::from))
+        })
+        .unwrap_or_else(|| repo_root().join("target"))
+        .join("rbac-usage")
 }
 
 /// The bucket a stack with S3 creates for checkpoints (the operator's default bucket).
@@ -158,7 +223,14 @@ impl StackConfig {
             s3: false,
             operator_env: Vec::new(),
             operator_account: None,
+            operator_as_admin: false,
         }
+    }
+
+    /// Runs the operators as the admin rather than under the chart's RBAC.
+    pub fn operator_as_admin(mut self) -> Self {
+        self.operator_as_admin = true;
+        self
     }
 
     /// Runs the operators with a token of `account`'s ServiceAccount, after the admin applied
@@ -533,7 +605,48 @@ pub struct Stack {
     extra_env: Vec<(String, String)>,
     /// The kubeconfig the operators use when it is not the admin's.
     operator_kubeconfig: Option<PathBuf>,
+    /// The ServiceAccount the operators run as, if not the admin.
+    account: Option<OperatorAccount>,
     dir: StackDir,
+}
+
+impl Drop for Stack {
+    /// Records what the operators did under the chart's RBAC, for the minimality check.
+    fn drop(&mut self) {
+        let (Some(account), Some(testbed)) = (&self.account, self.cluster.testbed()) else {
+            return;
+        };
+        if !account.record_usage {
+            return;
+        }
+        let user = format!(
+            "system:serviceaccount:{}:{}",
+            account.namespace, account.name
+        );
+        let lines: String = testbed
+            .auth()
+            .access_log()
+            .into_iter()
+            .filter(|r| r.user == user)
+            .map(|r| {
+                let record = serde_json::json!({
+                    "verb": r.verb, "group": r.group, "resource": r.resource,
+                    "subresource": r.subresource, "namespace": r.namespace, "name": r.name,
+                    "path": r.path, "allowed": r.allowed,
+                });
+                format!("{record}\n")
+            })
+            .collect();
+        let dir = rbac_usage_dir();
+        let file = dir.join(format!(
+            "{}-{}.jsonl",
+            self.namespace,
+            uuid::Uuid::new_v4().simple()
+        ));
+        // Best effort: a test that cannot record leaves the check with less evidence, and the
+        // check says how many stacks it saw.
+        let _ = std::fs::create_dir_all(&dir).and_then(|()| std::fs::write(file, lines));
+    }
 }
 
 impl std::fmt::Debug for Stack {
@@ -603,11 +716,20 @@ impl Stack {
             api_key,
             extra_env: config.operator_env.clone(),
             operator_kubeconfig: None,
+            account: None,
             dir,
         };
         stack.install()?;
-        if let Some(account) = &config.operator_account {
-            stack.operator_kubeconfig = Some(stack.install_account(account)?);
+        let account = match &config.operator_account {
+            Some(account) => Some(account.clone()),
+            None if stack.cluster.testbed().is_some() && !config.operator_as_admin => {
+                Some(OperatorAccount::chart()?)
+            }
+            None => None,
+        };
+        if let Some(account) = account {
+            stack.operator_kubeconfig = Some(stack.install_account(&account)?);
+            stack.account = Some(account);
         }
         let program = crate::binaries::find("maos-operator", "maos-operator")?;
         for index in 0..config.operators {
@@ -712,6 +834,15 @@ impl Stack {
         .into_iter()
         .map(str::to_owned)
         .collect();
+        if let Some(account) = &self.account {
+            let (namespace, name) = &account.lease;
+            args.extend([
+                "--lease-namespace".to_owned(),
+                namespace.clone(),
+                "--lease-name".to_owned(),
+                name.clone(),
+            ]);
+        }
         if let Some(seconds) = config.lease_duration_seconds {
             args.push("--lease-duration-seconds".into());
             args.push(seconds.to_string());
@@ -979,16 +1110,16 @@ impl Stack {
 
     /// The identity holding the operators' Lease, as the cluster records it.
     pub fn lease_holder(&self) -> Result<Option<String>, KubectlError> {
-        let namespace = if self.kubelet.is_some() {
-            "default"
-        } else {
-            self.namespace.as_str()
+        let (namespace, lease) = match (&self.account, &self.kubelet) {
+            (Some(account), _) => (account.lease.0.as_str(), account.lease.1.as_str()),
+            (None, Some(_)) => ("default", OPERATOR_LEASE),
+            (None, None) => (self.namespace.as_str(), OPERATOR_LEASE),
         };
         let holder = self.cluster.run_kubectl(
             &[
                 "get",
                 "lease",
-                OPERATOR_LEASE,
+                lease,
                 "--namespace",
                 namespace,
                 "-o",

@@ -580,3 +580,83 @@ subjects:
         )
         .expect("subjects may change");
 }
+
+#[test]
+fn an_apply_that_creates_needs_create_as_well_as_patch() {
+    let cluster = cluster();
+    let admin = |args: &[&str]| {
+        cluster
+            .run_kubectl(args, None)
+            .unwrap_or_else(|e| panic!("{e}"))
+    };
+    admin(&[
+        "create",
+        "role",
+        "cm-patcher",
+        "--verb=patch",
+        "--resource=configmaps",
+        "-n",
+        NS,
+    ]);
+    admin(&[
+        "create",
+        "rolebinding",
+        "reader-patches",
+        "--role=cm-patcher",
+        "--serviceaccount=rbac-a:reader",
+        "-n",
+        NS,
+    ]);
+    let token = token(&cluster, "reader");
+    let flag = format!("--token={token}");
+    let apply = |name: &str| {
+        let manifest = format!(
+            "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: {name}\n  namespace: {NS}\ndata:\n  k: v\n"
+        );
+        cluster.run_kubectl(
+            &[
+                &flag,
+                "apply",
+                "--server-side",
+                "--field-manager=t",
+                "-f",
+                "-",
+            ],
+            Some(&manifest),
+        )
+    };
+    apply("settings").expect("patch alone may apply to an object that exists");
+    let refused = apply("fresh").expect_err("patch alone may not create");
+    assert!(
+        refused.stderr().contains(&format!(
+            "configmaps \"fresh\" is forbidden: User \"{SA_USER}\" cannot create resource \"configmaps\" in API group \"\" in the namespace \"{NS}\""
+        )),
+        "{}",
+        refused.stderr()
+    );
+    assert!(
+        cluster
+            .run_kubectl(&["get", "configmap", "fresh", "-n", NS], None)
+            .is_err(),
+        "nothing was created"
+    );
+    admin(&[
+        "create",
+        "role",
+        "cm-creator",
+        "--verb=create",
+        "--resource=configmaps",
+        "-n",
+        NS,
+    ]);
+    admin(&[
+        "create",
+        "rolebinding",
+        "reader-creates",
+        "--role=cm-creator",
+        "--serviceaccount=rbac-a:reader",
+        "-n",
+        NS,
+    ]);
+    apply("fresh").expect("with create too, the apply creates");
+}

@@ -174,6 +174,8 @@ enum Type {
     Texts,
     /// An integer (varint).
     Int,
+    /// A boolean (varint 0 or 1).
+    Bool,
     /// `ObjectMeta`.
     Meta,
     /// A nested message.
@@ -217,6 +219,21 @@ const BOUND_OBJECT: &[Slot] = &[
     Slot(2, "apiVersion", Type::Text),
     Slot(3, "name", Type::Text),
     Slot(4, "uid", Type::Text),
+];
+/// meta/v1 DeleteOptions, as Helm's (client-go's) deletes send it.
+const DELETE_OPTIONS: &[Slot] = &[
+    Slot(1, "gracePeriodSeconds", Type::Int),
+    Slot(
+        2,
+        "preconditions",
+        Type::Message(&[
+            Slot(1, "uid", Type::Text),
+            Slot(2, "resourceVersion", Type::Text),
+        ]),
+    ),
+    Slot(3, "orphanDependents", Type::Bool),
+    Slot(4, "propagationPolicy", Type::Text),
+    Slot(5, "dryRun", Type::Texts),
 ];
 const TOKEN_REQUEST: &[Slot] = &[
     Slot(1, "metadata", Type::Meta),
@@ -301,6 +318,7 @@ fn schema_of(api_version: &str, kind: &str) -> Option<&'static [Slot]> {
         ("rbac.authorization.k8s.io/v1", "Role" | "ClusterRole") => ROLE,
         ("rbac.authorization.k8s.io/v1", "RoleBinding" | "ClusterRoleBinding") => BINDING,
         ("authentication.k8s.io/v1", "TokenRequest") => TOKEN_REQUEST,
+        ("v1" | "meta.k8s.io/v1", "DeleteOptions") => DELETE_OPTIONS,
         ("authentication.k8s.io/v1", "TokenReview") => TOKEN_REVIEW,
         ("authentication.k8s.io/v1", "SelfSubjectReview") => SELF_SUBJECT_REVIEW,
         ("authorization.k8s.io/v1", "SelfSubjectAccessReview") => SELF_ACCESS_REVIEW,
@@ -331,6 +349,9 @@ fn message(bytes: &[u8], schema: &[Slot]) -> Result<Map<String, Value>, ApiError
             (Type::Texts, Some(b), _) => push(&mut out, &name, json!(text(b)?)),
             (Type::Int, _, Some(v)) => {
                 out.insert(name, json!(v as i64));
+            }
+            (Type::Bool, _, Some(v)) => {
+                out.insert(name, json!(v != 0));
             }
             (Type::Meta, Some(b), _) => {
                 out.insert(name, object_meta(b)?);
@@ -388,7 +409,7 @@ pub fn decode(body: &[u8]) -> Result<Value, ApiError> {
     );
     if !supported {
         return Err(ApiError::UnsupportedMediaType(format!(
-            "the testbed decodes protobuf only for v1 Namespace, ConfigMap, Secret and ServiceAccount, the RBAC kinds, TokenRequest and the reviews, not {api_version} {kind}; send application/json"
+            "the testbed decodes protobuf only for v1 Namespace, ConfigMap, Secret and ServiceAccount, the RBAC kinds, TokenRequest, the reviews and DeleteOptions, not {api_version} {kind}; send application/json"
         )));
     }
     for field in fields(raw)? {

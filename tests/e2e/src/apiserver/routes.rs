@@ -540,6 +540,15 @@ async fn resource_route(
                     let patch_type = PatchType::from_content_type(&request.content_type)?;
                     let patch = decode_body(&request.body)?;
                     let existed = cluster.get(&res, ns, name).is_ok();
+                    if !existed && patch_type == PatchType::Apply {
+                        // An apply that creates is authorized as a create too, as
+                        // kube-apiserver does: patch alone may not create.
+                        let create = Attributes {
+                            verb: "create".to_string(),
+                            ..Attributes::of_request(&request.method, &request.path, &request.query)
+                        };
+                        state.auth.require(cluster, &request.user, &create)?;
+                    }
                     if res.group == super::auth::rbac::GROUP && !request.user.is_master() {
                         let preview = WriteOptions {
                             dry_run: true,
@@ -574,7 +583,7 @@ async fn resource_route(
                     let options = if request.body.is_empty() {
                         json!({})
                     } else {
-                        decode_body(&request.body)?
+                        body_object(request)?
                     };
                     let deleted =
                         cluster.delete(&res, ns, name, &delete_request(request, &options)?)?;
