@@ -77,7 +77,10 @@ app.kubernetes.io/component: operator
 {{- else }}
 - podSelector:
     matchLabels:
-      {{- required "networkPolicy.redisPodSelector or networkPolicy.redisCIDRs is required" .Values.networkPolicy.redisPodSelector | toYaml | nindent 6 }}
+      {{- if not .Values.networkPolicy.redisPodSelector }}
+      {{- fail "networkPolicy.redisPodSelector or networkPolicy.redisCIDRs is required" }}
+      {{- end }}
+      {{- toYaml .Values.networkPolicy.redisPodSelector | nindent 6 }}
   namespaceSelector:
     matchLabels:
       kubernetes.io/metadata.name: {{ default .Release.Namespace .Values.networkPolicy.redisNamespace }}
