@@ -7,7 +7,7 @@ TEST_RUNNER := $(shell $(CARGO) nextest --version >/dev/null 2>&1 && echo "nexte
 # How each runner runs only the #[ignore]d tests.
 IGNORED_ONLY := $(if $(filter test,$(TEST_RUNNER)),-- --ignored,--run-ignored only)
 
-.PHONY: test deps fmt-check lint unit chart crds manifests bench demo help
+.PHONY: test deps fmt-check lint unit chart images crds manifests bench demo help
 
 # Where `make deps` puts tools and the suite records the operator's API usage.
 TARGET_DIR := $(or $(CARGO_TARGET_DIR),target)
@@ -15,7 +15,7 @@ TARGET_DIR := $(or $(CARGO_TARGET_DIR),target)
 help: ## List the targets.
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | column -t -s "$$(printf '\t')"
 
-test: deps fmt-check lint unit chart ## Everything CI runs: system packages, fmt, clippy, all tests.
+test: deps fmt-check lint unit chart images ## Everything CI runs: system packages, fmt, clippy, all tests.
 
 deps: ## Install the system packages the tests need, if missing.
 	@scripts/install-deps.sh
@@ -40,6 +40,10 @@ chart: ## The chart, manifests and Argo CD checks: lint, render, validate, promt
 	scripts/check-chart.sh
 	scripts/check-prometheus.sh
 	scripts/check-argocd.sh
+
+images: ## Build the operator and agent images (OCI archives in target/images/) and check them.
+	scripts/build-images.sh
+	scripts/check-images.sh
 
 crds: ## Regenerate crds/ (and the chart's copy) from the Rust types.
 	$(CARGO) run --quiet --locked -p maos-operator -- crds --dir crds

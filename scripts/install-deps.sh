@@ -10,6 +10,17 @@ declare -A NEEDED=(
   [redis-server]=redis-server
   [redis-cli]=redis-tools
   [redis-benchmark]=redis-tools
+  # The container images (scripts/build-images.sh, scripts/check-images.sh), without Docker.
+  [buildah]=buildah           # builds the images from the Dockerfiles (chroot isolation)
+  [podman]=podman             # runs them in check-images.sh
+  [skopeo]=skopeo             # reads an OCI archive's config
+  [umoci]=umoci               # unpacks an OCI archive to look at its files
+  [runc]=runc                 # the OCI runtime podman uses here (crun fails on setrlimit)
+  [newuidmap]=uidmap          # user-namespace id mapping for buildah and podman
+  [fuse-overlayfs]=fuse-overlayfs
+  [file]=file                 # tells a static binary from a dynamic one
+  [openssl]=openssl           # a throwaway CA and TLS server for the images' TLS check
+  [ip]=iproute2               # the loopback of that check's network namespace
 )
 
 missing=()
@@ -63,5 +74,6 @@ fi
 # (taken out of Debian's prometheus package without installing or starting Prometheus).
 scripts/install-helm.sh
 scripts/check-prometheus.sh --install-only
+scripts/install-image-tools.sh
 
 echo "system packages: all present"
