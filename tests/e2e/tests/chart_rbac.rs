@@ -16,8 +16,9 @@ use serde_json::Value;
 /// Fewer recordings than this means the suite did not run first.
 const MIN_STACKS: usize = 20;
 
-/// Rights the chart grants that the suite does not exercise, each with why the operator needs
-/// it: (API group, resource or resource/subresource, verb, reason).
+/// Rights the chart grants that the suite does not reliably exercise (some runs do, by timing),
+/// each with why the operator needs it: (API group, resource or resource/subresource, verb,
+/// reason).
 const JUSTIFIED: &[(&str, &str, &str, &str)] = &[
     (
         "",
@@ -138,11 +139,6 @@ fn the_chart_grants_the_operator_exactly_what_it_uses() {
     assert!(
         stale.is_empty(),
         "JUSTIFIED names rights the chart no longer grants: {stale:#?}"
-    );
-    let used_but_justified: Vec<&Right> = justified.iter().filter(|r| used.contains(*r)).collect();
-    assert!(
-        used_but_justified.is_empty(),
-        "the suite now uses these, so they need no justification: {used_but_justified:#?}"
     );
     eprintln!(
         "{stacks} stacks; the chart grants {} rights, {} used, {} justified",
