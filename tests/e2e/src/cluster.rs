@@ -110,6 +110,23 @@ impl TestCluster {
         command
     }
 
+    /// Applies `crds/` and waits until every CRD is Established, as a user installs them.
+    pub fn install_crds(&self) -> Result<(), KubectlError> {
+        let crds = repo_root().join("crds").display().to_string();
+        self.run_kubectl(&["apply", "-f", &crds], None)?;
+        self.run_kubectl(
+            &[
+                "wait",
+                "--for=condition=Established",
+                "--timeout=60s",
+                "-f",
+                &crds,
+            ],
+            None,
+        )?;
+        Ok(())
+    }
+
     /// Runs kubectl with `args` (and `stdin`, if given); its stdout on success.
     pub fn run_kubectl(&self, args: &[&str], stdin: Option<&str>) -> Result<String, KubectlError> {
         let joined = args.join(" ");
@@ -148,7 +165,18 @@ impl TestCluster {
 /// A tool `make deps` installs into `<target dir>/tools` (e.g. `helm`); panics saying how to
 /// install it when it is missing, so a test never passes without it.
 pub fn installed_tool(name: &str) -> PathBuf {
-    let target = std::env::var_os("CARGO_TARGET_DIR")
+    let path = target_dir().join("tools").join(name);
+    assert!(
+        path.is_file(),
+        "{} is missing: run `make deps` (scripts/install-deps.sh installs it)",
+        path.display()
+    );
+    path
+}
+
+/// Cargo's target directory: `CARGO_TARGET_DIR`, else the one the running test binary is in.
+pub fn target_dir() -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR")
         .map(PathBuf::from)
         .or_else(|| {
             // Test binaries run from <target>/<profile>/deps/.
@@ -156,14 +184,7 @@ pub fn installed_tool(name: &str) -> PathBuf {
                 .ok()
                 .and_then(|exe| exe.ancestors().nth(3).map(PathBuf::from))
         })
-        .unwrap_or_else(|| repo_root().join("target"));
-    let path = target.join("tools").join(name);
-    assert!(
-        path.is_file(),
-        "{} is missing: run `make deps` (scripts/install-deps.sh installs it)",
-        path.display()
-    );
-    path
+        .unwrap_or_else(|| repo_root().join("target"))
 }
 
 /// The repository's root directory (for `crds/` and `examples/`).

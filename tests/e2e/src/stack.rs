@@ -178,16 +178,7 @@ pub fn rbac_documents(manifest: &str) -> String {
 /// Where stacks running the chart's RBAC record the operator's API usage, one file per stack:
 /// `<target dir>/rbac-usage`.
 pub fn rbac_usage_dir() -> PathBuf {
-    // Test binaries run from <target>/<profile>/deps/.
-    std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .or_else(|| {
-            std::env::current_exe()
-                .ok()
-                .and_then(|exe| exe.ancestors().nth(3).map(PathBuf::from))
-        })
-        .unwrap_or_else(|| repo_root().join("target"))
-        .join("rbac-usage")
+    crate::cluster::target_dir().join("rbac-usage")
 }
 
 /// The bucket a stack with S3 creates for checkpoints (the operator's default bucket).
@@ -753,20 +744,7 @@ impl Stack {
 
     /// CRDs, the namespace and the API key Secret, as a user would install them.
     fn install(&self) -> Result<(), StackError> {
-        let crds = repo_root().join("crds");
-        let crds = crds.to_string_lossy();
-        self.cluster
-            .run_kubectl(&["apply", "-f", crds.as_ref()], None)?;
-        self.cluster.run_kubectl(
-            &[
-                "wait",
-                "--for=condition=Established",
-                "--timeout=60s",
-                "-f",
-                crds.as_ref(),
-            ],
-            None,
-        )?;
+        self.cluster.install_crds()?;
         if self.namespace != "default" {
             self.cluster
                 .run_kubectl(&["create", "namespace", &self.namespace], None)?;

@@ -15,29 +15,16 @@ use kube::api::{
 };
 use kube::core::Status;
 use maos_core::api::v1alpha1::Task;
-use maos_e2e::cluster::{TestCluster, repo_root};
+use maos_e2e::cluster::TestCluster;
 use serde_json::{Value, json};
 
 const NS: &str = "fidelity";
 
 async fn setup() -> (TestCluster, kube::Client) {
     let cluster = TestCluster::start().expect("the testbed starts");
-    let crds = repo_root().join("crds").display().to_string();
     cluster
-        .run_kubectl(&["apply", "-f", &crds], None)
-        .expect("CRDs apply");
-    cluster
-        .run_kubectl(
-            &[
-                "wait",
-                "--for=condition=Established",
-                "--timeout=60s",
-                "-f",
-                &crds,
-            ],
-            None,
-        )
-        .expect("CRDs established");
+        .install_crds()
+        .expect("the CRDs are installed and Established");
     cluster
         .run_kubectl(&["create", "namespace", NS], None)
         .expect("namespace");

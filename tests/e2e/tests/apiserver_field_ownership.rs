@@ -6,7 +6,7 @@
 use kube::api::{Api, Patch, PatchParams};
 use kube::core::Status;
 use maos_core::api::v1alpha1::Task;
-use maos_e2e::cluster::{TestCluster, repo_root};
+use maos_e2e::cluster::TestCluster;
 use serde_json::{Value, json};
 
 const NS: &str = "ownership";
@@ -192,22 +192,9 @@ fn status_of<T: std::fmt::Debug>(result: Result<T, kube::Error>) -> Status {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn status_and_spec_owners_do_not_conflict_and_a_second_status_writer_does() {
     let cluster = setup();
-    let crds = repo_root().join("crds").display().to_string();
     cluster
-        .run_kubectl(&["apply", "-f", &crds], None)
-        .expect("CRDs apply");
-    cluster
-        .run_kubectl(
-            &[
-                "wait",
-                "--for=condition=Established",
-                "--timeout=60s",
-                "-f",
-                &crds,
-            ],
-            None,
-        )
-        .expect("CRDs established");
+        .install_crds()
+        .expect("the CRDs are installed and Established");
     let manifest = r#"
 apiVersion: maos.dev/v1alpha1
 kind: Task

@@ -23,22 +23,9 @@ const DEADLINE: Duration = Duration::from_secs(30);
 /// knowing the maos.dev kinds.
 fn cluster_with_crds() -> TestCluster {
     let cluster = TestCluster::start().expect("the cluster starts");
-    let crds = repo_root().join("crds").display().to_string();
     cluster
-        .run_kubectl(&["apply", "-f", &crds], None)
-        .expect("CRDs apply");
-    cluster
-        .run_kubectl(
-            &[
-                "wait",
-                "--for=condition=Established",
-                "--timeout=60s",
-                "-f",
-                &crds,
-            ],
-            None,
-        )
-        .expect("CRDs are Established");
+        .install_crds()
+        .expect("the CRDs are installed and Established");
     cluster
         .run_kubectl(&["create", "namespace", NS], None)
         .expect("the namespace is created");
