@@ -1,8 +1,9 @@
 //! The chart installed with the real Helm CLI onto the testbed, as a platform team installs it:
 //! `helm install` creates the operator's ServiceAccount, RBAC, Deployment (two replicas, one
 //! leading through the Lease) and the rest; the testbed's controllers and kubelet run the
-//! operator image in-cluster under the chart's ServiceAccount; the examples then run to
-//! completion with nothing refused; `helm uninstall` removes the operator again.
+//! operator image in-cluster under the chart's ServiceAccount, with the chart's price table
+//! mounted from its ConfigMap; the examples then run to completion, priced by that table, with
+//! nothing refused; `helm uninstall` removes the operator again.
 
 use std::process::Command;
 use std::time::Duration;
@@ -77,6 +78,10 @@ async fn helm_install_runs_the_operator_under_the_charts_rbac_and_a_task_succeed
             r#"extraEnv=[{"name":"MAOS_HTTP_ADDR","value":"127.0.0.1:0"}]"#,
             "--set",
             "logFormat=text",
+            // A price table of its own, in a ConfigMap the operator reads from its volume: one
+            // dollar a token, so the Task's cost is its token count.
+            "--set-json",
+            r#"priceTable=[{"model":"claude-*","input":1000000,"output":1000000,"cacheRead":1000000,"cacheWrite":1000000}]"#,
             "--wait",
             "--timeout",
             "120s",
@@ -116,6 +121,25 @@ async fn helm_install_runs_the_operator_under_the_charts_rbac_and_a_task_succeed
     let task = stack.wait_task_finished("hello", DEADLINE).await;
     let succeeded = condition(&task, "Succeeded").expect("Succeeded condition");
     assert_eq!(succeeded.status, "True", "{:?}", task.status);
+    let usage = task
+        .status
+        .as_ref()
+        .and_then(|s| s.usage.clone())
+        .expect("the Task's usage");
+    let tokens = usage.input_tokens
+        + usage.output_tokens
+        + usage.cache_read_input_tokens
+        + usage.cache_creation_input_tokens;
+    let cost: f64 = usage
+        .cost_usd
+        .as_deref()
+        .and_then(|c| c.parse().ok())
+        .expect("a cost");
+    assert!(tokens > 0, "{usage:?}");
+    assert!(
+        (cost - tokens as f64).abs() < 1e-6,
+        "the cost comes from the chart's price table (a dollar a token): {usage:?}"
+    );
 
     let holder = stack
         .cluster()

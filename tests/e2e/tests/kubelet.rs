@@ -346,3 +346,104 @@ async fn finished_pods_never_run_again_and_keep_their_logs() {
     }
     assert!(wrong.is_empty(), "{wrong:#?}");
 }
+
+/// Volumes as a kubelet mounts them: a ConfigMap's chosen keys at their paths and modes behind
+/// the kubelet's `..data` symlink, read-only; a Secret's data; one key by `subPath`; an
+/// `emptyDir` two containers share. A missing ConfigMap holds the pod in `ContainerCreating`,
+/// naming the volume, until it appears.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn volumes_mount_config_maps_secrets_and_empty_dirs_as_a_kubelet_does() {
+    let node = Node::start("volumes").await;
+    let at = |p: &str| node.root.join("mounted").join(p).display().to_string();
+    let script = format!(
+        "set -e
+         show() {{ echo \"$(cat \"$1\")\"; }}
+         show {conf}/greeting
+         stat -c %a {conf}/..data/greeting
+         test -L {conf}/greeting
+         test ! -e {conf}/ignored
+         show {secret}/password
+         show {one}
+         if (echo x > {conf}/new) 2>/dev/null; then echo conf-writable; else echo conf-read-only; fi
+         until test -f {scratch}/from-sidecar; do sleep 0.05; done
+         show {scratch}/from-sidecar",
+        conf = at("conf"),
+        secret = at("secret"),
+        one = at("one.txt"),
+        scratch = at("scratch"),
+    );
+    let mut pod = exec_pod("mounts", &script, "Never");
+    pod["spec"]["volumes"] = json!([
+        {"name": "conf", "configMap": {"name": "late-config", "defaultMode": 0o644,
+            "items": [{"key": "hello", "path": "greeting", "mode": 0o600}]}},
+        {"name": "whole", "configMap": {"name": "late-config"}},
+        {"name": "secret", "secret": {"secretName": "vol-secret"}},
+        {"name": "scratch", "emptyDir": {}},
+    ]);
+    pod["spec"]["containers"][0]["volumeMounts"] = json!([
+        {"name": "conf", "mountPath": at("conf"), "readOnly": true},
+        {"name": "secret", "mountPath": at("secret"), "readOnly": true},
+        {"name": "whole", "mountPath": at("one.txt"), "subPath": "one.txt"},
+        {"name": "scratch", "mountPath": at("scratch")},
+    ]);
+    pod["spec"]["containers"]
+        .as_array_mut()
+        .expect("containers")
+        .push(json!({
+            "name": "sidecar", "image": "local/exec",
+            "command": ["sh", "-c", format!("echo shared > {}/from-sidecar", at("scratch-side"))],
+            "volumeMounts": [{"name": "scratch", "mountPath": at("scratch-side")}],
+        }));
+    let secrets: Api<Secret> = Api::namespaced(node.client.clone(), "default");
+    let secret: Secret = serde_json::from_value(json!({
+        "apiVersion": "v1", "kind": "Secret", "metadata": {"name": "vol-secret"},
+        "data": {"password": "czNjcjN0"}
+    }))
+    .expect("secret");
+    secrets
+        .create(&PostParams::default(), &secret)
+        .await
+        .expect("secret created");
+    node.create_pod(pod).await;
+
+    let pod = node
+        .wait_for("mounts", "ContainerCreating", |p| {
+            container_state(p)
+                .and_then(|s| s.waiting.as_ref())
+                .and_then(|w| w.reason.as_deref())
+                == Some("ContainerCreating")
+        })
+        .await;
+    let message = container_state(&pod)
+        .and_then(|s| s.waiting.as_ref())
+        .and_then(|w| w.message.clone())
+        .unwrap_or_default();
+    assert!(
+        message.contains("volume \"conf\"")
+            && message.contains("configmap \"late-config\" not found"),
+        "{message}"
+    );
+
+    let maps: Api<k8s_openapi::api::core::v1::ConfigMap> =
+        Api::namespaced(node.client.clone(), "default");
+    let map = serde_json::from_value(json!({
+        "apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "late-config"},
+        "data": {"hello": "hi from the map", "ignored": "not projected", "one.txt": "just one"}
+    }))
+    .expect("config map");
+    maps.create(&PostParams::default(), &map)
+        .await
+        .expect("config map created");
+    let pod = node
+        .wait_for("mounts", "finished", |p| {
+            matches!(phase(p), "Succeeded" | "Failed")
+        })
+        .await;
+    assert_eq!(
+        node.log("mounts", "main"),
+        "hi from the map\n600\ns3cr3t\njust one\nconf-read-only\nshared\n",
+        "{:?}",
+        pod.status
+    );
+    assert_eq!(phase(&pod), "Succeeded");
+}

@@ -170,12 +170,11 @@ pub fn apply(
         .and_then(Value::as_array)
         .cloned()
         .unwrap_or_default();
-    let is_mine = |e: &Value| {
-        let field = |k: &str| e.get(k).and_then(Value::as_str).unwrap_or("");
-        field("manager") == writer.manager
-            && field("operation") == "Apply"
-            && field("subresource") == writer.subresource
+    let applier = Writer {
+        operation: "Apply",
+        ..*writer
     };
+    let is_mine = |e: &Value| applier.wrote(e);
     let old_set = entries
         .iter()
         .find(|e| is_mine(e))
@@ -190,15 +189,11 @@ pub fn apply(
     let mut out = live.clone();
     strategic_merge(&mut out, &applied);
     remove_dropped(&mut out, &old_set, &new_set, &others);
-    let writer = Writer {
-        operation: "Apply",
-        ..*writer
-    };
     managed::record_apply(
         live,
         &mut out,
         &FieldSet::from_fields_v1(&new_set),
-        &writer,
+        &applier,
         force,
     )?;
     Ok(out)

@@ -215,6 +215,17 @@ pub struct Writer<'a> {
     pub time: &'a str,
 }
 
+impl Writer<'_> {
+    /// Whether the `managedFields` entry `entry` is this writer's: same manager, operation and
+    /// subresource (kube-apiserver keeps one entry per such triple).
+    pub fn wrote(&self, entry: &Value) -> bool {
+        let field = |k: &str| entry.get(k).and_then(Value::as_str).unwrap_or("");
+        field("manager") == self.manager
+            && field("operation") == self.operation
+            && field("subresource") == self.subresource
+    }
+}
+
 /// One `managedFields` entry, decoded.
 #[derive(Debug, Clone)]
 struct Entry {
@@ -235,9 +246,7 @@ impl Entry {
     }
 
     fn is(&self, writer: &Writer<'_>) -> bool {
-        self.str("manager") == writer.manager
-            && self.str("operation") == writer.operation
-            && self.str("subresource") == writer.subresource
+        writer.wrote(&self.raw)
     }
 
     fn encode(mut self) -> Value {

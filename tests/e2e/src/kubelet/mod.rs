@@ -11,9 +11,10 @@ mod pod;
 mod process;
 pub mod serviceaccount;
 mod status;
+mod volumes;
 
 pub use env::EnvError;
-pub use process::{ContainerProcess, ProcessSpec, StartError, exit_code};
+pub use process::{ContainerProcess, Mount, ProcessSpec, StartError, exit_code};
 pub use status::{ContainerPhase, ContainerRecord, POD_IP, Termination, pod_phase, pod_status};
 
 use std::collections::{HashMap, HashSet};

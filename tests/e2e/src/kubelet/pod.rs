@@ -11,9 +11,9 @@ use kube::api::{DeleteParams, Patch, PatchParams, Preconditions};
 use kube::{Api, Client};
 use tokio::sync::{Notify, watch};
 
-use super::process::{ContainerProcess, ProcessSpec, exit_code};
+use super::process::{ContainerProcess, Mount, ProcessSpec, exit_code};
 use super::status::{ContainerPhase, ContainerRecord, Termination, pod_status};
-use super::{ImageTarget, KubeletConfig, env, pod_dir, serviceaccount};
+use super::{ImageTarget, KubeletConfig, env, pod_dir, serviceaccount, volumes};
 
 /// What the kubelet wants of a pod's containers.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -45,6 +45,7 @@ struct PodState {
     records: Mutex<Vec<ContainerRecord>>,
     changed: Notify,
     pids: Arc<Mutex<HashMap<String, u32>>>,
+    volumes: tokio::sync::Mutex<()>,
 }
 
 impl PodState {
@@ -95,6 +96,7 @@ pub(crate) async fn run(
         ),
         changed: Notify::new(),
         pids,
+        volumes: tokio::sync::Mutex::new(()),
     });
     let start_time = Timestamp::now();
     let api: Api<Pod> = Api::namespaced(client.clone(), &namespace);
@@ -245,13 +247,38 @@ async fn supervise(
         };
 
         let mut spec = spec;
+        let volumes = {
+            // The pod's containers share its volumes: one writer at a time.
+            let _writing = state.volumes.lock().await;
+            volumes::set_up(client, pod, &dir)
+                .await
+                .and_then(|dirs| volumes::mounts(container, &dirs))
+        };
+        match volumes {
+            Ok(mounts) => spec.mounts.extend(mounts),
+            Err(message) => {
+                state.update(index, |r| {
+                    r.phase = ContainerPhase::Waiting {
+                        reason: "ContainerCreating".to_owned(),
+                        message: Some(message),
+                    }
+                });
+                if stopped_within(&mut stop, config.config_retry).await {
+                    state.update(index, |r| r.will_restart = false);
+                    return;
+                }
+                continue;
+            }
+        }
         if let Some(cluster) = config.in_cluster.as_ref() {
             spec.env.extend(serviceaccount::env(cluster));
             if serviceaccount::wanted(pod) {
                 match serviceaccount::project(client, cluster, pod, &dir).await {
-                    Ok(source) => spec
-                        .mounts
-                        .push((source, serviceaccount::MOUNT_PATH.into())),
+                    Ok(source) => spec.mounts.push(Mount {
+                        source,
+                        target: serviceaccount::MOUNT_PATH.into(),
+                        read_only: true,
+                    }),
                     Err(message) => {
                         state.update(index, |r| {
                             r.phase = ContainerPhase::Waiting {

@@ -29,9 +29,20 @@ pub struct ProcessSpec {
     pub workdir: PathBuf,
     /// The file its stdout and stderr are appended to.
     pub log: PathBuf,
-    /// Directories bind-mounted into the process's own mount namespace (source, target), as
-    /// a runtime mounts volumes; the targets are made on the host if missing.
-    pub mounts: Vec<(PathBuf, PathBuf)>,
+    /// Bind mounts into the process's own mount namespace, as a runtime mounts volumes; the
+    /// targets are made on the host if missing.
+    pub mounts: Vec<Mount>,
+}
+
+/// One bind mount of a container.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Mount {
+    /// The host directory or file.
+    pub source: PathBuf,
+    /// Where the container sees it.
+    pub target: PathBuf,
+    /// Mounted read-only (`volumeMounts[].readOnly`): a write fails with EROFS.
+    pub read_only: bool,
 }
 
 /// Why a process could not be started.
@@ -55,30 +66,53 @@ pub enum StartError {
     },
 }
 
-/// Makes each mount's target on the host and turns the paths into C strings for `pre_exec`.
-fn prepare_mounts(mounts: &[(PathBuf, PathBuf)]) -> Result<Vec<(CString, CString)>, StartError> {
+/// A mount prepared before the fork: C strings and the flags of its read-only remount.
+struct Prepared {
+    source: CString,
+    target: CString,
+    read_only: bool,
+}
+
+/// Makes each mount's target on the host (a directory, or an empty file for a file) and turns
+/// the paths into C strings for `pre_exec`.
+fn prepare_mounts(mounts: &[Mount]) -> Result<Vec<Prepared>, StartError> {
     use std::os::unix::ffi::OsStrExt as _;
+    let prepare = |path: &Path, result: std::io::Result<()>| {
+        result.map_err(|source| StartError::Prepare {
+            path: path.to_path_buf(),
+            source,
+        })
+    };
     mounts
         .iter()
-        .map(|(source, target)| {
-            std::fs::create_dir_all(target).map_err(|source_error| StartError::Prepare {
-                path: target.clone(),
-                source: source_error,
-            })?;
+        .map(|mount| {
+            let target = &mount.target;
+            if mount.source.is_dir() {
+                prepare(target, std::fs::create_dir_all(target))?;
+            } else if std::fs::symlink_metadata(target).is_err() {
+                if let Some(parent) = target.parent() {
+                    prepare(target, std::fs::create_dir_all(parent))?;
+                }
+                prepare(target, File::create(target).map(drop))?;
+            }
             let c = |path: &Path| {
                 CString::new(path.as_os_str().as_bytes()).map_err(|_| StartError::Prepare {
                     path: path.to_path_buf(),
                     source: std::io::Error::other("a path with a NUL byte"),
                 })
             };
-            Ok((c(source)?, c(target)?))
+            Ok(Prepared {
+                source: c(&mount.source)?,
+                target: c(target)?,
+                read_only: mount.read_only,
+            })
         })
         .collect()
 }
 
 /// In the child: a private mount namespace with the bind mounts, so the paths a container
-/// expects (the ServiceAccount's) show its pod's files and no other pod's.
-fn mount_namespace(mounts: &[(CString, CString)]) -> std::io::Result<()> {
+/// expects (the ServiceAccount's, its volumes') show its pod's files and no other pod's.
+fn mount_namespace(mounts: &[Prepared]) -> std::io::Result<()> {
     let check = |result: libc::c_int| {
         if result == 0 {
             Ok(())
@@ -96,14 +130,24 @@ fn mount_namespace(mounts: &[(CString, CString)]) -> std::io::Result<()> {
             libc::MS_REC | libc::MS_PRIVATE,
             std::ptr::null(),
         ))?;
-        for (source, target) in mounts {
+        for mount in mounts {
             check(libc::mount(
-                source.as_ptr(),
-                target.as_ptr(),
+                mount.source.as_ptr(),
+                mount.target.as_ptr(),
                 std::ptr::null(),
                 libc::MS_BIND,
                 std::ptr::null(),
             ))?;
+            // A bind mount takes its flags from a remount, not from the first call.
+            if mount.read_only {
+                check(libc::mount(
+                    std::ptr::null(),
+                    mount.target.as_ptr(),
+                    std::ptr::null(),
+                    libc::MS_REMOUNT | libc::MS_BIND | libc::MS_RDONLY,
+                    std::ptr::null(),
+                ))?;
+            }
         }
     }
     Ok(())
