@@ -78,28 +78,10 @@ if [ ! -x "$HELM" ]; then
 fi
 export HELM
 
-kubernetes_validate_version() {
-  [ -x "$VENV/bin/kubernetes-validate" ] || return 1
-  "$VENV/bin/python" -c 'import importlib.metadata as m; print(m.version("kubernetes-validate"))' 2>/dev/null
-}
-# Installs the pinned kubernetes-validate into the shared venv when it is missing. The venv is
-# created only when it does not exist and never cleared: other packages (hadolint) live there.
-# A lock keeps two runs from installing at once.
-ensure_kubernetes_validate() {
-  mkdir -p "$(dirname "$VENV")"
-  (
-    flock 9
-    if [ "$(kubernetes_validate_version)" = "$KUBERNETES_VALIDATE_VERSION" ]; then exit 0; fi
-    if [ ! -x "$VENV/bin/python" ]; then python3 -m venv "$VENV" || exit 1; fi
-    "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check \
-      "kubernetes-validate==$KUBERNETES_VALIDATE_VERSION" || exit 1
-    echo "kubernetes-validate: installed $KUBERNETES_VALIDATE_VERSION into $VENV"
-  ) 9>"$VENV.lock"
-}
-if ! ensure_kubernetes_validate || [ "$(kubernetes_validate_version)" != "$KUBERNETES_VALIDATE_VERSION" ]; then
-  echo "check-chart: installing kubernetes-validate==$KUBERNETES_VALIDATE_VERSION into $VENV failed" >&2
-  exit 1
-fi
+# The venv is shared with hadolint (scripts/install-image-tools.sh).
+# shellcheck source=scripts/lib/pip-venv.sh
+. scripts/lib/pip-venv.sh
+pip_venv "$VENV" kubernetes-validate "kubernetes-validate==$KUBERNETES_VALIDATE_VERSION" || exit 1
 PYTHON="$VENV/bin/python"
 echo "kubernetes-validate: $KUBERNETES_VALIDATE_VERSION ($VENV), Kubernetes $K8S_VERSION, strict"
 

@@ -41,26 +41,10 @@ fi
 
 # moto is the S3-compatible server the checkpoint tests and `maos-testbed up --s3` run
 # (maos_e2e::launch::s3 looks for it at exactly this path). Version 5.2 is what they were written
-# against; a venv that already has it is left alone, so a second run costs one Python start.
-MOTO_VENV="${CARGO_TARGET_DIR:-target}/moto-venv"
-MOTO_SPEC='moto[server]>=5.2,<5.3'
-moto_version() {
-  [ -x "$MOTO_VENV/bin/moto_server" ] || return 1
-  "$MOTO_VENV/bin/python" -c 'import importlib.metadata as m; print(m.version("moto"))' 2>/dev/null
-}
-if version=$(moto_version) && [[ "$version" == 5.2.* ]]; then
-  echo "moto: $MOTO_VENV already has moto $version"
-else
-  mkdir -p "$(dirname "$MOTO_VENV")"
-  # --clear: a half-made or other-version venv is rebuilt rather than patched.
-  python3 -m venv --clear "$MOTO_VENV"
-  "$MOTO_VENV/bin/python" -m pip install --quiet --disable-pip-version-check "$MOTO_SPEC"
-  if ! version=$(moto_version); then
-    echo "moto: installing $MOTO_SPEC into $MOTO_VENV failed" >&2
-    exit 1
-  fi
-  echo "moto: installed moto $version into $MOTO_VENV"
-fi
+# against (pinned to one release).
+# shellcheck source=scripts/lib/pip-venv.sh
+. scripts/lib/pip-venv.sh
+pip_venv "${CARGO_TARGET_DIR:-target}/moto-venv" moto 'moto[server]==5.2.5'
 
 # The end-to-end tests drive the real kubectl. Debian's own archive has no kubectl package, so
 # it cannot be installed from here: it comes with the machine image (Google Cloud's `kubectl`
