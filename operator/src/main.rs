@@ -109,6 +109,8 @@ async fn run(config: OperatorConfig) -> anyhow::Result<()> {
         .await
         .context("connecting to Redis (MAOS_REDIS_URLS)")?;
 
+    // `maos_leader` starts at 0: a standby serves /metrics (the server starts before the
+    // election) and says it does not lead.
     let metrics = Arc::new(Metrics::new());
     let ready = Arc::new(AtomicBool::new(false));
     let (address, serve) = http::bind(
@@ -146,11 +148,16 @@ async fn run(config: OperatorConfig) -> anyhow::Result<()> {
             _ = shutdown_signal() => { election.abort(); return Ok(()); }
         }
         tracing::info!(identity = %identity, "leading: starting the controllers");
+        metrics.set_leading(true);
         elector = Some((
             LeaderElector::new(client.clone(), settings),
             leading,
             election,
         ));
+    } else {
+        // Without election the single replica leads from the start (the chart refuses more
+        // than one replica then).
+        metrics.set_leading(true);
     }
 
     let settings = Settings {
@@ -177,7 +184,7 @@ async fn run(config: OperatorConfig) -> anyhow::Result<()> {
         client: client.clone(),
         redis,
         settings,
-        metrics,
+        metrics: metrics.clone(),
         identity,
     };
     let controllers = futures::future::try_join_all(
@@ -203,6 +210,9 @@ async fn run(config: OperatorConfig) -> anyhow::Result<()> {
         }
         _ = lost => Err(anyhow::anyhow!("lost the leader Lease; exiting so a fresh start contends again")),
     };
+    // Controllers stopped (or the Lease was lost): whatever the last scrape sees, this replica
+    // no longer leads.
+    metrics.set_leading(false);
     if let Some((elector, _, election)) = elector {
         election.abort();
         if outcome.is_ok() {

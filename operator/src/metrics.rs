@@ -1,5 +1,13 @@
-//! The operator's Prometheus metrics (`maos_*`), served on `/metrics`: Tasks by phase, agents
-//! and queues by pool, tokens and cost, dispatch and subtask durations, reconcile health.
+//! The operator's Prometheus metrics (`maos_*`), served on `/metrics`: whether this replica
+//! leads, Tasks by phase, agents and queues by pool, tokens and cost, dispatch and subtask
+//! durations, reconcile health.
+//!
+//! A pool is labelled `pool` (its name) and `pool_namespace` (its namespace): one operator may
+//! watch several namespaces, and pools of the same name in two of them are two series. The label
+//! is not called `namespace` because the scrape adds `namespace` itself, set to the operator
+//! pod's namespace (prometheus-operator's ServiceMonitor and PodMonitor); with `honorLabels:
+//! false`, the chart's default, Prometheus would rename ours to `exported_namespace`, and the
+//! alerts' `by (namespace)` would then group by the operator's namespace, not the pool's.
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Mutex;
@@ -56,13 +64,26 @@ struct PhaseLabel {
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct AgentLabels {
     pool: String,
+    /// Not `namespace`: see the module doc.
+    pool_namespace: String,
     state: String,
 }
 
-/// Label of the queue-depth gauge.
+/// Labels of the queue-depth gauge: the pool's name and namespace.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct PoolLabel {
+struct PoolLabels {
     pool: String,
+    /// Not `namespace`: see the module doc.
+    pool_namespace: String,
+}
+
+impl PoolLabels {
+    fn new(namespace: &str, pool: &str) -> Self {
+        Self {
+            pool: pool.to_owned(),
+            pool_namespace: namespace.to_owned(),
+        }
+    }
 }
 
 /// Labels of the token counter.
@@ -99,6 +120,7 @@ fn reconcile_histogram() -> Histogram {
 #[derive(Debug)]
 pub struct Metrics {
     registry: Registry,
+    leader: Gauge,
     tasks: Family<PhaseLabel, Gauge>,
     /// The phase each live Task was last counted in, so the gauge stays exact however often a
     /// phase is reported again.
@@ -106,9 +128,10 @@ pub struct Metrics {
     subtask_duration: Histogram,
     dispatch_latency: Histogram,
     agents: Family<AgentLabels, Gauge>,
-    /// The agent states reported per pool, so `forget_pool` can remove every series of a pool.
-    pool_states: Mutex<HashMap<String, BTreeSet<String>>>,
-    queue_depth: Family<PoolLabel, Gauge>,
+    /// The agent states reported per pool (by namespace and name), so `forget_pool` can remove
+    /// every series of a pool.
+    pool_states: Mutex<HashMap<PoolLabels, BTreeSet<String>>>,
+    queue_depth: Family<PoolLabels, Gauge>,
     tokens: Family<TokenLabels, Counter>,
     cost_usd: Counter<f64, AtomicU64>,
     reconcile_duration: Family<ControllerLabel, Histogram, fn() -> Histogram>,
@@ -127,9 +150,13 @@ impl Default for Metrics {
 }
 
 impl Metrics {
-    /// A registry with every `maos_*` metric registered and each Task phase at zero.
+    /// A registry with every `maos_*` metric registered, each Task phase at zero and the
+    /// replica not leading.
     pub fn new() -> Self {
         let mut registry = Registry::with_prefix("maos");
+        // Registered at 0 so a standby has the series from its first scrape: "no replica
+        // leads" is then `max(maos_leader) == 0`, not the absence of a series.
+        let leader = Gauge::default();
         let tasks = Family::<PhaseLabel, Gauge>::default();
         for phase in PHASES {
             tasks
@@ -142,7 +169,7 @@ impl Metrics {
         let subtask_duration = Histogram::new(exponential_buckets(1.0, 2.0, 14));
         let dispatch_latency = Histogram::new(FAST_BUCKETS);
         let agents = Family::<AgentLabels, Gauge>::default();
-        let queue_depth = Family::<PoolLabel, Gauge>::default();
+        let queue_depth = Family::<PoolLabels, Gauge>::default();
         let tokens = Family::<TokenLabels, Counter>::default();
         let cost_usd = Counter::<f64, AtomicU64>::default();
         let reconcile_duration =
@@ -157,6 +184,11 @@ impl Metrics {
         let checkpoint_bytes = Histogram::new(exponential_buckets(1024.0, 4.0, 11));
         let restores = Family::<OutcomeLabel, Counter>::default();
 
+        registry.register(
+            "leader",
+            "Whether this replica holds the leader Lease (1) or is a standby (0)",
+            leader.clone(),
+        );
         registry.register("tasks", "Tasks, by phase", tasks.clone());
         registry.register(
             "subtask_duration_seconds",
@@ -168,10 +200,14 @@ impl Metrics {
             "Time from a subtask becoming ready to its dispatch",
             dispatch_latency.clone(),
         );
-        registry.register("agents", "Agents, by pool and state", agents.clone());
+        registry.register(
+            "agents",
+            "Agents, by pool, pool namespace and state",
+            agents.clone(),
+        );
         registry.register(
             "queue_depth",
-            "Work items waiting in a pool's queue",
+            "Work items waiting in a pool's queue, by pool and pool namespace",
             queue_depth.clone(),
         );
         registry.register(
@@ -217,6 +253,7 @@ impl Metrics {
         );
         Self {
             registry,
+            leader,
             tasks,
             task_phases: Mutex::new(HashMap::new()),
             subtask_duration,
@@ -234,6 +271,11 @@ impl Metrics {
             checkpoint_bytes,
             restores,
         }
+    }
+
+    /// Records whether this replica leads (runs the controllers) or stands by.
+    pub fn set_leading(&self, leading: bool) {
+        self.leader.set(i64::from(leading));
     }
 
     /// Records the phase of the Task with this uid; `None` when the Task is gone.
@@ -273,48 +315,49 @@ impl Metrics {
         self.dispatch_latency.observe(seconds);
     }
 
-    /// Sets how many agents of `pool` are in `state` (`starting`, `idle`, `busy` or `dead`).
-    pub fn set_agents(&self, pool: &str, state: &str, n: i64) {
+    /// Sets how many agents of the pool `namespace`/`pool` are in `state` (`starting`, `idle`,
+    /// `busy` or `dead`).
+    pub fn set_agents(&self, namespace: &str, pool: &str, state: &str, n: i64) {
         self.pool_states
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .entry(pool.to_owned())
+            .entry(PoolLabels::new(namespace, pool))
             .or_default()
             .insert(state.to_owned());
         self.agents
             .get_or_create(&AgentLabels {
                 pool: pool.to_owned(),
+                pool_namespace: namespace.to_owned(),
                 state: state.to_owned(),
             })
             .set(n);
     }
 
-    /// Sets how many work items wait in `pool`'s queue.
-    pub fn set_queue_depth(&self, pool: &str, n: i64) {
+    /// Sets how many work items wait in the queue of the pool `namespace`/`pool`.
+    pub fn set_queue_depth(&self, namespace: &str, pool: &str, n: i64) {
         self.queue_depth
-            .get_or_create(&PoolLabel {
-                pool: pool.to_owned(),
-            })
+            .get_or_create(&PoolLabels::new(namespace, pool))
             .set(n);
     }
 
-    /// Removes every series of a deleted pool.
-    pub fn forget_pool(&self, pool: &str) {
+    /// Removes every series of the deleted pool `namespace`/`pool`; pools of the same name in
+    /// other namespaces keep theirs.
+    pub fn forget_pool(&self, namespace: &str, pool: &str) {
+        let key = PoolLabels::new(namespace, pool);
         let states = self
             .pool_states
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .remove(pool)
+            .remove(&key)
             .unwrap_or_default();
         for state in states {
             self.agents.remove(&AgentLabels {
                 pool: pool.to_owned(),
+                pool_namespace: namespace.to_owned(),
                 state,
             });
         }
-        self.queue_depth.remove(&PoolLabel {
-            pool: pool.to_owned(),
-        });
+        self.queue_depth.remove(&key);
     }
 
     /// Adds `n` tokens of `kind` (`input`, `output`, `cache_read` or `cache_creation`).
@@ -460,28 +503,104 @@ mod tests {
     }
 
     #[test]
+    fn standby_reports_not_leading_from_the_start_and_leading_once_it_leads() {
+        let metrics = Metrics::new();
+        assert_series(&metrics.encode(), "maos_leader 0");
+        metrics.set_leading(true);
+        let text = metrics.encode();
+        assert_series(&text, "maos_leader 1");
+        assert!(!series(&text, "maos_leader 0"), "{text}");
+    }
+
+    #[test]
+    fn leader_that_steps_down_reports_not_leading() {
+        let metrics = Metrics::new();
+        metrics.set_leading(true);
+        metrics.set_leading(false);
+        assert_series(&metrics.encode(), "maos_leader 0");
+    }
+
+    #[test]
     fn agents_and_queue_depth_are_reported_per_pool() {
         let metrics = Metrics::new();
-        metrics.set_agents("coders", "idle", 3);
-        metrics.set_agents("coders", "busy", 2);
-        metrics.set_queue_depth("coders", 7);
+        metrics.set_agents("team-a", "coders", "idle", 3);
+        metrics.set_agents("team-a", "coders", "busy", 2);
+        metrics.set_queue_depth("team-a", "coders", 7);
         let text = metrics.encode();
-        assert_series(&text, "maos_agents{pool=\"coders\",state=\"idle\"} 3");
-        assert_series(&text, "maos_agents{pool=\"coders\",state=\"busy\"} 2");
-        assert_series(&text, "maos_queue_depth{pool=\"coders\"} 7");
+        assert_series(
+            &text,
+            "maos_agents{pool=\"coders\",pool_namespace=\"team-a\",state=\"idle\"} 3",
+        );
+        assert_series(
+            &text,
+            "maos_agents{pool=\"coders\",pool_namespace=\"team-a\",state=\"busy\"} 2",
+        );
+        assert_series(
+            &text,
+            "maos_queue_depth{pool=\"coders\",pool_namespace=\"team-a\"} 7",
+        );
+    }
+
+    #[test]
+    fn pools_of_the_same_name_in_two_namespaces_are_two_series() {
+        let metrics = Metrics::new();
+        metrics.set_agents("team-a", "default", "busy", 2);
+        metrics.set_agents("team-b", "default", "busy", 5);
+        metrics.set_queue_depth("team-a", "default", 1);
+        metrics.set_queue_depth("team-b", "default", 9);
+        let text = metrics.encode();
+        assert_series(
+            &text,
+            "maos_agents{pool=\"default\",pool_namespace=\"team-a\",state=\"busy\"} 2",
+        );
+        assert_series(
+            &text,
+            "maos_agents{pool=\"default\",pool_namespace=\"team-b\",state=\"busy\"} 5",
+        );
+        assert_series(
+            &text,
+            "maos_queue_depth{pool=\"default\",pool_namespace=\"team-a\"} 1",
+        );
+        assert_series(
+            &text,
+            "maos_queue_depth{pool=\"default\",pool_namespace=\"team-b\"} 9",
+        );
     }
 
     #[test]
     fn forgotten_pool_loses_its_series_and_other_pools_keep_theirs() {
         let metrics = Metrics::new();
-        metrics.set_agents("coders", "idle", 3);
-        metrics.set_agents("coders", "dead", 1);
-        metrics.set_queue_depth("coders", 7);
-        metrics.set_agents("writers", "busy", 1);
-        metrics.forget_pool("coders");
+        metrics.set_agents("team-a", "coders", "idle", 3);
+        metrics.set_agents("team-a", "coders", "dead", 1);
+        metrics.set_queue_depth("team-a", "coders", 7);
+        metrics.set_agents("team-a", "writers", "busy", 1);
+        metrics.forget_pool("team-a", "coders");
         let text = metrics.encode();
         assert!(!text.contains("pool=\"coders\""), "{text}");
-        assert_series(&text, "maos_agents{pool=\"writers\",state=\"busy\"} 1");
+        assert_series(
+            &text,
+            "maos_agents{pool=\"writers\",pool_namespace=\"team-a\",state=\"busy\"} 1",
+        );
+    }
+
+    #[test]
+    fn forgotten_pool_leaves_its_namesake_in_another_namespace() {
+        let metrics = Metrics::new();
+        metrics.set_agents("team-a", "default", "idle", 3);
+        metrics.set_queue_depth("team-a", "default", 7);
+        metrics.set_agents("team-b", "default", "idle", 4);
+        metrics.set_queue_depth("team-b", "default", 2);
+        metrics.forget_pool("team-a", "default");
+        let text = metrics.encode();
+        assert!(!text.contains("pool_namespace=\"team-a\""), "{text}");
+        assert_series(
+            &text,
+            "maos_agents{pool=\"default\",pool_namespace=\"team-b\",state=\"idle\"} 4",
+        );
+        assert_series(
+            &text,
+            "maos_queue_depth{pool=\"default\",pool_namespace=\"team-b\"} 2",
+        );
     }
 
     #[test]

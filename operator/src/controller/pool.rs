@@ -464,9 +464,11 @@ async fn step(
         ("starting", starting + created as u32),
         ("dead", dead),
     ] {
-        ctx.metrics.set_agents(&name, state, i64::from(n));
+        ctx.metrics
+            .set_agents(&namespace, &name, state, i64::from(n));
     }
-    ctx.metrics.set_queue_depth(&name, stats.waiting as i64);
+    ctx.metrics
+        .set_queue_depth(&namespace, &name, stats.waiting as i64);
 
     let min = pool.spec.replicas.min;
     let ready = status.ready_agents;
@@ -772,7 +774,8 @@ async fn cleanup(pool: &AgentPool, ctx: &Context) -> Result<Action, Error> {
     if let Ok(mut pools) = ctx.pools.lock() {
         pools.remove(&uid);
     }
-    ctx.metrics.forget_pool(&pool.name_any());
+    ctx.metrics
+        .forget_pool(&pool.namespace().unwrap_or_default(), &pool.name_any());
     let coord = Pool::new(ctx.redis.clone(), &PoolUid::new(&uid)?);
     Acl::new(ctx.redis.clone())
         .delete_pool_user(coord.keys())
