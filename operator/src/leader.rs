@@ -2,9 +2,16 @@
 //! it: one replica holds the Lease and renews it; a standby takes it once its holder has not
 //! renewed for the lease duration, or at once when the holder releases it on shutdown.
 //!
+//! Expiry is judged on the observer's own monotonic clock, from when it last saw the Lease's
+//! record change, never by comparing the holder's `renewTime` with the observer's wall clock:
+//! replicas whose clocks disagree by more than a lease duration still never lead together.
+//! The holder steps down when it could not renew within its renew deadline, a renewal period
+//! before any standby may take the Lease (fencing).
+//!
 //! The decision is the pure [`decide`]; [`LeaderElector`] reads the Lease, applies the decision
 //! and writes with the Lease's resourceVersion, so of two contenders at most one write wins.
 
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
@@ -72,17 +79,43 @@ pub enum LeaseAction {
     Wait {
         /// The current holder's identity.
         holder: String,
-        /// When the Lease expires unless renewed.
-        retry_at: Timestamp,
+        /// When, on our clock, the Lease expires unless its record changes meanwhile.
+        retry_at: Instant,
     },
 }
 
-/// Decides what `identity` should do with `lease` at `now`; `lease_duration` applies only
-/// when the Lease does not state its own.
+/// What a contender last saw of the Lease's record, and since when on its own clock.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Observed {
+    record: Option<LeaseSpec>,
+    since: Option<Instant>,
+}
+
+impl Observed {
+    /// Notes the record `lease` holds as seen at `now` and returns since when this record has
+    /// been seen unchanged: the clock restarts only when the record changes (a renewal, a new
+    /// holder), so a holder that stopped renewing is judged by how long it has been silent.
+    pub fn see(&mut self, lease: Option<&Lease>, now: Instant) -> Instant {
+        let record = lease.and_then(|l| l.spec.as_ref());
+        match self.since {
+            Some(since) if self.record.as_ref() == record => since,
+            _ => {
+                self.record = record.cloned();
+                self.since = Some(now);
+                now
+            }
+        }
+    }
+}
+
+/// Decides what `identity` should do with `lease` at `now`, having seen its current record
+/// unchanged since `seen_since` (both on this replica's monotonic clock); `lease_duration`
+/// applies only when the Lease does not state its own.
 pub fn decide(
     lease: Option<&Lease>,
     identity: &str,
-    now: Timestamp,
+    seen_since: Instant,
+    now: Instant,
     lease_duration: Duration,
 ) -> LeaseAction {
     let Some(lease) = lease else {
@@ -98,17 +131,17 @@ pub fn decide(
     if holder == identity {
         return LeaseAction::Renew;
     }
-    // A holder that never stated a renewal gives no evidence that it is alive.
-    let Some(renewed) = spec.and_then(|s| s.renew_time.as_ref()) else {
-        return LeaseAction::Acquire;
-    };
     // The holder's own duration is the promise it made; ours may differ during a rollout.
     let duration = spec
         .and_then(|s| s.lease_duration_seconds)
         .and_then(|s| u64::try_from(s).ok())
         .filter(|s| *s > 0)
         .map_or(lease_duration, Duration::from_secs);
-    let retry_at = renewed.0.checked_add(duration).unwrap_or(Timestamp::MAX);
+    // The holder renewed no later than we first saw this record, so it promised to lead until
+    // at most `duration` after that: whatever its clock said when it wrote `renewTime`.
+    let retry_at = seen_since
+        .checked_add(duration)
+        .unwrap_or(now + Duration::from_secs(86_400));
     if now >= retry_at {
         LeaseAction::Acquire
     } else {
@@ -217,11 +250,17 @@ fn is_conflict(error: &kube::Error) -> bool {
     matches!(error, kube::Error::Api(status) if status.code == 409)
 }
 
+/// A replica's wall clock: what it writes into `renewTime` and `acquireTime`.
+type WallClock = Arc<dyn Fn() -> Timestamp + Send + Sync>;
+
 /// Contends for one Lease on behalf of this replica.
 #[derive(Clone)]
 pub struct LeaderElector {
     api: Api<Lease>,
     settings: LeaseSettings,
+    /// The Lease's record as this replica last saw it; shared by clones of one elector.
+    observed: Arc<Mutex<Observed>>,
+    wall_clock: WallClock,
 }
 
 impl std::fmt::Debug for LeaderElector {
@@ -238,7 +277,28 @@ impl LeaderElector {
         Self {
             api: Api::namespaced(client, &settings.namespace),
             settings,
+            observed: Arc::default(),
+            wall_clock: Arc::new(Timestamp::now),
         }
+    }
+
+    /// The same elector with another wall clock for the times it writes into the Lease (tests
+    /// give replicas skewed clocks with it: the election never compares wall clocks).
+    #[must_use]
+    pub fn with_wall_clock(
+        mut self,
+        clock: impl Fn() -> Timestamp + Send + Sync + 'static,
+    ) -> Self {
+        self.wall_clock = Arc::new(clock);
+        self
+    }
+
+    /// Notes `lease` as seen now; since when its record has been seen unchanged.
+    fn observe(&self, lease: Option<&Lease>, now: Instant) -> Instant {
+        self.observed
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .see(lease, now)
     }
 
     /// The settings this elector contends with.
@@ -258,13 +318,16 @@ impl LeaderElector {
             .get_opt(&self.settings.name)
             .await
             .map_err(|source| self.unreadable(source))?;
-        let now = Timestamp::now();
+        let seen = Instant::now();
+        let seen_since = self.observe(lease.as_ref(), seen);
         let action = decide(
             lease.as_ref(),
             &self.settings.identity,
-            now,
+            seen_since,
+            seen,
             self.settings.lease_duration,
         );
+        let now = (self.wall_clock)();
         // Replacing with the resourceVersion we read makes the write conditional: if anyone
         // wrote the Lease since, the API server answers 409 and this step is lost.
         let written = match (action, lease) {
@@ -295,7 +358,11 @@ impl LeaderElector {
             (LeaseAction::Create, Some(_)) => return Ok(Step::LostRace),
         };
         match written {
-            Ok(_) => Ok(Step::Leading),
+            Ok(lease) => {
+                // Our own write is the record a later read must compare with.
+                self.observe(Some(&lease), Instant::now());
+                Ok(Step::Leading)
+            }
             Err(error) if is_conflict(&error) => Ok(Step::LostRace),
             Err(source) => Err(self.not_written(source)),
         }
@@ -389,7 +456,7 @@ impl LeaderElector {
         if holder != Some(self.settings.identity.as_str()) {
             return;
         }
-        let now = Timestamp::now();
+        let now = (self.wall_clock)();
         match self
             .api
             .replace(
@@ -459,54 +526,101 @@ mod tests {
         LeaseSettings::new("maos-operator", "maos-system", "me")
     }
 
+    /// Instants `n` seconds after one fixed start, as a replica's monotonic clock reads them.
+    fn clock() -> impl Fn(u64) -> Instant {
+        let start = Instant::now();
+        move |n| start + Duration::from_secs(n)
+    }
+
     #[test]
     fn missing_lease_is_created() {
-        assert_eq!(decide(None, "me", at(0), OURS), LeaseAction::Create);
+        let t = clock();
+        assert_eq!(decide(None, "me", t(0), t(0), OURS), LeaseAction::Create);
     }
 
     #[test]
     fn own_lease_is_renewed() {
+        let t = clock();
         let own = lease(Some("me"), Some(0), Some(15));
-        assert_eq!(decide(Some(&own), "me", at(1), OURS), LeaseAction::Renew);
+        assert_eq!(
+            decide(Some(&own), "me", t(0), t(1), OURS),
+            LeaseAction::Renew
+        );
     }
 
     #[test]
     fn own_expired_lease_is_renewed_not_reacquired() {
+        let t = clock();
         let own = lease(Some("me"), Some(0), Some(15));
-        assert_eq!(decide(Some(&own), "me", at(60), OURS), LeaseAction::Renew);
+        assert_eq!(
+            decide(Some(&own), "me", t(0), t(60), OURS),
+            LeaseAction::Renew
+        );
     }
 
     #[test]
-    fn others_fresh_lease_is_waited_for_until_it_expires() {
+    fn others_lease_is_waited_for_until_a_duration_after_its_record_was_first_seen() {
+        let t = clock();
         let theirs = lease(Some("other"), Some(0), Some(15));
         assert_eq!(
-            decide(Some(&theirs), "me", at(14), OURS),
+            decide(Some(&theirs), "me", t(3), t(17), OURS),
             LeaseAction::Wait {
                 holder: "other".into(),
-                retry_at: at(15),
+                retry_at: t(18),
             }
+        );
+        assert_eq!(
+            decide(Some(&theirs), "me", t(3), t(18), OURS),
+            LeaseAction::Acquire
+        );
+        assert_eq!(
+            decide(Some(&theirs), "me", t(3), t(300), OURS),
+            LeaseAction::Acquire
         );
     }
 
     #[test]
-    fn others_lease_is_acquired_once_its_duration_has_passed() {
-        let theirs = lease(Some("other"), Some(0), Some(15));
-        assert_eq!(
-            decide(Some(&theirs), "me", at(15), OURS),
-            LeaseAction::Acquire
-        );
-        assert_eq!(
-            decide(Some(&theirs), "me", at(300), OURS),
-            LeaseAction::Acquire
-        );
+    fn the_holders_renew_time_does_not_matter_whatever_its_clock_says() {
+        let t = clock();
+        // A renewTime an hour in the past (its clock is slow, or ours fast), in the future,
+        // or none at all: a record first seen now is valid for the lease duration from now.
+        for renewed in [Some(-3600), Some(3600), None] {
+            let theirs = lease(Some("other"), renewed, Some(15));
+            assert_eq!(
+                decide(Some(&theirs), "me", t(0), t(14), OURS),
+                LeaseAction::Wait {
+                    holder: "other".into(),
+                    retry_at: t(15),
+                },
+                "renewTime {renewed:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_record_is_seen_since_it_last_changed() {
+        let t = clock();
+        let mut observed = Observed::default();
+        let first = lease(Some("other"), Some(0), Some(15));
+        assert_eq!(observed.see(Some(&first), t(1)), t(1));
+        assert_eq!(observed.see(Some(&first), t(9)), t(1), "unchanged");
+        // Only the resourceVersion moved: the record is the same.
+        let mut same = first.clone();
+        same.metadata.resource_version = Some("8".into());
+        assert_eq!(observed.see(Some(&same), t(10)), t(1));
+        let renewed = lease(Some("other"), Some(2), Some(15));
+        assert_eq!(observed.see(Some(&renewed), t(11)), t(11), "a renewal");
+        assert_eq!(observed.see(None, t(12)), t(12), "deleted");
+        assert_eq!(observed.see(None, t(13)), t(12));
     }
 
     #[test]
     fn released_lease_is_acquired_at_once() {
+        let t = clock();
         for holder in [None, Some("")] {
             let free = lease(holder, Some(0), Some(15));
             assert_eq!(
-                decide(Some(&free), "me", at(1), OURS),
+                decide(Some(&free), "me", t(1), t(1), OURS),
                 LeaseAction::Acquire,
                 "holder {holder:?}"
             );
@@ -515,48 +629,45 @@ mod tests {
 
     #[test]
     fn lease_without_spec_is_acquired() {
+        let t = clock();
         let bare = Lease {
             metadata: ObjectMeta::default(),
             spec: None,
         };
-        assert_eq!(decide(Some(&bare), "me", at(0), OURS), LeaseAction::Acquire);
-    }
-
-    #[test]
-    fn others_lease_without_renew_time_is_acquired() {
-        let theirs = lease(Some("other"), None, Some(15));
         assert_eq!(
-            decide(Some(&theirs), "me", at(0), OURS),
+            decide(Some(&bare), "me", t(0), t(0), OURS),
             LeaseAction::Acquire
         );
     }
 
     #[test]
     fn lease_duration_stated_in_the_lease_wins_over_ours() {
+        let t = clock();
         let theirs = lease(Some("other"), Some(0), Some(60));
         assert_eq!(
-            decide(Some(&theirs), "me", at(30), OURS),
+            decide(Some(&theirs), "me", t(0), t(30), OURS),
             LeaseAction::Wait {
                 holder: "other".into(),
-                retry_at: at(60),
+                retry_at: t(60),
             }
         );
         let short = lease(Some("other"), Some(0), Some(5));
         assert_eq!(
-            decide(Some(&short), "me", at(5), OURS),
+            decide(Some(&short), "me", t(0), t(5), OURS),
             LeaseAction::Acquire
         );
     }
 
     #[test]
     fn our_lease_duration_applies_when_the_lease_states_none_or_nonsense() {
+        let t = clock();
         for duration in [None, Some(0), Some(-4)] {
             let theirs = lease(Some("other"), Some(0), duration);
             assert_eq!(
-                decide(Some(&theirs), "me", at(10), OURS),
+                decide(Some(&theirs), "me", t(0), t(10), OURS),
                 LeaseAction::Wait {
                     holder: "other".into(),
-                    retry_at: at(15),
+                    retry_at: t(15),
                 },
                 "leaseDurationSeconds {duration:?}"
             );
@@ -600,6 +711,7 @@ mod tests {
 
     #[test]
     fn released_lease_has_no_holder_and_keeps_its_transitions() {
+        let t = clock();
         let own = lease(Some("me"), Some(0), Some(15));
         let spec = released(own, at(5)).spec.expect("spec");
         assert_eq!(spec.holder_identity, None);
@@ -611,7 +723,8 @@ mod tests {
                     spec: Some(spec)
                 }),
                 "other",
-                at(5),
+                t(0),
+                t(0),
                 OURS
             ),
             LeaseAction::Acquire

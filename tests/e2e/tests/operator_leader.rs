@@ -106,8 +106,12 @@ impl Contender {
     /// Starts contending; its `leading` channel feeds `election`. A contender whose `run` task
     /// ends, returning or aborted like a killed process, counts as not leading.
     fn start(client: &kube::Client, settings: LeaseSettings, election: &Election) -> Self {
-        let identity = settings.identity.clone();
-        let elector = LeaderElector::new(client.clone(), settings);
+        Self::start_with(LeaderElector::new(client.clone(), settings), election)
+    }
+
+    /// Starts contending with `elector` (one with its own wall clock, say).
+    fn start_with(elector: LeaderElector, election: &Election) -> Self {
+        let identity = elector.settings().identity.clone();
         let (sender, leading) = watch::channel(false);
         let mut observed = leading.clone();
         let run = tokio::spawn(elector.clone().run(sender));
@@ -294,9 +298,11 @@ async fn contenders_racing_for_a_missing_or_expired_lease_never_both_win() {
     let leases: Api<Lease> = Api::namespaced(client.clone(), NAMESPACE);
     for round in 0..20 {
         let name = format!("race-{round}");
-        if round % 2 == 1 {
-            // An expired Lease of a dead holder: both contenders decide to take it over.
-            let stale = Timestamp::now() - Duration::from_secs(600);
+        let stale = round % 2 == 1;
+        if stale {
+            // The Lease of a dead holder: both contenders see it stop changing, then decide
+            // to take it over at the same moment.
+            let long_ago = Timestamp::now() - Duration::from_secs(600);
             let lease = Lease {
                 metadata: ObjectMeta {
                     name: Some(name.clone()),
@@ -304,9 +310,9 @@ async fn contenders_racing_for_a_missing_or_expired_lease_never_both_win() {
                 },
                 spec: Some(LeaseSpec {
                     holder_identity: Some("dead-replica".into()),
-                    lease_duration_seconds: Some(3),
-                    renew_time: Some(MicroTime(stale)),
-                    acquire_time: Some(MicroTime(stale)),
+                    lease_duration_seconds: Some(1),
+                    renew_time: Some(MicroTime(long_ago)),
+                    acquire_time: Some(MicroTime(long_ago)),
                     lease_transitions: Some(0),
                     ..LeaseSpec::default()
                 }),
@@ -316,10 +322,23 @@ async fn contenders_racing_for_a_missing_or_expired_lease_never_both_win() {
                 .await
                 .expect("stale lease is created");
         }
-        let [a, b] = ["replica-a", "replica-b"].map(|id| {
-            let elector = LeaderElector::new(client.clone(), settings(id, &name, LEASE_DURATION));
-            tokio::spawn(async move { elector.try_acquire_or_renew().await })
-        });
+        let electors = ["replica-a", "replica-b"]
+            .map(|id| LeaderElector::new(client.clone(), settings(id, &name, LEASE_DURATION)));
+        if stale {
+            // However old its renewTime, a record first seen now is valid for its duration.
+            let first_seen = Instant::now();
+            for elector in &electors {
+                assert!(
+                    !elector.try_acquire_or_renew().await.expect("election step"),
+                    "round {round}: a lease seen for the first time was taken at once"
+                );
+            }
+            // The lease's own term, on the contenders' clocks: the protocol's wait, not a
+            // guess at how long something else takes.
+            tokio::time::sleep_until(first_seen + Duration::from_secs(1)).await;
+        }
+        let [a, b] = electors
+            .map(|elector| tokio::spawn(async move { elector.try_acquire_or_renew().await }));
         let mut winners = 0;
         for step in [a, b] {
             if step.await.expect("step task").expect("election step") {
@@ -384,4 +403,64 @@ async fn leader_that_cannot_reach_the_api_server_steps_down_and_stops() {
         .expect("the run task returns")
         .expect("the run task ends without panicking");
     assert!(!*contender.leading.borrow(), "it still claims to lead");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replicas_whose_clocks_disagree_by_two_minutes_never_lead_together() {
+    let (_cluster, client) = cluster_with_namespace().await;
+    let election = Election::default();
+    // One replica's clock a minute fast, the other's a minute slow: each sees the other's
+    // renewTime two minutes off, forty lease durations.
+    let skewed = |id: &str, seconds: i64| {
+        let elector = LeaderElector::new(client.clone(), settings(id, LEASE, LEASE_DURATION))
+            .with_wall_clock(move || {
+                Timestamp::now()
+                    .checked_add(jiff::SignedDuration::from_secs(seconds))
+                    .expect("a skewed time")
+            });
+        Contender::start_with(elector, &election)
+    };
+    let contenders = [skewed("replica-a", 60), skewed("replica-b", -60)];
+    let leader = election.one_leader(PATIENCE).await;
+    held_for(&client, &election, &leader, 2 * LEASE_DURATION).await;
+    assert_eq!(election.most_at_once(), 1, "two contenders led at once");
+
+    // And the standby still takes over from a dead leader within the lease duration.
+    let (leader, standby) = leader_and_standby(contenders, &leader);
+    leader.kill().await;
+    election
+        .leader_is(&standby.identity, LEASE_DURATION + RENEW_EVERY + SLACK)
+        .await;
+    assert_eq!(lease_spec(&client, LEASE).await.lease_transitions, Some(1));
+    assert_eq!(election.most_at_once(), 1, "two contenders led at once");
+    standby.kill().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn leader_whose_renewals_come_back_too_late_steps_down_and_no_two_ever_lead() {
+    let (cluster, client) = cluster_with_namespace().await;
+    let Some(testbed) = cluster.testbed() else {
+        eprintln!("skipped: a real API server cannot be slowed by the test");
+        return;
+    };
+    let (election, contenders) = two_contenders(&client, LEASE_DURATION);
+    let leader = election.one_leader(PATIENCE).await;
+    held_for(&client, &election, &leader, 4 * RENEW_EVERY).await;
+    let (leader, standby) = leader_and_standby(contenders, &leader);
+
+    // Slower than a renewal may take but shorter than the lease: each renewal still lands, too
+    // late for the leader to go on trusting it.
+    testbed.faults().delay("leases", LEASE_DURATION);
+    tokio::time::timeout(LEASE_DURATION + SLACK, leader.run)
+        .await
+        .expect("the leader steps down")
+        .expect("the run task ends without panicking");
+    assert!(!*leader.leading.borrow(), "it still claims to lead");
+
+    // Once the API server answers in time again the standby takes over; at no point did both
+    // lead, although both kept contending through the slow answers.
+    testbed.faults().delay("leases", Duration::ZERO);
+    election.leader_is(&standby.identity, PATIENCE).await;
+    assert_eq!(election.most_at_once(), 1, "two contenders led at once");
+    standby.kill().await;
 }

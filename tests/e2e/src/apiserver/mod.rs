@@ -14,6 +14,7 @@ pub mod deployments;
 pub mod discovery;
 pub mod disruption;
 pub mod events;
+pub mod faults;
 pub mod gc;
 pub mod managed;
 pub mod openapi;
@@ -128,6 +129,7 @@ pub struct Testbed {
     owned_dir: Option<PathBuf>,
     cluster: Arc<Cluster>,
     auth: Arc<auth::Auth>,
+    faults: Arc<faults::Faults>,
     ca_pem: String,
     stop: Option<tokio::sync::watch::Sender<bool>>,
     thread: Option<std::thread::JoinHandle<()>>,
@@ -171,10 +173,12 @@ impl Testbed {
             ca_pem: certificates.ca_pem.clone(),
         });
         let auth = Arc::new(auth::Auth::new(token));
+        let faults = Arc::new(faults::Faults::default());
         let (stop, stopped) = tokio::sync::watch::channel(false);
         let state = Arc::new(ServerState {
             cluster: cluster.clone(),
             auth: auth.clone(),
+            faults: faults.clone(),
             bookmark_interval: config.bookmark_interval,
             logs: config.logs.clone(),
             shutdown: stopped.clone(),
@@ -211,6 +215,7 @@ impl Testbed {
             owned_dir,
             cluster,
             auth,
+            faults,
             ca_pem: certificates.ca_pem.clone(),
             stop: Some(stop),
             thread: Some(thread),
@@ -235,6 +240,11 @@ impl Testbed {
     /// The API's state, for in-process collaborators such as the kubelet.
     pub fn cluster(&self) -> &Arc<Cluster> {
         &self.cluster
+    }
+
+    /// The faults injected into this server's answers.
+    pub fn faults(&self) -> &Arc<faults::Faults> {
+        &self.faults
     }
 
     /// Who may do what: tokens, and the record of RBAC decisions about users outside

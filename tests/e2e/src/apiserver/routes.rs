@@ -42,6 +42,8 @@ pub struct ServerState {
     pub cluster: Arc<Cluster>,
     /// Tokens, impersonation and RBAC.
     pub auth: Arc<Auth>,
+    /// Injected latency.
+    pub faults: Arc<super::faults::Faults>,
     /// How often watches that allow bookmarks get one.
     pub bookmark_interval: Duration,
     /// Where pod logs come from.
@@ -173,6 +175,9 @@ async fn route(
     state
         .auth
         .require(&state.cluster, &request.user, &attributes)?;
+    if let Some(delay) = state.faults.delay_for(&attributes.resource) {
+        tokio::time::sleep(delay).await;
+    }
     let segments: Vec<&str> = request.path.split('/').filter(|s| !s.is_empty()).collect();
     let registry = || state.cluster.registry();
     let get_only = |value: Option<Value>| -> Result<Response<Body>, ApiError> {

@@ -14,7 +14,7 @@ pub mod rbac;
 pub mod reviews;
 pub mod tokens;
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::sync::Mutex;
 
 use attributes::Attributes;
@@ -128,7 +128,8 @@ pub struct AccessRecord {
 /// The authentication and authorization state of one API server.
 pub struct Auth {
     tokens: tokens::Tokens,
-    log: Mutex<BTreeSet<AccessRecord>>,
+    /// Each distinct decision and how many requests it was made for.
+    log: Mutex<BTreeMap<AccessRecord, u64>>,
 }
 
 impl std::fmt::Debug for Auth {
@@ -142,7 +143,7 @@ impl Auth {
     pub fn new(admin_token: String) -> Self {
         Auth {
             tokens: tokens::Tokens::new(admin_token),
-            log: Mutex::new(BTreeSet::new()),
+            log: Mutex::new(BTreeMap::new()),
         }
     }
 
@@ -205,7 +206,9 @@ impl Auth {
         self.log
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .insert(record);
+            .entry(record)
+            .and_modify(|n| *n += 1)
+            .or_insert(1);
     }
 
     /// Every distinct decision made about a user outside `system:masters`, in order.
@@ -213,8 +216,19 @@ impl Auth {
         self.log
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .iter()
+            .keys()
             .cloned()
+            .collect()
+    }
+
+    /// Every distinct decision made about a user outside `system:masters`, with how many
+    /// requests it was made for (a watch counts once, when it is opened).
+    pub fn request_counts(&self) -> Vec<(AccessRecord, u64)> {
+        self.log
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .map(|(record, n)| (record.clone(), *n))
             .collect()
     }
 
