@@ -6,6 +6,7 @@ use std::time::Duration;
 use clap::Parser;
 
 use maos_core::coord::ratelimit::{Bucket, RateLimits};
+use maos_core::coord::{RedisTls, TlsError};
 
 /// A MAOS agent: claims subtasks from its AgentPool's queue and works them with Claude.
 #[derive(Clone, Debug, Parser)]
@@ -34,6 +35,31 @@ pub struct AgentConfig {
     /// The pool's Redis ACL password (from the pool's Secret; never logged).
     #[arg(long, env = "MAOS_REDIS_PASSWORD", hide_env_values = true)]
     pub redis_password: Option<maos_core::coord::Secret>,
+
+    /// PEM CA bundle file that verifies `rediss://` servers; none: `--redis-ca-pem`, else the
+    /// system's roots.
+    #[arg(long, env = "MAOS_REDIS_CA_FILE", conflicts_with = "redis_ca_pem")]
+    pub redis_ca_file: Option<std::path::PathBuf>,
+
+    /// The PEM CA bundle itself (the operator sets it in agent pods from its own).
+    #[arg(long, env = "MAOS_REDIS_CA_PEM", hide_env_values = true)]
+    pub redis_ca_pem: Option<String>,
+
+    /// PEM client certificate for Redis servers that require one.
+    #[arg(
+        long,
+        env = "MAOS_REDIS_CLIENT_CERT_FILE",
+        requires = "redis_client_key_file"
+    )]
+    pub redis_client_cert_file: Option<std::path::PathBuf>,
+
+    /// PEM private key of `--redis-client-cert-file`.
+    #[arg(
+        long,
+        env = "MAOS_REDIS_CLIENT_KEY_FILE",
+        requires = "redis_client_cert_file"
+    )]
+    pub redis_client_key_file: Option<std::path::PathBuf>,
 
     /// The Claude model.
     #[arg(long, env = "MAOS_MODEL", default_value = "claude-sonnet-4-5")]
@@ -82,6 +108,22 @@ pub struct AgentConfig {
 }
 
 impl AgentConfig {
+    /// The TLS material of the agent's Redis connections: the files named, with the CA bundle
+    /// given as text (`--redis-ca-pem`) when no CA file is.
+    pub fn redis_tls(&self) -> Result<Option<RedisTls>, TlsError> {
+        let files = RedisTls::from_files(
+            self.redis_ca_file.as_deref(),
+            self.redis_client_cert_file.as_deref(),
+            self.redis_client_key_file.as_deref(),
+        )?;
+        match &self.redis_ca_pem {
+            Some(pem) => {
+                RedisTls::with_ca_pem(files, pem.as_bytes(), "MAOS_REDIS_CA_PEM").map(Some)
+            }
+            None => Ok(files),
+        }
+    }
+
     /// The heartbeat period.
     pub fn heartbeat(&self) -> Duration {
         Duration::from_secs(self.heartbeat_seconds.max(1))

@@ -60,7 +60,11 @@ pub async fn run(
     } else {
         Topology::Standalone
     };
-    let mut redis_config = RedisConfig::new(topology, config.redis_urls.iter().cloned());
+    let tls = config
+        .redis_tls()
+        .map_err(|e| WorkerError::Config(format!("Redis TLS: {e}")))?;
+    let mut redis_config =
+        RedisConfig::new(topology, config.redis_urls.iter().cloned()).with_tls(tls);
     if let (Some(user), Some(password)) = (&config.redis_username, &config.redis_password) {
         redis_config = redis_config.with_user(user.clone(), password.clone());
     }

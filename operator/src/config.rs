@@ -30,6 +30,27 @@ pub struct OperatorConfig {
     #[arg(long, env = "MAOS_REDIS_PASSWORD", hide_env_values = true)]
     pub redis_password: Option<maos_core::coord::Secret>,
 
+    /// PEM CA bundle that verifies `rediss://` servers; none: the system's roots. Agent pods
+    /// get the same bundle (in their environment, as `MAOS_REDIS_CA_PEM`).
+    #[arg(long, env = "MAOS_REDIS_CA_FILE")]
+    pub redis_ca_file: Option<PathBuf>,
+
+    /// PEM client certificate the operator presents to Redis servers that require one.
+    #[arg(
+        long,
+        env = "MAOS_REDIS_CLIENT_CERT_FILE",
+        requires = "redis_client_key_file"
+    )]
+    pub redis_client_cert_file: Option<PathBuf>,
+
+    /// PEM private key of `--redis-client-cert-file`.
+    #[arg(
+        long,
+        env = "MAOS_REDIS_CLIENT_KEY_FILE",
+        requires = "redis_client_cert_file"
+    )]
+    pub redis_client_key_file: Option<PathBuf>,
+
     /// Redis URLs agent pods use, if they differ from the operator's (e.g. a Service name).
     #[arg(long, env = "MAOS_AGENT_REDIS_URLS", value_delimiter = ',')]
     pub agent_redis_urls: Vec<String>,
@@ -147,7 +168,18 @@ impl OperatorConfig {
         }
     }
 
-    /// The Redis URLs agent pods use.
+    /// The TLS material of the operator's Redis connections, read from the files named.
+    pub fn redis_tls(
+        &self,
+    ) -> Result<Option<maos_core::coord::RedisTls>, maos_core::coord::TlsError> {
+        maos_core::coord::RedisTls::from_files(
+            self.redis_ca_file.as_deref(),
+            self.redis_client_cert_file.as_deref(),
+            self.redis_client_key_file.as_deref(),
+        )
+    }
+
+    /// Redis URLs for agent pods: `--agent-redis-urls`, else the operator's own.
     pub fn agent_redis_urls(&self) -> Vec<String> {
         if self.agent_redis_urls.is_empty() {
             self.redis_urls.clone()

@@ -16,7 +16,7 @@ use kube::runtime::{Controller, WatchStreamExt as _, watcher};
 use maos_core::api::v1alpha1::{AgentPool, Checkpoint, Task};
 use maos_core::coord::{Redis, RedisConfig, Topology};
 use maos_operator::config::{LogFormat, OperatorConfig, load_price_table};
-use maos_operator::controller::{self, Context, Settings, checkpoint, pool, task};
+use maos_operator::controller::{self, Caches, Context, Settings, checkpoint, pool, task};
 use maos_operator::http::{self, HttpState};
 use maos_operator::leader::{LeaderElector, LeaseSettings};
 use maos_operator::metrics::Metrics;
@@ -97,7 +97,11 @@ async fn run(config: OperatorConfig) -> anyhow::Result<()> {
     } else {
         Topology::Standalone
     };
-    let mut redis_config = RedisConfig::new(topology, config.redis_urls.iter().cloned());
+    let redis_tls = config
+        .redis_tls()
+        .context("loading the Redis TLS files (MAOS_REDIS_CA_FILE, MAOS_REDIS_CLIENT_*_FILE)")?;
+    let mut redis_config =
+        RedisConfig::new(topology, config.redis_urls.iter().cloned()).with_tls(redis_tls.clone());
     if let Some(password) = &config.redis_password {
         let user = config
             .redis_username
@@ -166,6 +170,10 @@ async fn run(config: OperatorConfig) -> anyhow::Result<()> {
             redis_cluster: config.redis_cluster,
             anthropic_base_url: config.agent_anthropic_base_url.clone(),
             http_addr: config.agent_http_addr.clone(),
+            redis_ca_pem: redis_tls
+                .as_ref()
+                .and_then(|tls| tls.ca_pem())
+                .map(|pem| String::from_utf8_lossy(pem).into_owned()),
         },
         prices,
         status_interval: config.status_interval(),
@@ -279,6 +287,19 @@ async fn run_scope(
         }
         _ = stopped(stop.clone()) => { pool_reflector.abort(); return Ok(()); }
     }
+    // The agent pods, which the pool controller reads on every heartbeat from this cache and
+    // is woken by when they change; its reconciles wait until the first list is in.
+    let (pod_cache, pod_writer) = kube::runtime::reflector::store::<Pod>();
+    let pod_changes = kube::runtime::reflector(
+        pod_writer,
+        watcher(
+            pods,
+            watcher::Config::default().labels(maos_core::meta::LABEL_POOL),
+        )
+        .default_backoff(),
+    )
+    .touched_objects();
+
     let (wake_tx, wake_rx) = futures::channel::mpsc::unbounded();
     let ctx = Arc::new(Context::new(
         client.clone(),
@@ -287,16 +308,16 @@ async fn run_scope(
         shared.metrics.clone(),
         Some(shared.identity.clone()),
         wake_tx,
-        pool_cache,
+        Caches {
+            pools: pool_cache,
+            pods: pod_cache,
+        },
     ));
 
-    // The API-key Secret is read by name on every pool reconcile (each heartbeat), so the
+    // The API-key Secret is read by name now and then (see controller::cached_read), so the
     // operator needs no list or watch of Secrets, whose data it must not hold in bulk.
     let pool_controller = Controller::new(pools.clone(), watcher::Config::default())
-        .owns(
-            pods,
-            watcher::Config::default().labels(maos_core::meta::LABEL_POOL),
-        )
+        .owns_stream(pod_changes)
         .graceful_shutdown_on(stopped(stop.clone()))
         .run(
             pool::reconcile,

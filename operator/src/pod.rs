@@ -81,6 +81,10 @@ pub struct AgentEnvironment {
     pub anthropic_base_url: Option<String>,
     /// `MAOS_HTTP_ADDR` for the agents (on a real cluster `0.0.0.0:8080`).
     pub http_addr: String,
+    /// The PEM CA bundle agents verify `rediss://` servers with, as `MAOS_REDIS_CA_PEM`
+    /// (certificates are public, and an agent pod in another namespace could mount no Secret
+    /// of the operator's).
+    pub redis_ca_pem: Option<String>,
 }
 
 /// Why a pod cannot be built.
@@ -182,6 +186,9 @@ pub fn agent_pod(
     ];
     if let Some(base) = &env.anthropic_base_url {
         environment.push(value("ANTHROPIC_BASE_URL", base.clone()));
+    }
+    if let Some(ca) = &env.redis_ca_pem {
+        environment.push(value("MAOS_REDIS_CA_PEM", ca.clone()));
     }
 
     let labels: BTreeMap<String, String> = [
@@ -293,6 +300,7 @@ mod tests {
 
     fn environment() -> AgentEnvironment {
         AgentEnvironment {
+            redis_ca_pem: None,
             redis_urls: vec!["redis://a:6379".into(), "redis://b:6379".into()],
             redis_cluster: true,
             anthropic_base_url: None,

@@ -17,6 +17,7 @@ use redis::{Cmd, IntoConnectionInfo, Pipeline, RedisFuture, RedisResult, Value};
 
 use super::error::{CoordError, CoordResult, is_transient};
 use super::route::{ClusterConn, RouteStats, Router};
+use super::tls::RedisTls;
 
 /// Reconnect attempts the standalone connection manager makes per failed request.
 const CLIENT_RETRIES: usize = 1;
@@ -104,6 +105,9 @@ pub struct RedisConfig {
     pub connection_timeout: Duration,
     /// Retries of transient failures inside the layer.
     pub retry: RetryPolicy,
+    /// CA bundle and client certificate for `rediss://` nodes; `None`: the system's roots and
+    /// no client certificate.
+    pub tls: Option<RedisTls>,
 }
 
 impl RedisConfig {
@@ -117,7 +121,27 @@ impl RedisConfig {
             response_timeout: Duration::from_secs(5),
             connection_timeout: Duration::from_secs(2),
             retry: RetryPolicy::default(),
+            tls: None,
         }
+    }
+
+    /// The same config, verifying `rediss://` servers with `tls` (and presenting its client
+    /// certificate, if it has one).
+    pub fn with_tls(mut self, tls: Option<RedisTls>) -> Self {
+        self.tls = tls;
+        self
+    }
+
+    /// Refuses settings that cannot work together, before any connection is tried.
+    fn check(&self) -> CoordResult<()> {
+        if self.tls.is_some()
+            && let Some(plain) = self.nodes.iter().find(|u| !u.starts_with("rediss://"))
+        {
+            return Err(CoordError::InvalidConfig(format!(
+                "TLS files are given but {plain} is not a rediss:// URL"
+            )));
+        }
+        Ok(())
     }
 
     /// The same config, authenticating as `username` with `password`.
@@ -375,7 +399,12 @@ pub(super) fn node_client(config: &RedisConfig, url: &str) -> RedisResult<redis:
         settings = settings.set_password(password.expose());
     }
     info = info.set_redis_settings(settings);
-    redis::Client::open(info)
+    match &config.tls {
+        Some(tls) if url.starts_with("rediss://") => {
+            redis::Client::build_with_tls(info, tls.certificates())
+        }
+        _ => redis::Client::open(info),
+    }
 }
 
 /// Whether a cluster connection sends single-slot requests to the slot's master itself.
@@ -393,6 +422,7 @@ async fn open(
     routing: Routing,
 ) -> CoordResult<Conn> {
     const OP: &str = "connect";
+    config.check()?;
     match config.topology {
         Topology::Standalone => {
             let Some(url) = config.nodes.first() else {
@@ -441,6 +471,9 @@ async fn open(
             }
             if let Some(password) = &config.password {
                 builder = builder.password(password.expose());
+            }
+            if let Some(tls) = &config.tls {
+                builder = builder.certs(tls.certificates());
             }
             let client = builder.build().map_err(|e| CoordError::from_redis(OP, e))?;
             let mut conn = match client.get_async_connection().await {

@@ -64,6 +64,9 @@ pub enum CoordError {
         /// Why it was refused.
         reason: String,
     },
+    /// The connection settings contradict each other (TLS files for a `redis://` URL, say).
+    #[error("invalid Redis configuration: {0}")]
+    InvalidConfig(String),
     /// A rate-limit request asks for more than a bucket can ever hold, so waiting cannot help.
     #[error("rate-limit request for {requested} {bucket} exceeds the bucket's capacity {capacity}")]
     RateRequestTooLarge {
@@ -127,6 +130,7 @@ impl CoordError {
             Self::ValueTooLarge { .. } => "ValueTooLarge",
             Self::InvalidStateKey { .. } => "InvalidStateKey",
             Self::InvalidName { .. } => "InvalidName",
+            Self::InvalidConfig(_) => "InvalidConfig",
             Self::RateRequestTooLarge { .. } => "RateRequestTooLarge",
             Self::Protocol { .. } => "Protocol",
             Self::Redis { .. } => "RedisError",

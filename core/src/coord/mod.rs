@@ -31,9 +31,11 @@ pub mod route;
 mod script;
 pub mod state;
 pub mod task;
+pub mod tls;
 
 pub use conn::{Redis, RedisConfig, RetryPolicy, Secret, Topology};
 pub use error::{CoordError, CoordResult};
 pub use keys::{AgentName, PoolKeys, PoolUid, TaskKeys, TaskUid};
 pub use pool::Pool;
 pub use task::Task;
+pub use tls::{RedisTls, TlsError};

@@ -37,6 +37,14 @@ const TASK_NOT_STARTED_RECHECK: std::time::Duration = std::time::Duration::from_
 
 /// Reconciles one Checkpoint.
 pub async fn reconcile(checkpoint: Arc<Checkpoint>, ctx: Arc<Context>) -> Result<Action, Error> {
+    let span = super::reconcile_span("checkpoint", checkpoint.as_ref());
+    tracing::Instrument::instrument(reconcile_in_span(checkpoint, ctx), span).await
+}
+
+async fn reconcile_in_span(
+    checkpoint: Arc<Checkpoint>,
+    ctx: Arc<Context>,
+) -> Result<Action, Error> {
     let started = Instant::now();
     let namespace = checkpoint
         .namespace()

@@ -3,7 +3,9 @@
 //! decide. [`Context`] carries what every reconcile needs.
 
 mod backoff;
+mod cached_read;
 pub mod checkpoint;
+mod expectations;
 pub mod pool;
 pub mod task;
 mod task_checkpoints;
@@ -40,6 +42,14 @@ pub struct Settings {
     pub store: crate::checkpoint::store::Store,
 }
 
+/// The reflectors' stores the controllers read instead of asking the API server.
+pub struct Caches {
+    /// Every AgentPool in scope.
+    pub pools: kube::runtime::reflector::Store<maos_core::api::v1alpha1::AgentPool>,
+    /// Every pod labelled with a pool, in scope.
+    pub pods: kube::runtime::reflector::Store<k8s_openapi::api::core::v1::Pod>,
+}
+
 /// What every reconcile needs.
 pub struct Context {
     /// The Kubernetes client.
@@ -63,6 +73,9 @@ pub struct Context {
     /// Every AgentPool, kept by a reflector: a Task's pool, whether it still exists and whether
     /// it can run agents.
     pub(crate) pool_cache: kube::runtime::reflector::Store<maos_core::api::v1alpha1::AgentPool>,
+    /// Every agent pod (labelled with its pool), kept by the pool controller's pod watch: the
+    /// pool controller reads its pods here, not from the API, on each heartbeat.
+    pub(crate) pod_cache: kube::runtime::reflector::Store<k8s_openapi::api::core::v1::Pod>,
     /// Consecutive reconcile failures per object, for the error policy's backoff.
     pub(crate) backoff: backoff::Backoff,
     /// Wakes the Task controller for one Task (event pumps send here).
@@ -72,8 +85,7 @@ pub struct Context {
 }
 
 impl Context {
-    /// A context; `wake` feeds the Task controller's `reconcile_on`; `pool_cache` is a
-    /// reflector's store of the AgentPools.
+    /// A context; `wake` feeds the Task controller's `reconcile_on`.
     pub fn new(
         client: kube::Client,
         redis: Redis,
@@ -83,7 +95,7 @@ impl Context {
         wake: futures::channel::mpsc::UnboundedSender<
             kube::runtime::reflector::ObjectRef<maos_core::api::v1alpha1::Task>,
         >,
-        pool_cache: kube::runtime::reflector::Store<maos_core::api::v1alpha1::AgentPool>,
+        caches: Caches,
     ) -> Self {
         let recorder = Recorder::new(
             client.clone(),
@@ -101,7 +113,8 @@ impl Context {
             newest_checkpoints: Mutex::new(HashMap::new()),
             tasks: Mutex::new(HashMap::new()),
             pools: Mutex::new(HashMap::new()),
-            pool_cache,
+            pool_cache: caches.pools,
+            pod_cache: caches.pods,
             backoff: backoff::Backoff::default(),
             wake,
         }
@@ -188,6 +201,21 @@ impl Error {
             _ => Duration::from_secs(5),
         }
     }
+}
+
+/// The span one reconcile runs in: the controller, the object and its generation, and a
+/// random reconcile id that ties the reconcile's log lines together (controller-rs records an
+/// OpenTelemetry trace id there; the operator exports no traces, so an id of its own serves).
+pub(crate) fn reconcile_span<K: Resource>(controller: &'static str, object: &K) -> tracing::Span {
+    let meta = object.meta();
+    tracing::info_span!(
+        "reconcile",
+        controller,
+        namespace = meta.namespace.as_deref().unwrap_or_default(),
+        object = meta.name.as_deref().unwrap_or_default(),
+        generation = meta.generation.unwrap_or_default(),
+        reconcile_id = %format_args!("{:016x}", fastrand::u64(..)),
+    )
 }
 
 /// Turns kube-runtime's finalizer error into ours, keeping the inner error's message.

@@ -7,11 +7,12 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use futures::FutureExt as _;
 use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::{Pod, Secret};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{OwnerReference, Time};
 use k8s_openapi::jiff::Timestamp;
-use kube::api::{Api, DeleteParams, ListParams, ObjectMeta, Patch, PatchParams, PostParams};
+use kube::api::{Api, DeleteParams, ObjectMeta, Patch, PatchParams, PostParams};
 use kube::runtime::controller::Action;
 use kube::runtime::events::EventType;
 use kube::runtime::finalizer::{Event as Finalize, finalizer};
@@ -28,6 +29,8 @@ use maos_core::meta::{
     MANAGED_BY,
 };
 
+use super::cached_read::CachedRead;
+use super::expectations::{Cached, Expectations};
 use super::{Context, Error, from_finalizer, now};
 use crate::autoscale::{self, AgentView};
 use crate::pod::{
@@ -38,8 +41,11 @@ use crate::pod::{
 /// How often the pool's ACL user is re-applied (it is lost if Redis restarts without
 /// persistence).
 const ACL_REFRESH: Duration = Duration::from_secs(60);
-/// How often a pool's status is written when only heartbeat times changed.
-const HEARTBEAT_STATUS_INTERVAL: Duration = Duration::from_secs(10);
+/// How often a pool's status is written when only heartbeat times changed: as the kubelet's
+/// node status report, rarely, since a change of an agent's phase is written at once.
+const HEARTBEAT_STATUS_INTERVAL: Duration = Duration::from_secs(300);
+/// How soon a pool is looked at again while its pod cache has not caught up.
+const CACHE_WAIT: Duration = Duration::from_secs(1);
 /// Characters of generated pod-name suffixes (as Kubernetes' generateName: no vowels).
 const NAME_ALPHABET: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
 /// Container waiting reasons that mean an agent cannot start.
@@ -64,10 +70,21 @@ pub(crate) struct PoolMemory {
     written: Option<(AgentPoolStatus, Instant)>,
     /// Agents the autoscaler removed: one whose heartbeat outlives its pod is not lost.
     scaled_down: HashSet<String>,
+    /// Pod creations and deletions the pod cache does not show yet.
+    expect: Expectations,
+    /// The hash of the API-key Secret's data, as last read while it held a usable key.
+    api_key: Option<CachedRead<String>>,
+    /// The pool's Redis password, as last read from or written to its credentials Secret.
+    password: Option<CachedRead<Password>>,
 }
 
 /// Reconciles one AgentPool.
 pub async fn reconcile(pool: Arc<AgentPool>, ctx: Arc<Context>) -> Result<Action, Error> {
+    let span = super::reconcile_span("pool", pool.as_ref());
+    tracing::Instrument::instrument(reconcile_in_span(pool, ctx), span).await
+}
+
+async fn reconcile_in_span(pool: Arc<AgentPool>, ctx: Arc<Context>) -> Result<Action, Error> {
     let started = Instant::now();
     let namespace = pool
         .namespace()
@@ -137,67 +154,61 @@ async fn step(
     queue.ensure_group().await?;
 
     // The API key: without it no agent can work, so none is started.
-    let key_ref = &pool.spec.api_key_secret_ref;
-    let key_secret = secrets.get_opt(&key_ref.name).await?;
-    let problem = match &key_secret {
-        None => Some((
-            reason::SECRET_NOT_FOUND,
-            format!("Secret {} not found in namespace {namespace}", key_ref.name),
-        )),
-        Some(secret) if !has_key(secret, &key_ref.key) => Some((
-            "SecretKeyNotFound",
-            format!("Secret {} has no key {}", key_ref.name, key_ref.key),
-        )),
-        // Every call would be refused: say so before any agent makes one.
-        Some(secret) if is_placeholder(secret, &key_ref.key) => Some((
-            reason::API_KEY_PLACEHOLDER,
-            format!(
-                "key {} of Secret {} is the example placeholder {PLACEHOLDER_API_KEY}; put a Claude API key in it",
-                key_ref.key, key_ref.name
-            ),
-        )),
-        Some(_) => None,
+    let key_hash = match api_key_hash(pool, &secrets, memory).await? {
+        Ok(hash) => hash,
+        Err((why, message)) => {
+            set(&mut status, cond::READY, "False", why, message.clone());
+            set(&mut status, cond::DEGRADED, "True", why, message);
+            set(
+                &mut status,
+                cond::SCALING,
+                "False",
+                why,
+                "no agents start without the API key".into(),
+            );
+            write_status(pool, api, memory, status, true).await?;
+            return Ok(Action::requeue(Duration::from_secs(5)));
+        }
     };
-    if let Some((why, message)) = problem {
-        set(&mut status, cond::READY, "False", why, message.clone());
-        set(&mut status, cond::DEGRADED, "True", why, message);
-        set(
-            &mut status,
-            cond::SCALING,
-            "False",
-            why,
-            "no agents start without the API key".into(),
-        );
-        write_status(pool, api, memory, status, true).await?;
-        return Ok(Action::requeue(Duration::from_secs(5)));
-    }
-    let key_hash = key_secret
-        .as_ref()
-        .and_then(|s| s.data.as_ref())
-        .map(secret_hash)
-        .unwrap_or_default();
     let hash = template_hash(&key_hash, pool, &ctx.settings.agents)?;
 
-    // The agents as Kubernetes and Redis see them.
-    let listed = pods
-        .list(&ListParams::default().labels(&format!("{LABEL_POOL}={name}")))
-        .await?
-        .items;
-    let owned: Vec<Pod> = listed
+    // The agents as Kubernetes and Redis see them: the pods from the cache, corrected by the
+    // writes it does not show yet.
+    if ctx.pod_cache.wait_until_ready().now_or_never().is_none() {
+        return Ok(Action::requeue(CACHE_WAIT));
+    }
+    let owned: Vec<Arc<Pod>> = ctx
+        .pod_cache
+        .state()
         .into_iter()
         .filter(|p| {
-            p.owner_references()
-                .iter()
-                .any(|o| o.uid == uid && o.controller == Some(true))
+            p.namespace().as_deref() == Some(namespace.as_str())
+                && p.labels().get(LABEL_POOL) == Some(&name)
+                && p.owner_references()
+                    .iter()
+                    .any(|o| o.uid == uid && o.controller == Some(true))
         })
         .collect();
+    let monotonic = Instant::now();
+    memory.expect.observe(
+        owned.iter().map(|p| Cached {
+            name: p.metadata.name.as_deref().unwrap_or_default(),
+            deleting: p.metadata.deletion_timestamp.is_some(),
+        }),
+        monotonic,
+    );
     let snapshot = queue.agents().await?;
     let heartbeats: HashMap<&str, (Option<u64>, u64)> = snapshot
         .agents
         .iter()
         .map(|a| (a.name.as_str(), (a.last_heartbeat_ms, a.pending)))
         .collect();
-    let pod_names: HashSet<String> = owned.iter().map(|p| p.name_any()).collect();
+    // A pod created but not yet seen exists: its agent may already beat.
+    let pod_names: HashSet<String> = owned
+        .iter()
+        .map(|p| p.name_any())
+        .chain(memory.expect.pending_creates().map(str::to_owned))
+        .collect();
     let threshold_ms = u64::from(pool.spec.heartbeat_seconds) * 3 * 1000;
     let mut degraded: Vec<String> = Vec::new();
     let mut replaced: HashSet<String> = HashSet::new();
@@ -221,6 +232,7 @@ async fn step(
         let why = if gone { "PodGone" } else { "MissedHeartbeats" };
         if pod_names.contains(&agent.name) {
             delete_pod(&pods, &agent.name, Some(0)).await?;
+            memory.expect.deleted(&agent.name, monotonic);
         }
         replaced.insert(agent.name.clone());
         memory.idle_since.remove(&agent.name);
@@ -265,7 +277,10 @@ async fn step(
         .count();
     for pod in &owned {
         let pod_name = pod.name_any();
-        if pod.metadata.deletion_timestamp.is_some() || replaced.contains(&pod_name) {
+        if pod.metadata.deletion_timestamp.is_some()
+            || replaced.contains(&pod_name)
+            || memory.expect.is_deleted(&pod_name)
+        {
             continue;
         }
         let phase = pod
@@ -278,6 +293,7 @@ async fn step(
             .is_some_and(|(_, p)| *p > 0);
         if matches!(phase, "Failed" | "Succeeded") {
             delete_pod(&pods, &pod_name, None).await?;
+            memory.expect.deleted(&pod_name, monotonic);
             lost += 1;
             let note = format!("agent pod {pod_name} ended ({phase}); starting another");
             ctx.event(
@@ -298,6 +314,7 @@ async fn step(
             .is_none_or(|h| *h != hash);
         if stale && !busy {
             delete_pod(&pods, &pod_name, None).await?;
+            memory.expect.deleted(&pod_name, monotonic);
             ctx.event(
                 pool,
                 EventType::Normal,
@@ -333,9 +350,14 @@ async fn step(
             degraded.push(note);
         }
         if let Some(reason) = stuck_reason(pod) {
+            // Perhaps a Secret it reads was deleted or changed: read them again.
+            if reason == "CreateContainerConfigError" {
+                memory.api_key = None;
+                memory.password = None;
+            }
             degraded.push(format!("agent pod {pod_name} cannot start: {reason}"));
         }
-        live.push(pod);
+        live.push(pod.as_ref());
     }
 
     // Scale: work that waits gets agents at once; agents idle too long above min go.
@@ -369,10 +391,14 @@ async fn step(
     );
     for removed in &decision.remove {
         delete_pod(&pods, removed, None).await?;
+        memory.expect.deleted(removed, monotonic);
         memory.idle_since.remove(removed);
         memory.scaled_down.insert(removed.clone());
     }
-    let remaining = live.len().saturating_sub(decision.remove.len());
+    // Pods created earlier that the cache does not show yet count as there: created again,
+    // they would be too many.
+    let remaining = (live.len() + memory.expect.pending_creates().count())
+        .saturating_sub(decision.remove.len());
     // A lost agent is replaced even when no work waits: the pool keeps its size until the
     // autoscaler, not a crash, decides it is too big.
     let wanted = if decision.remove.is_empty() {
@@ -386,7 +412,10 @@ async fn step(
         let pod_name = format!("{name}-{}", suffix());
         let pod = agent_pod(pool, &pod_name, &hash, &ctx.settings.agents)?;
         match pods.create(&PostParams::default(), &pod).await {
-            Ok(_) => created += 1,
+            Ok(_) => {
+                created += 1;
+                memory.expect.created(&pod_name, monotonic);
+            }
             // As a ReplicaSet does: the API's refusal (a quota, RBAC, admission) goes into an
             // Event and the Degraded condition, and the next pass tries again.
             Err(kube::Error::Api(refusal)) => {
@@ -473,6 +502,10 @@ async fn step(
     let min = pool.spec.replicas.min;
     let ready = status.ready_agents;
     let refusal = model_refusal(&reports);
+    if refusal.is_some() {
+        // Someone is likely fixing the key right now: look at it again on every beat.
+        memory.api_key = None;
+    }
     if let Some((why, message)) = &refusal {
         set(&mut status, cond::READY, "False", why, message.clone());
     } else if ready >= min {
@@ -533,6 +566,60 @@ async fn step(
     Ok(Action::requeue(beat))
 }
 
+/// Why no agent can work with a pool's API key: a condition reason and a message.
+type KeyProblem = (&'static str, String);
+
+/// The hash of the API-key Secret's data (it is in the pods' template hash, so a new key rolls
+/// the agents), read again only when the cached read is stale; a [`KeyProblem`] when the
+/// Secret holds no usable key (then it is read again on every pass until it does).
+async fn api_key_hash(
+    pool: &AgentPool,
+    secrets: &Api<Secret>,
+    memory: &mut PoolMemory,
+) -> Result<Result<String, KeyProblem>, Error> {
+    let generation = pool.metadata.generation;
+    if let Some(hash) = memory
+        .api_key
+        .as_ref()
+        .and_then(|read| read.fresh(Instant::now(), generation))
+    {
+        return Ok(Ok(hash.clone()));
+    }
+    let key_ref = &pool.spec.api_key_secret_ref;
+    let namespace = pool.namespace().unwrap_or_default();
+    let secret = secrets.get_opt(&key_ref.name).await?;
+    let problem = match &secret {
+        None => Some((
+            reason::SECRET_NOT_FOUND,
+            format!("Secret {} not found in namespace {namespace}", key_ref.name),
+        )),
+        Some(secret) if !has_key(secret, &key_ref.key) => Some((
+            "SecretKeyNotFound",
+            format!("Secret {} has no key {}", key_ref.name, key_ref.key),
+        )),
+        // Every call would be refused: say so before any agent makes one.
+        Some(secret) if is_placeholder(secret, &key_ref.key) => Some((
+            reason::API_KEY_PLACEHOLDER,
+            format!(
+                "key {} of Secret {} is the example placeholder {PLACEHOLDER_API_KEY}; put a Claude API key in it",
+                key_ref.key, key_ref.name
+            ),
+        )),
+        Some(_) => None,
+    };
+    if let Some(problem) = problem {
+        memory.api_key = None;
+        return Ok(Err(problem));
+    }
+    let hash = secret
+        .as_ref()
+        .and_then(|s| s.data.as_ref())
+        .map(secret_hash)
+        .unwrap_or_default();
+    memory.api_key = Some(CachedRead::new(hash.clone(), Instant::now(), generation));
+    Ok(Ok(hash))
+}
+
 /// The pool's Redis user and its credentials Secret; the user is re-applied now and then so a
 /// Redis that lost it (a restart without persistence) gets it back.
 async fn ensure_credentials(
@@ -543,6 +630,23 @@ async fn ensure_credentials(
     memory: &mut PoolMemory,
 ) -> Result<(), Error> {
     let acl = Acl::new(ctx.redis.clone());
+    let generation = pool.metadata.generation;
+    let refresh_acl = |memory: &PoolMemory| {
+        memory
+            .acl_applied
+            .is_none_or(|at| at.elapsed() >= ACL_REFRESH)
+    };
+    if let Some(password) = memory
+        .password
+        .as_ref()
+        .and_then(|read| read.fresh(Instant::now(), generation))
+    {
+        if refresh_acl(memory) {
+            acl.create_pool_user(coord.keys(), password).await?;
+            memory.acl_applied = Some(Instant::now());
+        }
+        return Ok(());
+    }
     let secret_name = credentials_secret_name(&pool.name_any());
     let existing = secrets.get_opt(&secret_name).await?;
     let password = existing
@@ -553,13 +657,11 @@ async fn ensure_credentials(
         .map(Password::new);
     match password {
         Some(password) => {
-            if memory
-                .acl_applied
-                .is_none_or(|at| at.elapsed() >= ACL_REFRESH)
-            {
+            if refresh_acl(memory) {
                 acl.create_pool_user(coord.keys(), &password).await?;
                 memory.acl_applied = Some(Instant::now());
             }
+            memory.password = Some(CachedRead::new(password, Instant::now(), generation));
         }
         None => {
             let password = Acl::generate_password();
@@ -577,9 +679,13 @@ async fn ensure_credentials(
                             &Patch::Apply(&secret),
                         )
                         .await?;
+                    memory.password = Some(CachedRead::new(password, Instant::now(), generation));
                 }
                 None => match secrets.create(&PostParams::default(), &secret).await {
-                    Ok(_) => {}
+                    Ok(_) => {
+                        memory.password =
+                            Some(CachedRead::new(password, Instant::now(), generation));
+                    }
                     // Another reconcile created it first: use theirs next time.
                     Err(kube::Error::Api(status)) if status.code == 409 => {
                         memory.acl_applied = None;

@@ -99,6 +99,11 @@ impl Drop for TaskMemory {
 
 /// Reconciles one Task.
 pub async fn reconcile(task: Arc<Task>, ctx: Arc<Context>) -> Result<Action, Error> {
+    let span = super::reconcile_span("task", task.as_ref());
+    tracing::Instrument::instrument(reconcile_in_span(task, ctx), span).await
+}
+
+async fn reconcile_in_span(task: Arc<Task>, ctx: Arc<Context>) -> Result<Action, Error> {
     let started = Instant::now();
     let namespace = task
         .namespace()

@@ -35,7 +35,9 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use kube::api::{Api, ListParams};
 use maos_core::api::v1alpha1::{SubtaskStatus, Task};
 use maos_core::coord::keys::field;
-use maos_core::coord::{CoordError, PoolKeys, PoolUid, Redis, RedisConfig, TaskUid, Topology};
+use maos_core::coord::{
+    CoordError, PoolKeys, PoolUid, Redis, RedisConfig, RedisTls, TaskUid, Topology,
+};
 use serde_json::Value;
 
 use crate::apiserver::{TestbedConfig, TestbedError};
@@ -49,6 +51,7 @@ use crate::kubelet::serviceaccount::InCluster;
 use crate::kubelet::{ImageMap, ImageTarget, Kubelet, KubeletConfig, KubeletError, KubeletLogs};
 use crate::launch::LaunchError;
 use crate::launch::redis::{RedisCluster, RedisServer};
+use crate::launch::redis_tls::TlsFiles;
 use crate::launch::s3::S3Server;
 
 /// The image reference agent pods get; the testbed kubelet runs `maos-agent` for it.
@@ -86,6 +89,9 @@ pub enum RedisMode {
     Cluster,
     /// One `redis-server`: faster to start.
     Standalone,
+    /// One `redis-server` that speaks only TLS (certificates generated for the run); the
+    /// operator verifies it with `--redis-ca-file` and hands the CA to its agents.
+    StandaloneTls,
 }
 
 /// What to start.
@@ -249,6 +255,12 @@ impl StackConfig {
         self
     }
 
+    /// Runs one TLS-only `redis-server` (see [`RedisMode::StandaloneTls`]).
+    pub fn tls_redis(mut self) -> Self {
+        self.redis = RedisMode::StandaloneTls;
+        self
+    }
+
     /// Runs `count` operator replicas.
     pub fn operators(mut self, count: usize) -> Self {
         self.operators = count;
@@ -344,6 +356,8 @@ pub enum RedisBackend {
     Standalone(RedisServer),
     /// Six cluster nodes.
     Cluster(RedisCluster),
+    /// One TLS-only server and its certificates.
+    StandaloneTls(Box<(TlsFiles, RedisServer)>),
 }
 
 impl RedisBackend {
@@ -352,24 +366,59 @@ impl RedisBackend {
         let started = tokio::task::spawn_blocking(move || match mode {
             RedisMode::Standalone => RedisServer::start().map(RedisBackend::Standalone),
             RedisMode::Cluster => RedisCluster::start().map(RedisBackend::Cluster),
+            RedisMode::StandaloneTls => TlsFiles::generate(false).and_then(|files| {
+                let server = RedisServer::start_tls(&files)?;
+                Ok(RedisBackend::StandaloneTls(Box::new((files, server))))
+            }),
         })
         .await
         .map_err(|e| StackError::Operator(format!("the Redis launcher thread failed: {e}")))?;
         Ok(started?)
     }
 
-    /// Every node's `redis://` URL.
+    /// Every node's `redis://` (or `rediss://`) URL.
     pub fn urls(&self) -> Vec<String> {
         match self {
             RedisBackend::Standalone(server) => vec![server.url()],
             RedisBackend::Cluster(cluster) => cluster.urls(),
+            RedisBackend::StandaloneTls(tls) => vec![tls.1.url()],
+        }
+    }
+
+    /// The certificates of a TLS-only server.
+    pub fn tls_files(&self) -> Option<&TlsFiles> {
+        match self {
+            RedisBackend::StandaloneTls(tls) => Some(&tls.0),
+            _ => None,
+        }
+    }
+
+    /// The coordination layer's TLS material for this backend (its CA).
+    pub fn tls(&self) -> Option<RedisTls> {
+        let files = self.tls_files()?;
+        RedisTls::from_files(Some(&files.ca), None, None)
+            .ok()
+            .flatten()
+    }
+
+    /// A redis-rs client for the node at `url`, over TLS when the backend speaks it.
+    fn client(&self, url: &str) -> redis::RedisResult<redis::Client> {
+        match self.tls_files() {
+            Some(files) => redis::Client::build_with_tls(
+                url,
+                redis::TlsCertificates {
+                    client_tls: None,
+                    root_cert: Some(std::fs::read(&files.ca)?),
+                },
+            ),
+            None => redis::Client::open(url),
         }
     }
 
     /// Standalone or cluster.
     pub fn topology(&self) -> Topology {
         match self {
-            RedisBackend::Standalone(_) => Topology::Standalone,
+            RedisBackend::Standalone(_) | RedisBackend::StandaloneTls(_) => Topology::Standalone,
             RedisBackend::Cluster(_) => Topology::Cluster,
         }
     }
@@ -821,6 +870,10 @@ impl Stack {
                 name.clone(),
             ]);
         }
+        if let Some(files) = self.redis.tls_files() {
+            args.push("--redis-ca-file".into());
+            args.push(files.ca.display().to_string());
+        }
         if let Some(seconds) = config.lease_duration_seconds {
             args.push("--lease-duration-seconds".into());
             args.push(seconds.to_string());
@@ -1111,7 +1164,9 @@ impl Stack {
 
     /// A connection to Redis as the operator's user (which reaches every key).
     pub async fn redis(&self) -> Result<Redis, StackError> {
-        Ok(Redis::connect(RedisConfig::new(self.redis.topology(), self.redis.urls())).await?)
+        let config =
+            RedisConfig::new(self.redis.topology(), self.redis.urls()).with_tls(self.redis.tls());
+        Ok(Redis::connect(config).await?)
     }
 
     /// Every key matching the glob `pattern`, found with SCAN on every master, sorted.
@@ -1144,7 +1199,9 @@ impl Stack {
     async fn masters(&self) -> Result<Vec<redis::aio::MultiplexedConnection>, StackError> {
         let mut masters = Vec::new();
         for url in self.redis.urls() {
-            let mut connection = redis::Client::open(url.as_str())?
+            let mut connection = self
+                .redis
+                .client(&url)?
                 .get_multiplexed_async_connection()
                 .await?;
             let role: redis::Value = redis::cmd("ROLE").query_async(&mut connection).await?;
@@ -1240,6 +1297,25 @@ impl Stack {
             .list(&ListParams::default().fields(&selector))
             .await?
             .items)
+    }
+
+    /// The requests the operators made so far under their ServiceAccount, per distinct
+    /// authorization decision, with how many requests each was; empty when they run as the
+    /// admin or against a real cluster.
+    pub fn operator_requests(&self) -> Vec<(crate::apiserver::auth::AccessRecord, u64)> {
+        let (Some(account), Some(testbed)) = (&self.account, self.cluster.testbed()) else {
+            return Vec::new();
+        };
+        let user = format!(
+            "system:serviceaccount:{}:{}",
+            account.namespace, account.name
+        );
+        testbed
+            .auth()
+            .request_counts()
+            .into_iter()
+            .filter(|(record, _)| record.user == user)
+            .collect()
     }
 
     /// The names of the running (not terminating) agent pods of pool `pool`.

@@ -159,6 +159,7 @@ async fn the_operators_agent_pod_runs_an_agent_that_works_as_the_pools_redis_use
         .expect("enqueue");
 
     let environment = AgentEnvironment {
+        redis_ca_pem: None,
         redis_urls: vec![server.url()],
         redis_cluster: false,
         anthropic_base_url: Some(standin.base_url()),

@@ -114,10 +114,20 @@ async fn without_create_on_pods_the_pool_is_degraded_with_the_forbidden_message(
         "a FailedCreate Event says why: {events:#?}"
     );
     let log = stack.operator(0).log();
-    assert!(
-        log.contains(&expected),
-        "the operator logs the refusal:\n{log}"
-    );
+    let line = log
+        .lines()
+        .find(|l| l.contains(&expected))
+        .unwrap_or_else(|| panic!("the operator logs the refusal:\n{log}"));
+    // In the reconcile's span: which controller, which object, and an id for the pass.
+    for field in [
+        "reconcile{",
+        "controller=\"pool\"",
+        "object=\"research\"",
+        "generation=1",
+        "reconcile_id=",
+    ] {
+        assert!(line.contains(field), "no {field} in the log line: {line}");
+    }
     let testbed = stack.cluster().testbed().expect("runs on the testbed");
     assert!(
         testbed

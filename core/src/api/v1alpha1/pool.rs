@@ -219,7 +219,9 @@ pub struct AgentStatus {
     #[schemars(length(max = 128))]
     pub subtask: Option<String>,
 
-    /// When it last sent a heartbeat.
+    /// When it last sent a heartbeat, as of the last status write: while nothing else about
+    /// the pool changes it is refreshed every 5 minutes (an agent that stops beating shows as
+    /// Dead at once).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(schema_with = "schema::time")]
     pub last_heartbeat: Option<Time>,

@@ -2,6 +2,7 @@
 //! 127.0.0.1 ports in temporary directories, stopped by PID when their handle is dropped.
 
 pub mod redis;
+pub mod redis_tls;
 pub mod s3;
 
 use std::net::{Ipv4Addr, TcpListener};

@@ -28,12 +28,23 @@ struct Node {
     port: u16,
     dir: PathBuf,
     args: Vec<String>,
+    /// What a client needs to reach a TLS-only node (readiness checks included).
+    tls: Option<redis::TlsCertificates>,
 }
 
 impl Node {
     /// Starts a server in `dir`, retrying with new ports when the chosen one was taken in the
     /// meantime. `cluster` makes it a cluster node (with a cluster-bus port of its own).
     fn start(dir: &Path, cluster: Option<&ClusterOptions>) -> Result<Self, LaunchError> {
+        Self::start_with(dir, cluster, None)
+    }
+
+    /// [`Node::start`]; with `tls`, the node speaks only TLS on its port.
+    fn start_with(
+        dir: &Path,
+        cluster: Option<&ClusterOptions>,
+        tls: Option<&super::redis_tls::TlsFiles>,
+    ) -> Result<Self, LaunchError> {
         std::fs::create_dir_all(dir).map_err(|source| LaunchError::Setup {
             what: format!("directory {}", dir.display()),
             source,
@@ -41,9 +52,13 @@ impl Node {
         let mut last_err = None;
         for _ in 0..PORT_ATTEMPTS {
             let port = free_port()?;
+            let (plain_port, tls_port) = match tls {
+                Some(_) => ("0".to_owned(), Some(port.to_string())),
+                None => (port.to_string(), None),
+            };
             let mut args: Vec<String> = [
                 "--port",
-                &port.to_string(),
+                &plain_port,
                 "--bind",
                 "127.0.0.1",
                 "--dir",
@@ -79,11 +94,15 @@ impl Node {
                     .map(|s| (*s).to_owned()),
                 );
             }
+            if let (Some(files), Some(tls_port)) = (tls, &tls_port) {
+                args.extend(files.server_args(tls_port));
+            }
             let mut node = Node {
                 child: None,
                 port,
                 dir: dir.to_owned(),
                 args,
+                tls: tls.map(super::redis_tls::TlsFiles::client_certificates),
             };
             match node.spawn() {
                 Ok(()) => return Ok(node),
@@ -139,11 +158,13 @@ impl Node {
                     log: self.dir.join("redis.log").display().to_string(),
                 });
             }
-            Ok(match query(&url, &redis::cmd("PING")) {
-                Ok(redis::Value::SimpleString(s)) if s == "PONG" => Ok(()),
-                Ok(other) => Err(format!("PING answered {other:?}")),
-                Err(e) => Err(e.to_string()),
-            })
+            Ok(
+                match query_with(&url, self.tls.as_ref(), &redis::cmd("PING")) {
+                    Ok(redis::Value::SimpleString(s)) if s == "PONG" => Ok(()),
+                    Ok(other) => Err(format!("PING answered {other:?}")),
+                    Err(e) => Err(e.to_string()),
+                },
+            )
         })
     }
 
@@ -156,7 +177,12 @@ impl Node {
     }
 
     fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}/", self.port)
+        let scheme = if self.tls.is_some() {
+            "rediss"
+        } else {
+            "redis"
+        };
+        format!("{scheme}://127.0.0.1:{}/", self.port)
     }
 
     fn pid(&self) -> Option<u32> {
@@ -180,7 +206,19 @@ impl Drop for Node {
 
 /// Sends one command to the server at `url` on a fresh connection with short timeouts.
 fn query(url: &str, cmd: &redis::Cmd) -> redis::RedisResult<redis::Value> {
-    let client = redis::Client::open(url)?;
+    query_with(url, None, cmd)
+}
+
+/// [`query`], over TLS with `tls` when given.
+fn query_with(
+    url: &str,
+    tls: Option<&redis::TlsCertificates>,
+    cmd: &redis::Cmd,
+) -> redis::RedisResult<redis::Value> {
+    let client = match tls {
+        Some(certificates) => redis::Client::build_with_tls(url, certificates.clone())?,
+        None => redis::Client::open(url)?,
+    };
     let mut con = client.get_connection_with_timeout(Duration::from_secs(1))?;
     con.set_read_timeout(Some(Duration::from_secs(2)))?;
     con.set_write_timeout(Some(Duration::from_secs(2)))?;
@@ -221,12 +259,20 @@ impl RedisServer {
         Ok(Self { node, _dir: dir })
     }
 
+    /// Starts a server that speaks only TLS, with the certificates of `files`, and waits until
+    /// it answers PING over TLS; its [`RedisServer::url`] is `rediss://`.
+    pub fn start_tls(files: &super::redis_tls::TlsFiles) -> Result<Self, LaunchError> {
+        let dir = TempDir::new("maos-redis-tls")?;
+        let node = Node::start_with(dir.path(), None, Some(files))?;
+        Ok(Self { node, _dir: dir })
+    }
+
     /// The server's port on 127.0.0.1.
     pub fn port(&self) -> u16 {
         self.node.port
     }
 
-    /// A `redis://` URL for the server.
+    /// A `redis://` URL for the server (`rediss://` for one started with TLS).
     pub fn url(&self) -> String {
         self.node.url()
     }
