@@ -115,6 +115,18 @@ pub struct OperatorConfig {
     #[arg(long, env = "MAOS_CLEANUP_GRACE_SECONDS", default_value_t = 30)]
     pub cleanup_grace_seconds: u64,
 
+    /// How long a deleted Task or AgentPool waits for an unreachable Redis before it is let go,
+    /// in seconds; what it left is written down in `--orphans-configmap` and swept once Redis
+    /// answers.
+    #[arg(long, env = "MAOS_CLEANUP_TIMEOUT_SECONDS", default_value_t = 600)]
+    pub cleanup_timeout_seconds: u64,
+
+    /// The ConfigMap, in the operator's namespace (`POD_NAMESPACE`), where objects let go while
+    /// Redis was unreachable are written down until their keys are swept; none:
+    /// `<lease name>-orphans`.
+    #[arg(long, env = "MAOS_ORPHANS_CONFIGMAP")]
+    pub orphans_configmap: Option<String>,
+
     /// S3 endpoint for checkpoints, for S3-compatible storage (MinIO, Ceph); unset is AWS S3.
     /// Credentials come from the standard AWS chain (AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY,
     /// a profile, web identity, or instance metadata).
@@ -177,6 +189,13 @@ impl OperatorConfig {
             self.redis_client_cert_file.as_deref(),
             self.redis_client_key_file.as_deref(),
         )
+    }
+
+    /// The orphans ConfigMap's name: `--orphans-configmap`, else `<lease name>-orphans`.
+    pub fn orphans_configmap(&self) -> String {
+        self.orphans_configmap
+            .clone()
+            .unwrap_or_else(|| format!("{}-orphans", self.lease_name))
     }
 
     /// Redis URLs for agent pods: `--agent-redis-urls`, else the operator's own.

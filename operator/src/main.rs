@@ -16,6 +16,7 @@ use kube::runtime::{Controller, WatchStreamExt as _, watcher};
 use maos_core::api::v1alpha1::{AgentPool, Checkpoint, Task};
 use maos_core::coord::{Redis, RedisConfig, Topology};
 use maos_operator::config::{LogFormat, OperatorConfig, load_price_table};
+use maos_operator::controller::orphans::{self, Orphans};
 use maos_operator::controller::{self, Caches, Context, Settings, checkpoint, pool, task};
 use maos_operator::http::{self, HttpState};
 use maos_operator::leader::{LeaderElector, LeaseSettings};
@@ -164,6 +165,11 @@ async fn run(config: OperatorConfig) -> anyhow::Result<()> {
         metrics.set_leading(true);
     }
 
+    let orphans = Arc::new(Orphans::new(
+        client.clone(),
+        &config.lease_namespace,
+        config.orphans_configmap(),
+    ));
     let settings = Settings {
         agents: AgentEnvironment {
             redis_urls: config.agent_redis_urls(),
@@ -178,6 +184,8 @@ async fn run(config: OperatorConfig) -> anyhow::Result<()> {
         prices,
         status_interval: config.status_interval(),
         cleanup_grace: std::time::Duration::from_secs(config.cleanup_grace_seconds),
+        cleanup_timeout: std::time::Duration::from_secs(config.cleanup_timeout_seconds),
+        orphans: orphans.clone(),
         store: maos_operator::checkpoint::store::Store::new(config.store_config()).await,
     };
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
@@ -195,6 +203,11 @@ async fn run(config: OperatorConfig) -> anyhow::Result<()> {
         metrics: metrics.clone(),
         identity,
     };
+    let sweep = tokio::spawn(sweep_orphans(
+        orphans,
+        shared.redis.clone(),
+        metrics.clone(),
+    ));
     let controllers = futures::future::try_join_all(
         scopes
             .into_iter()
@@ -221,6 +234,7 @@ async fn run(config: OperatorConfig) -> anyhow::Result<()> {
     // Controllers stopped (or the Lease was lost): whatever the last scrape sees, this replica
     // no longer leads.
     metrics.set_leading(false);
+    sweep.abort();
     if let Some((elector, _, election)) = elector {
         election.abort();
         if outcome.is_ok() {
@@ -358,6 +372,19 @@ async fn run_scope(
     futures::future::join3(pool_controller, task_controller, checkpoint_controller).await;
     pool_reflector.abort();
     Ok(())
+}
+
+/// Sweeps the keys of objects let go while Redis was unreachable, while this replica leads.
+async fn sweep_orphans(orphans: Arc<Orphans>, redis: Redis, metrics: Arc<Metrics>) {
+    let mut ticks = tokio::time::interval(orphans::SWEEP_INTERVAL);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        ticks.tick().await;
+        match orphans.sweep(&redis).await {
+            Ok(left) => metrics.set_orphaned(left),
+            Err(error) => tracing::warn!(%error, "cannot sweep orphaned Redis keys"),
+        }
+    }
 }
 
 /// Stops with a clear message when the MAOS CRDs are not installed; asks in `namespace` when

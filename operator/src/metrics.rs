@@ -121,6 +121,7 @@ fn reconcile_histogram() -> Histogram {
 pub struct Metrics {
     registry: Registry,
     leader: Gauge,
+    orphaned: Gauge,
     tasks: Family<PhaseLabel, Gauge>,
     /// The phase each live Task was last counted in, so the gauge stays exact however often a
     /// phase is reported again.
@@ -157,6 +158,7 @@ impl Metrics {
         // Registered at 0 so a standby has the series from its first scrape: "no replica
         // leads" is then `max(maos_leader) == 0`, not the absence of a series.
         let leader = Gauge::default();
+        let orphaned = Gauge::default();
         let tasks = Family::<PhaseLabel, Gauge>::default();
         for phase in PHASES {
             tasks
@@ -188,6 +190,11 @@ impl Metrics {
             "leader",
             "Whether this replica holds the leader Lease (1) or is a standby (0)",
             leader.clone(),
+        );
+        registry.register(
+            "orphaned_objects",
+            "Deleted Tasks and AgentPools let go while Redis was unreachable whose keys are not yet swept",
+            orphaned.clone(),
         );
         registry.register("tasks", "Tasks, by phase", tasks.clone());
         registry.register(
@@ -254,6 +261,7 @@ impl Metrics {
         Self {
             registry,
             leader,
+            orphaned,
             tasks,
             task_phases: Mutex::new(HashMap::new()),
             subtask_duration,
@@ -276,6 +284,11 @@ impl Metrics {
     /// Records whether this replica leads (runs the controllers) or stands by.
     pub fn set_leading(&self, leading: bool) {
         self.leader.set(i64::from(leading));
+    }
+
+    /// Records how many deleted objects' Redis keys wait for the orphan sweep.
+    pub fn set_orphaned(&self, n: usize) {
+        self.orphaned.set(i64::try_from(n).unwrap_or(i64::MAX));
     }
 
     /// Records the phase of the Task with this uid; `None` when the Task is gone.

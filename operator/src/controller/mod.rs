@@ -6,6 +6,7 @@ mod backoff;
 mod cached_read;
 pub mod checkpoint;
 mod expectations;
+pub mod orphans;
 pub mod pool;
 pub mod task;
 mod task_checkpoints;
@@ -38,6 +39,10 @@ pub struct Settings {
     pub status_interval: Duration,
     /// How long a deleted Task waits for agents still working it before its keys go anyway.
     pub cleanup_grace: Duration,
+    /// How long a deleted Task or AgentPool waits for an unreachable Redis before it goes.
+    pub cleanup_timeout: Duration,
+    /// Where objects let go while Redis was unreachable are written down.
+    pub orphans: Arc<orphans::Orphans>,
     /// Where checkpoints are stored.
     pub store: crate::checkpoint::store::Store,
 }
@@ -172,6 +177,9 @@ pub enum Error {
     /// Object storage failed a call.
     #[error("checkpoint storage: {0}")]
     Store(#[from] crate::checkpoint::store::StoreError),
+    /// Redis did not answer a deleted object's cleanup before its cleanup timeout.
+    #[error("Redis did not answer the cleanup within {0:?}")]
+    CleanupTimedOut(Duration),
     /// A deleted Task is still worked by an agent; its keys go once the agent stops.
     #[error("agents still work Task {0}; waiting before its keys are removed")]
     AgentsStillWorking(String),
@@ -188,6 +196,7 @@ impl Error {
             Error::Pod(_) => "PodTemplate",
             Error::Name(_) => "InvalidName",
             Error::AgentsStillWorking(_) => "AgentsStillWorking",
+            Error::CleanupTimedOut(_) => "CleanupTimedOut",
             Error::Store(err) => err.reason(),
         }
     }

@@ -36,6 +36,7 @@ use maos_core::dag::SubtaskName;
 use maos_core::meta::{FIELD_MANAGER, FINALIZER_TASK, LABEL_MANAGED_BY, LABEL_TASK, MANAGED_BY};
 use tokio::task::JoinHandle;
 
+use super::orphans;
 use super::task_checkpoints::{self, Resume};
 use super::{Context, Error, from_finalizer, now};
 use crate::checkpoint::resume::Restored;
@@ -1067,26 +1068,76 @@ async fn cleanup(task: &Task, ctx: &Context) -> Result<Action, Error> {
     let Some(pool_uid) = task.status.as_ref().and_then(|s| s.pool_uid.clone()) else {
         return Ok(Action::await_change());
     };
-    let pool = Pool::new(ctx.redis.clone(), &PoolUid::new(&pool_uid)?);
-    let task_uid = TaskUid::new(&uid)?;
+    let deleted_at = task
+        .metadata
+        .deletion_timestamp
+        .as_ref()
+        .map_or_else(now, |t| t.0);
+    let cleaned = orphans::bounded(
+        deleted_at,
+        now(),
+        ctx.settings.cleanup_timeout,
+        remove_keys(task, ctx, &uid, &pool_uid, deleted_at),
+    );
+    match cleaned.await {
+        Err(error)
+            if orphans::is_unreachable(&error)
+                && orphans::past_timeout(deleted_at, now(), ctx.settings.cleanup_timeout) =>
+        {
+            // Holding the Task until Redis returns would block its namespace's deletion and
+            // every GitOps sync that removes it: let it go, and write down what it left.
+            ctx.settings
+                .orphans
+                .record(&orphans::Orphan::Task {
+                    namespace: task.namespace().unwrap_or_default(),
+                    name: task.name_any(),
+                    task_uid: uid.clone(),
+                    pool_uid,
+                    since: now(),
+                })
+                .await?;
+            let message = format!(
+                "Redis did not answer for {}s after the Task was deleted ({error}); it is let go and its keys are removed once Redis answers",
+                ctx.settings.cleanup_timeout.as_secs()
+            );
+            tracing::warn!(task = %task.name_any(), "{message}");
+            ctx.event(
+                task,
+                EventType::Warning,
+                "CleanupAbandoned",
+                "Cleanup",
+                message,
+            )
+            .await;
+            Ok(Action::await_change())
+        }
+        outcome => outcome,
+    }
+}
+
+/// The Redis part of a deleted Task's cleanup: cancel, wait (up to the grace) for agents still
+/// working it, then remove its queue entries and keys.
+async fn remove_keys(
+    task: &Task,
+    ctx: &Context,
+    uid: &str,
+    pool_uid: &str,
+    deleted_at: Timestamp,
+) -> Result<Action, Error> {
+    let pool = Pool::new(ctx.redis.clone(), &PoolUid::new(pool_uid)?);
+    let task_uid = TaskUid::new(uid)?;
     let coord = pool.task(&task_uid);
     let queue = pool.queue();
     coord.cancel("the Task was deleted").await?;
     // Counted before the purge, which drops claimed items too: an agent that holds one stops
     // at its next turn (it sees the cancel) and acks it.
     let working = queue.pending_for_task(&task_uid).await?;
-    let deleted_at = task
-        .metadata
-        .deletion_timestamp
-        .as_ref()
-        .map_or_else(now, |t| t.0);
     let grace =
         SignedDuration::try_from(ctx.settings.cleanup_grace).unwrap_or(SignedDuration::ZERO);
     if working > 0 && now() < deleted_at.checked_add(grace).unwrap_or(Timestamp::MAX) {
         return Err(Error::AgentsStillWorking(task.name_any()));
     }
-    queue.purge_task(&task_uid).await?;
-    let removed = coord.delete_all().await?;
+    let removed = orphans::remove_task_keys(&ctx.redis, pool_uid, uid).await?;
     tracing::info!(task = %task.name_any(), keys = removed, "removed the Task's Redis keys");
     Ok(Action::await_change())
 }
