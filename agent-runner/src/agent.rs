@@ -4,13 +4,14 @@
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use maos_core::coord::budget::ReserveOutcome;
+use maos_core::coord::budget::{Limit, ReserveOutcome, Spend};
 use maos_core::coord::events::{Event, EventKind};
 use maos_core::coord::journal::{EntryKind, Journal};
 use maos_core::coord::mailbox::Cursor;
 use maos_core::coord::queue::{WorkItem, WorkKind};
 use maos_core::coord::ratelimit::{Admission, RateLimiter};
 use maos_core::coord::{AgentName, CoordError, Task};
+use maos_core::price::{BilledTokens, PriceTable};
 use serde_json::json;
 
 use crate::claude::types::{
@@ -62,6 +63,9 @@ pub struct ModelSettings {
     pub max_turns: u32,
     /// Stream answers (progress as text arrives) rather than wait for whole answers.
     pub stream: bool,
+    /// The operator's price table: a call's worst-case cost is reserved at these prices, and
+    /// its actual cost settled, as the operator prices `status.usage.costUSD`.
+    pub prices: PriceTable,
 }
 
 /// Why a subtask ended without a result (shared with the operator, which reads it back).
@@ -329,16 +333,21 @@ pub async fn run(work: WorkItemRun<'_>) -> Result<Ending, AgentError> {
         {
             return Ok(ending);
         }
-        let reservation = match task
-            .budget()
-            .reserve(u64::from(settings.max_tokens) + estimated_input)
-            .await?
-        {
+        let max_tokens = u64::from(settings.max_tokens);
+        let want = Spend {
+            tokens: max_tokens + estimated_input,
+            cost_micro_usd: settings
+                .prices
+                .price(&settings.model)
+                .map(|price| price.worst_case_micro_usd(estimated_input, max_tokens)),
+        };
+        let reservation = match task.budget().reserve(want).await? {
             ReserveOutcome::Reserved(reservation) => reservation,
-            ReserveOutcome::Exhausted { remaining } => {
+            ReserveOutcome::Exhausted { limit, remaining } => {
+                limiter.refund(estimated_input, max_tokens).await?;
                 return Ok(failed(
                     FailReason::BudgetExceeded,
-                    format!("the task's token budget is spent ({remaining} tokens left)"),
+                    budget_refusal(limit, remaining, &settings.model),
                 ));
             }
         };
@@ -365,10 +374,20 @@ pub async fn run(work: WorkItemRun<'_>) -> Result<Ending, AgentError> {
             response.usage.cache_read_input_tokens,
             response.usage.cache_creation_input_tokens,
         );
-        let used = response.usage.input_tokens
-            + response.usage.output_tokens
-            + response.usage.cache_creation_input_tokens
-            + response.usage.cache_read_input_tokens;
+        let billed = BilledTokens {
+            input: response.usage.input_tokens,
+            output: response.usage.output_tokens,
+            cache_read: response.usage.cache_read_input_tokens,
+            cache_write: response.usage.cache_creation_input_tokens,
+        };
+        // Priced by the model that answered, as the operator prices the TokensUsed event.
+        let used = Spend {
+            tokens: billed.input + billed.output + billed.cache_read + billed.cache_write,
+            cost_micro_usd: settings
+                .prices
+                .price(&response.model)
+                .map(|price| price.cost_micro_usd(billed)),
+        };
         let tokens_used = Event::new(
             agent,
             item.subtask.as_str(),
@@ -404,6 +423,22 @@ pub async fn run(work: WorkItemRun<'_>) -> Result<Ending, AgentError> {
         turns += 1;
         replay::push(&mut messages, response.to_message());
         next = replay::tail(&messages, response.stop_reason);
+    }
+}
+
+/// What the subtask is told when the budget refuses its next call.
+fn budget_refusal(limit: Limit, remaining: u64, model: &str) -> String {
+    match limit {
+        Limit::Tokens => {
+            format!("the task's token budget is spent ({remaining} tokens left)")
+        }
+        Limit::Cost => format!(
+            "the task's cost budget is spent (${:.6} left)",
+            remaining as f64 / 1_000_000.0
+        ),
+        Limit::CostUnknown => format!(
+            "the task has a cost budget but model {model} has no price in the operator's price table, so no call can be kept within it"
+        ),
     }
 }
 

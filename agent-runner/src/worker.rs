@@ -72,11 +72,18 @@ pub async fn run(
     let claimer = Pool::new(redis.dedicated(CLAIM_BLOCK).await?, &pool_uid).queue();
     let client = ClaudeClient::new(claude)?.with_retry_counter(metrics.model_retries.clone());
     let limiter = pool.rate_limiter(config.rate_limits());
+    let prices = config
+        .price_table()
+        .map_err(|err| WorkerError::Config(err.to_string()))?;
+    if prices.price(&config.model).is_none() {
+        tracing::warn!(model = %config.model, "the model has no price: a Task with a cost budget cannot run on this pool");
+    }
     let settings = ModelSettings {
         model: config.model.clone(),
         max_tokens: config.max_tokens,
         max_turns: config.max_turns,
         stream: config.stream,
+        prices,
     };
 
     let model_errors = pool.model_errors();

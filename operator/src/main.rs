@@ -15,7 +15,8 @@ use kube::api::{Api, ListParams};
 use kube::runtime::{Controller, WatchStreamExt as _, watcher};
 use maos_core::api::v1alpha1::{AgentPool, Checkpoint, Task};
 use maos_core::coord::{Redis, RedisConfig, Topology};
-use maos_operator::config::{LogFormat, OperatorConfig, load_price_table};
+use maos_core::price::load_price_table;
+use maos_operator::config::{LogFormat, OperatorConfig};
 use maos_operator::controller::{self, Context, Settings, checkpoint, pool, task};
 use maos_operator::http::{self, HttpState};
 use maos_operator::leader::{LeaderElector, LeaseSettings};
@@ -166,6 +167,7 @@ async fn run(config: OperatorConfig) -> anyhow::Result<()> {
             redis_cluster: config.redis_cluster,
             anthropic_base_url: config.agent_anthropic_base_url.clone(),
             http_addr: config.agent_http_addr.clone(),
+            prices: prices.to_line(),
         },
         prices,
         status_interval: config.status_interval(),

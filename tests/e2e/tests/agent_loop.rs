@@ -12,11 +12,14 @@ use coord_common::{Fixture, eventually, task_uid};
 use maos_agent_runner::agent::{self, Brief, Ending, FailReason, ModelSettings, WorkItemRun};
 use maos_agent_runner::claude::{ApiKey, ClaudeClient, ClientConfig, RetryPolicy};
 use maos_agent_runner::metrics::AgentMetrics;
+use maos_core::coord::budget::{BudgetUsage, Limits};
+use maos_core::coord::events::EventKind;
 use maos_core::coord::keys::GROUP_OPERATOR;
 use maos_core::coord::queue::{WorkItem, WorkKind};
 use maos_core::coord::ratelimit::{Bucket, RateLimiter, RateLimits};
 use maos_core::coord::{AgentName, Task};
 use maos_core::dag::SubtaskName;
+use maos_core::price::{BilledTokens, default_price_table};
 use maos_e2e::claude_standin::{
     Behaviour, ClaudeStandIn, Fault, MaosAgent, MessagesRequest, Outcome, Reply, Scripted,
     StandInConfig,
@@ -33,8 +36,19 @@ struct Setup {
 }
 
 async fn setup(fx: &Fixture, behaviour: impl Behaviour + 'static, budget: Option<u64>) -> Setup {
+    setup_with(fx, behaviour, Limits::from(budget), Duration::ZERO).await
+}
+
+/// [`setup`] with both budget limits and the stand-in's answers taking `latency`.
+async fn setup_with(
+    fx: &Fixture,
+    behaviour: impl Behaviour + 'static,
+    budget: Limits,
+    latency: Duration,
+) -> Setup {
     let mut config = StandInConfig::new(KEY);
     config.behaviour = Arc::new(behaviour);
+    config.latency = latency;
     let standin = ClaudeStandIn::start(config).expect("stand-in");
     let mut client_config = ClientConfig::new(standin.base_url(), ApiKey::new(KEY).expect("key"));
     client_config.retry = RetryPolicy {
@@ -88,6 +102,7 @@ fn settings() -> ModelSettings {
         max_tokens: 1024,
         max_turns: 10,
         stream: true,
+        prices: maos_core::price::default_price_table(),
     }
 }
 
@@ -112,6 +127,122 @@ async fn run(
     })
     .await
     .expect("no coordination failure")
+}
+
+async fn nothing_reserved(s: &Setup) -> BudgetUsage {
+    let usage = s.task.budget().usage().await.expect("usage");
+    assert_eq!(
+        (usage.reserved, usage.cost_reserved_micro_usd),
+        (0, 0),
+        "no reservation is left held: {usage:?}"
+    );
+    usage
+}
+
+/// Sonnet's worst case for one call of `settings()` with `input` tokens (micro-dollars).
+fn worst_case(input: u64) -> u64 {
+    default_price_table()
+        .price("claude-sonnet-4-5")
+        .expect("priced")
+        .worst_case_micro_usd(input, 1024)
+}
+
+async fn a_cost_budget_that_cannot_cover_the_worst_case_refuses_the_call_unmade(fx: &Fixture) {
+    // 1024 output tokens at $15/Mtok alone are $0.01536.
+    let limits = Limits {
+        tokens: None,
+        cost_micro_usd: Some(15_000),
+    };
+    let s = setup_with(fx, MaosAgent::default(), limits, Duration::ZERO).await;
+    assert!(worst_case(0) > 15_000);
+    let work = item(&s.task, "bench", WorkKind::Work, 1);
+    let ending = run(&s, "agent-a", &work, &brief(), &settings()).await;
+    let Ending::Failed { reason, detail } = &ending else {
+        panic!("{ending:?}");
+    };
+    assert_eq!(*reason, FailReason::BudgetExceeded, "{detail}");
+    assert!(detail.contains("cost budget"), "{detail}");
+    assert!(
+        s.standin.requests().is_empty(),
+        "the model was never called"
+    );
+    nothing_reserved(&s).await;
+}
+
+async fn a_cost_budget_is_settled_with_what_each_answer_cost_at_the_operators_prices(fx: &Fixture) {
+    let limits = Limits {
+        tokens: None,
+        cost_micro_usd: Some(10_000_000),
+    };
+    let s = setup_with(fx, MaosAgent::default(), limits, Duration::ZERO).await;
+    let work = item(&s.task, "bench", WorkKind::Work, 1);
+    assert_eq!(
+        run(&s, "agent-a", &work, &brief(), &settings()).await,
+        Ending::Finished
+    );
+    // What the operator will charge: each TokensUsed event at the table's price.
+    let price = default_price_table()
+        .price("claude-sonnet-4-5")
+        .expect("priced")
+        .clone();
+    let mut consumer = s.task.events().consumer(GROUP_OPERATOR, "test");
+    let charged: u64 = consumer
+        .next(100, None)
+        .await
+        .expect("events")
+        .into_iter()
+        .filter_map(|d| match d.event.kind {
+            EventKind::TokensUsed {
+                input,
+                output,
+                cache_read,
+                cache_creation,
+                ..
+            } => Some(price.cost_micro_usd(BilledTokens {
+                input,
+                output,
+                cache_read,
+                cache_write: cache_creation,
+            })),
+            _ => None,
+        })
+        .sum();
+    let usage = nothing_reserved(&s).await;
+    assert!(charged > 0);
+    assert_eq!(usage.cost_spent_micro_usd, charged, "{usage:?}");
+    assert_eq!(usage.cost_limit_micro_usd, Some(10_000_000));
+}
+
+async fn a_cost_budget_refuses_a_model_without_a_price_naming_it(fx: &Fixture) {
+    let limits = Limits {
+        tokens: None,
+        cost_micro_usd: Some(10_000_000),
+    };
+    let s = setup_with(fx, MaosAgent::default(), limits, Duration::ZERO).await;
+    let mut unpriced = settings();
+    unpriced.model = "claude-unpriced-1".into();
+    let work = item(&s.task, "bench", WorkKind::Work, 1);
+    let ending = run(&s, "agent-a", &work, &brief(), &unpriced).await;
+    let Ending::Failed { reason, detail } = &ending else {
+        panic!("{ending:?}");
+    };
+    assert_eq!(*reason, FailReason::BudgetExceeded, "{detail}");
+    assert!(
+        detail.contains("claude-unpriced-1") && detail.contains("no price"),
+        "{detail}"
+    );
+    assert!(
+        s.standin.requests().is_empty(),
+        "the model was never called"
+    );
+
+    // Without a cost budget the same model works: only its cost goes uncounted.
+    let free = setup(fx, MaosAgent::default(), None).await;
+    let work = item(&free.task, "bench", WorkKind::Work, 1);
+    assert_eq!(
+        run(&free, "agent-a", &work, &brief(), &unpriced).await,
+        Ending::Finished
+    );
 }
 
 async fn a_subtask_is_worked_through_tools_to_its_result(fx: &Fixture) {
@@ -405,4 +536,7 @@ both_backends!(
     invalid_tool_input_is_an_error_result_and_the_agent_goes_on,
     a_spent_budget_ends_the_subtask_with_budget_exceeded,
     a_takeover_continues_the_dead_agents_conversation,
+    a_cost_budget_that_cannot_cover_the_worst_case_refuses_the_call_unmade,
+    a_cost_budget_is_settled_with_what_each_answer_cost_at_the_operators_prices,
+    a_cost_budget_refuses_a_model_without_a_price_naming_it,
 );
