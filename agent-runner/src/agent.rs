@@ -1,6 +1,14 @@
 //! The tool loop of one work item: build the conversation (replaying the subtask's journal, so
 //! a reclaimed item continues where the dead agent stopped), call the model within the pool's
 //! rate limits and the task's budget, run the tools it asks for, and journal every step.
+//!
+//! A model call in flight is raced against the task's cancel key, the item's deadline and the
+//! agent's shutdown: a cancelled or late call is dropped at once (with its retry waits, which
+//! run inside it), its reservation and rate-limit tokens given back, and the attempt fails as
+//! Cancelled or DeadlineExceeded. On shutdown the call may still finish for
+//! [`ModelSettings::drain_on_stop`] (its answer is paid for, so it is journaled for whoever
+//! continues); past that it is dropped the same way and the item is released unfailed, to be
+//! continued from its journal.
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -66,6 +74,9 @@ pub struct ModelSettings {
     /// The operator's price table: a call's worst-case cost is reserved at these prices, and
     /// its actual cost settled, as the operator prices `status.usage.costUSD`.
     pub prices: PriceTable,
+    /// How long a model call in flight may still finish after the agent is told to stop
+    /// before it is dropped (keep it below the shutdown grace, less the cleanup).
+    pub drain_on_stop: Duration,
 }
 
 /// Why a subtask ended without a result (shared with the operator, which reads it back).
@@ -103,7 +114,8 @@ pub struct WorkItemRun<'a> {
     pub client: &'a ClaudeClient,
     /// How to call it.
     pub settings: &'a ModelSettings,
-    /// Turns true when the agent must stop; checked between turns.
+    /// Turns true when the agent must stop; checked between turns, and a model call in flight
+    /// is dropped [`ModelSettings::drain_on_stop`] after it turns.
     pub stop: Option<&'a tokio::sync::watch::Receiver<bool>>,
     /// Where model calls, tokens and tool errors are counted.
     pub metrics: &'a AgentMetrics,
@@ -351,10 +363,23 @@ pub async fn run(work: WorkItemRun<'_>) -> Result<Ending, AgentError> {
                 ));
             }
         };
-        let answer = if settings.stream {
-            stream_with_progress(client, &request, task, agent, item, turns + 1).await
-        } else {
-            client.send(&request).await
+        let call = async {
+            if settings.stream {
+                stream_with_progress(client, &request, task, agent, item, turns + 1).await
+            } else {
+                client.send(&request).await
+            }
+        };
+        // An answer that is ready wins over a reason to drop it: it is paid for.
+        let answer = tokio::select! {
+            biased;
+            answer = call => answer,
+            dropped = must_drop(task, item, stop, settings.drain_on_stop) => {
+                metrics.model_request("Dropped");
+                task.budget().settle(reservation, 0).await?;
+                limiter.refund(estimated_input, max_tokens).await?;
+                return Ok(dropped.ending());
+            }
         };
         let response = match answer {
             Ok(response) => response,
@@ -439,6 +464,88 @@ fn budget_refusal(limit: Limit, remaining: u64, model: &str) -> String {
         Limit::CostUnknown => format!(
             "the task has a cost budget but model {model} has no price in the operator's price table, so no call can be kept within it"
         ),
+    }
+}
+
+/// How often a model call in flight asks whether its task was cancelled: a cancelled call is
+/// dropped within about this long.
+const CANCEL_POLL: Duration = Duration::from_millis(250);
+
+/// Why a model call in flight was dropped.
+#[derive(Debug)]
+enum Dropped {
+    /// The agent is stopping and the call outlasted the drain.
+    Stopped,
+    /// The task was cancelled (the cancel key's reason).
+    Cancelled(String),
+    /// The item's deadline passed.
+    DeadlinePassed,
+}
+
+impl Dropped {
+    /// How the attempt ends: a stop leaves the item for a successor, unfailed.
+    fn ending(self) -> Ending {
+        match self {
+            Dropped::Stopped => Ending::Interrupted,
+            Dropped::Cancelled(reason) => failed(
+                FailReason::Cancelled,
+                format!(
+                    "task cancelled during a model call: {}",
+                    truncate(&reason, 100)
+                ),
+            ),
+            Dropped::DeadlinePassed => failed(
+                FailReason::DeadlineExceeded,
+                "the subtask's deadline passed during a model call",
+            ),
+        }
+    }
+}
+
+/// Resolves when the model call in flight must be dropped: the task's cancel key is set (asked
+/// every [`CANCEL_POLL`]), the item's deadline passes, or `drain` after `stop` turns true.
+/// Never resolves otherwise, so the call it races decides.
+async fn must_drop(
+    task: &Task,
+    item: &WorkItem,
+    stop: Option<&tokio::sync::watch::Receiver<bool>>,
+    drain: Duration,
+) -> Dropped {
+    let deadline = tokio::time::sleep(Duration::from_millis(
+        item.deadline_ms.saturating_sub(now_ms()),
+    ));
+    let stopped = async {
+        let Some(stop) = stop else {
+            return std::future::pending().await;
+        };
+        let mut stop = stop.clone();
+        if stop.wait_for(|stop| *stop).await.is_err() {
+            // The sender is gone: nobody can ask this agent to stop any more.
+            return std::future::pending().await;
+        }
+        tokio::time::sleep(drain).await;
+    };
+    let cancelled = async {
+        let mut ticker =
+            tokio::time::interval_at(tokio::time::Instant::now() + CANCEL_POLL, CANCEL_POLL);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            ticker.tick().await;
+            match task.cancelled().await {
+                Ok(Some(reason)) => return reason,
+                Ok(None) => {}
+                // Redis failing is no reason to drop a call that may still answer; the next
+                // turn's journal write will meet the failure if it lasts.
+                Err(err) => {
+                    tracing::debug!(error = %err, "asking whether the task was cancelled failed")
+                }
+            }
+        }
+    };
+    tokio::select! {
+        () = deadline => Dropped::DeadlinePassed,
+        () = stopped => Dropped::Stopped,
+        reason = cancelled => Dropped::Cancelled(reason),
     }
 }
 

@@ -73,7 +73,8 @@ pub struct AgentConfig {
     pub http_addr: std::net::SocketAddr,
 
     /// Seconds a shutdown may take before the agent exits regardless (keep it below the pod's
-    /// terminationGracePeriodSeconds).
+    /// terminationGracePeriodSeconds). A model call in flight may finish during this less 12 s
+    /// for the cleanup; then it is dropped and the item released for another agent.
     #[arg(long, env = "MAOS_SHUTDOWN_GRACE_SECONDS", default_value_t = 25)]
     pub shutdown_grace_seconds: u64,
 

@@ -24,6 +24,17 @@ const RESUME_BATCH: usize = 16;
 /// The pause after a coordination failure before the loop goes on.
 const FAILURE_PAUSE: Duration = Duration::from_secs(1);
 
+/// What a shutdown keeps back from its grace for the cleanup after the call in flight: the
+/// release and the leaving of the heartbeats, and a margin for settling the call.
+const CLEANUP_RESERVE: Duration = Duration::from_secs(2 * CLEANUP_TIMEOUT.as_secs() + 2);
+
+/// How long a model call in flight may still finish once a shutdown begins: what the grace
+/// leaves after the cleanup, so the call's answer (already paid for) is journaled for the
+/// agent that continues the item, and a call that runs on is dropped and settled in time.
+fn drain_on_stop(grace: Duration) -> Duration {
+    grace.saturating_sub(CLEANUP_RESERVE)
+}
+
 /// The plan item's instructions.
 const PLAN_PROMPT: &str = "Split the goal into subtasks that agents can work on in parallel; give each a self-contained prompt and list only the dependencies it really needs.";
 /// The synthesize item's instructions.
@@ -84,6 +95,7 @@ pub async fn run(
         max_turns: config.max_turns,
         stream: config.stream,
         prices,
+        drain_on_stop: drain_on_stop(config.shutdown_grace()),
     };
 
     let model_errors = pool.model_errors();
@@ -347,5 +359,24 @@ async fn pause(delay: Duration, shutdown: &mut watch::Receiver<bool>) {
     tokio::select! {
         _ = tokio::time::sleep(delay) => {}
         _ = shutdown.changed() => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_call_in_flight_at_shutdown_may_finish_in_what_the_grace_leaves_after_the_cleanup() {
+        // The default grace (25 s) leaves 13 s, as the operator's README says.
+        assert_eq!(
+            drain_on_stop(Duration::from_secs(25)),
+            Duration::from_secs(13)
+        );
+        assert_eq!(
+            drain_on_stop(Duration::from_secs(5)),
+            Duration::ZERO,
+            "a short grace drops the call at once"
+        );
     }
 }

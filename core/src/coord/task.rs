@@ -85,7 +85,8 @@ impl Task {
             .await
     }
 
-    /// Marks the task cancelled (or suspended) with `reason`, so agents stop at the next turn.
+    /// Marks the task cancelled with `reason`; agents drop the model call they are in (they
+    /// poll [`Task::cancelled`] while it runs) and stop.
     pub async fn cancel(&self, reason: &str) -> CoordResult<()> {
         let key = self.keys.cancel();
         self.redis

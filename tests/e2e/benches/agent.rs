@@ -69,6 +69,7 @@ async fn overhead() -> (Vec<Duration>, Vec<Duration>) {
         max_turns: 10,
         stream: false,
         prices: maos_core::price::default_price_table(),
+        drain_on_stop: Duration::ZERO,
     };
     let metrics = AgentMetrics::default();
     let agent = AgentName::new("bench-agent").expect("agent");

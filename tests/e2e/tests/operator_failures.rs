@@ -1,6 +1,6 @@
 //! How Tasks fail, end to end: a subtask retried per its retryStrategy, a subtask that keeps
-//! failing, the active deadline, the token and cost budgets, and specs only the operator can
-//! reject.
+//! failing, the active deadline, a subtask deadline that passes mid-call, the token and cost
+//! budgets, and specs only the operator can reject.
 //! Faults come from `[[fault:…]]` markers in subtask prompts, which the Claude stand-in honours
 //! for the first calls of that subtask's conversation.
 
@@ -211,6 +211,51 @@ async fn task_over_its_token_budget_fails_with_budget_exceeded() {
         stack.standin().requests().is_empty(),
         "{} model calls were made past the budget",
         stack.standin().requests().len()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn subtask_whose_deadline_passes_mid_call_fails_with_deadline_exceeded_and_drops_the_call() {
+    let stack = stack_with_pool("e2e-subtask-deadline", 1).await;
+    // The stand-in hangs 30 s on the first call; the subtask may take 10 s.
+    stack
+        .apply(&task_manifest(
+            "overdue",
+            "  subtaskTimeoutSeconds: 10
+  retryStrategy: {limit: 0}
+",
+            "  - {name: stalled, prompt: 'Query the slow archive. [[fault:slow]]'}
+",
+        ))
+        .expect("kubectl apply the task");
+
+    let task = stack
+        .wait_task("overdue", "finished", Duration::from_secs(60), finished)
+        .await;
+    let succeeded = failed_with(&task, "SubtaskFailed");
+    let stalled = subtask(&task, "stalled").expect("status entry");
+    assert_eq!(stalled.phase, SubtaskPhase::Failed, "{stalled:?}");
+    let message = stalled.message.clone().unwrap_or_default();
+    // The agent's own account (the operator's timeout, 30 s later, would say otherwise).
+    assert!(
+        message.starts_with("DeadlineExceeded") && message.contains("during a model call"),
+        "{message} / {}",
+        succeeded.message
+    );
+    // The hung call was given up by the client, never answered: the 30 s hang had not ended.
+    let calls = stack.model_requests_mentioning("Query the slow archive.");
+    assert_eq!(calls.len(), 1, "no retry of the dropped call");
+    assert_eq!(
+        calls[0].status, 0,
+        "the hang never answered: {:?}",
+        calls[0]
+    );
+    let abandoned = calls[0]
+        .abandoned_at
+        .expect("the agent closed the connection");
+    eprintln!(
+        "subtask deadline: call dropped {:?} after it was sent",
+        abandoned.duration_since(calls[0].at)
     );
 }
 
