@@ -338,6 +338,7 @@ pub async fn run(work: WorkItemRun<'_>) -> Result<Ending, AgentError> {
             limiter,
             estimated_input,
             u64::from(settings.max_tokens),
+            task,
             item,
             stop,
         )
@@ -717,14 +718,16 @@ async fn run_tools(
     Ok(finished.then_some(Ending::Finished))
 }
 
-/// Waits until the pool's buckets admit the call, or the item's deadline.
 /// The longest a waiting agent sleeps before it asks the pool's rate limiter again.
 const RATE_LIMIT_POLL: Duration = Duration::from_millis(500);
 
+/// Waits until the pool's buckets admit the call, or the item's deadline, the task's cancel or
+/// the agent's stop (each asked between two naps).
 async fn wait_for_rate_limit(
     limiter: &RateLimiter,
     input: u64,
     output: u64,
+    task: &Task,
     item: &WorkItem,
     stop: Option<&tokio::sync::watch::Receiver<bool>>,
 ) -> Result<Option<Ending>, CoordError> {
@@ -757,6 +760,16 @@ async fn wait_for_rate_limit(
                     return Ok(Some(failed(
                         FailReason::DeadlineExceeded,
                         "the subtask's deadline passed while waiting for the pool's rate limit",
+                    )));
+                }
+                // Only a waiting agent asks: the call that goes at once costs no round trip.
+                if let Some(reason) = task.cancelled().await? {
+                    return Ok(Some(failed(
+                        FailReason::Cancelled,
+                        format!(
+                            "task cancelled while waiting for the pool's rate limit: {}",
+                            truncate(&reason, 100)
+                        ),
                     )));
                 }
                 // Asked again at least every RATE_LIMIT_POLL: another agent's call that ends

@@ -271,6 +271,39 @@ async fn a_retry_wait_is_dropped_when_its_task_is_cancelled(fx: &Fixture) {
     nothing_reserved(&s).await;
 }
 
+async fn a_wait_for_the_pools_rate_limit_ends_when_its_task_is_cancelled(fx: &Fixture) {
+    let mut s = setup(fx, MaosAgent::default(), None).await;
+    // One call a minute: the second waits for the bucket to refill.
+    s.limiter = fx.pool().rate_limiter(RateLimits {
+        requests: Bucket::per_minute(1),
+        input_tokens: Bucket::unlimited(),
+        output_tokens: Bucket::unlimited(),
+    });
+    let work = item(&s.task, "bench", WorkKind::Work, 1);
+    let running = spawn_run(&s, &work, settings(), None);
+    calls_arrived(&s, 1).await;
+    eventually(
+        "the first answer journaled",
+        Duration::from_secs(20),
+        || async {
+            let journal = s.task.journal(&work.subtask).read_all().await.ok()?;
+            (journal.entries.len() >= 3).then_some(())
+        },
+    )
+    .await;
+
+    s.task.cancel("Cancelled: deleted").await.expect("cancel");
+    let ending = tokio::time::timeout(DROPPED_WITHIN, running)
+        .await
+        .expect("the run ends while the bucket is still empty")
+        .expect("run");
+    let Ending::Failed { reason, detail } = &ending else {
+        panic!("{ending:?}");
+    };
+    assert_eq!(*reason, FailReason::Cancelled, "{detail}");
+    assert_eq!(s.standin.requests().len(), 1, "no second call");
+}
+
 async fn a_call_in_flight_past_the_items_deadline_fails_with_deadline_exceeded(fx: &Fixture) {
     let s = setup(fx, hang, Some(1_000_000)).await;
     let mut work = item(&s.task, "bench", WorkKind::Work, 1);
@@ -773,6 +806,7 @@ both_backends!(
     a_takeover_continues_the_dead_agents_conversation,
     a_call_in_flight_is_dropped_when_its_task_is_cancelled,
     a_retry_wait_is_dropped_when_its_task_is_cancelled,
+    a_wait_for_the_pools_rate_limit_ends_when_its_task_is_cancelled,
     a_call_in_flight_past_the_items_deadline_fails_with_deadline_exceeded,
     a_stop_during_a_call_past_the_drain_releases_the_item_unfailed,
     a_call_that_answers_within_the_drain_is_journaled_before_the_agent_stops,
