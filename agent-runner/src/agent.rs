@@ -1,16 +1,25 @@
 //! The tool loop of one work item: build the conversation (replaying the subtask's journal, so
 //! a reclaimed item continues where the dead agent stopped), call the model within the pool's
 //! rate limits and the task's budget, run the tools it asks for, and journal every step.
+//!
+//! A model call in flight is raced against the task's cancel key, the item's deadline and the
+//! agent's shutdown: a cancelled or late call is dropped at once (with its retry waits, which
+//! run inside it), its reservation and rate-limit tokens given back, and the attempt fails as
+//! Cancelled or DeadlineExceeded. On shutdown the call may still finish for
+//! [`ModelSettings::drain_on_stop`] (its answer is paid for, so it is journaled for whoever
+//! continues); past that it is dropped the same way and the item is released unfailed, to be
+//! continued from its journal.
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use maos_core::coord::budget::ReserveOutcome;
+use maos_core::coord::budget::{Limit, ReserveOutcome, Spend};
 use maos_core::coord::events::{Event, EventKind};
 use maos_core::coord::journal::{EntryKind, Journal};
 use maos_core::coord::mailbox::Cursor;
 use maos_core::coord::queue::{WorkItem, WorkKind};
 use maos_core::coord::ratelimit::{Admission, RateLimiter};
 use maos_core::coord::{AgentName, CoordError, Task};
+use maos_core::price::{BilledTokens, PriceTable};
 use serde_json::json;
 
 use crate::claude::types::{
@@ -62,6 +71,12 @@ pub struct ModelSettings {
     pub max_turns: u32,
     /// Stream answers (progress as text arrives) rather than wait for whole answers.
     pub stream: bool,
+    /// The operator's price table: a call's worst-case cost is reserved at these prices, and
+    /// its actual cost settled, as the operator prices `status.usage.costUSD`.
+    pub prices: PriceTable,
+    /// How long a model call in flight may still finish after the agent is told to stop
+    /// before it is dropped (keep it below the shutdown grace, less the cleanup).
+    pub drain_on_stop: Duration,
 }
 
 /// Why a subtask ended without a result (shared with the operator, which reads it back).
@@ -99,7 +114,8 @@ pub struct WorkItemRun<'a> {
     pub client: &'a ClaudeClient,
     /// How to call it.
     pub settings: &'a ModelSettings,
-    /// Turns true when the agent must stop; checked between turns.
+    /// Turns true when the agent must stop; checked between turns, and a model call in flight
+    /// is dropped [`ModelSettings::drain_on_stop`] after it turns.
     pub stop: Option<&'a tokio::sync::watch::Receiver<bool>>,
     /// Where model calls, tokens and tool errors are counted.
     pub metrics: &'a AgentMetrics,
@@ -322,6 +338,7 @@ pub async fn run(work: WorkItemRun<'_>) -> Result<Ending, AgentError> {
             limiter,
             estimated_input,
             u64::from(settings.max_tokens),
+            task,
             item,
             stop,
         )
@@ -329,23 +346,41 @@ pub async fn run(work: WorkItemRun<'_>) -> Result<Ending, AgentError> {
         {
             return Ok(ending);
         }
-        let reservation = match task
-            .budget()
-            .reserve(u64::from(settings.max_tokens) + estimated_input)
-            .await?
-        {
+        let max_tokens = u64::from(settings.max_tokens);
+        let want = Spend {
+            tokens: max_tokens + estimated_input,
+            cost_micro_usd: settings
+                .prices
+                .price(&settings.model)
+                .map(|price| price.worst_case_micro_usd(estimated_input, max_tokens)),
+        };
+        let reservation = match task.budget().reserve(want).await? {
             ReserveOutcome::Reserved(reservation) => reservation,
-            ReserveOutcome::Exhausted { remaining } => {
+            ReserveOutcome::Exhausted { limit, remaining } => {
+                limiter.refund(estimated_input, max_tokens).await?;
                 return Ok(failed(
                     FailReason::BudgetExceeded,
-                    format!("the task's token budget is spent ({remaining} tokens left)"),
+                    budget_refusal(limit, remaining, &settings.model),
                 ));
             }
         };
-        let answer = if settings.stream {
-            stream_with_progress(client, &request, task, agent, item, turns + 1).await
-        } else {
-            client.send(&request).await
+        let call = async {
+            if settings.stream {
+                stream_with_progress(client, &request, task, agent, item, turns + 1).await
+            } else {
+                client.send(&request).await
+            }
+        };
+        // An answer that is ready wins over a reason to drop it: it is paid for.
+        let answer = tokio::select! {
+            biased;
+            answer = call => answer,
+            dropped = must_drop(task, item, stop, settings.drain_on_stop) => {
+                metrics.model_request("Dropped");
+                task.budget().settle(reservation, 0).await?;
+                limiter.refund(estimated_input, max_tokens).await?;
+                return Ok(dropped.ending());
+            }
         };
         let response = match answer {
             Ok(response) => response,
@@ -365,10 +400,20 @@ pub async fn run(work: WorkItemRun<'_>) -> Result<Ending, AgentError> {
             response.usage.cache_read_input_tokens,
             response.usage.cache_creation_input_tokens,
         );
-        let used = response.usage.input_tokens
-            + response.usage.output_tokens
-            + response.usage.cache_creation_input_tokens
-            + response.usage.cache_read_input_tokens;
+        let billed = BilledTokens {
+            input: response.usage.input_tokens,
+            output: response.usage.output_tokens,
+            cache_read: response.usage.cache_read_input_tokens,
+            cache_write: response.usage.cache_creation_input_tokens,
+        };
+        // Priced by the model that answered, as the operator prices the TokensUsed event.
+        let used = Spend {
+            tokens: billed.input + billed.output + billed.cache_read + billed.cache_write,
+            cost_micro_usd: settings
+                .prices
+                .price(&response.model)
+                .map(|price| price.cost_micro_usd(billed)),
+        };
         let tokens_used = Event::new(
             agent,
             item.subtask.as_str(),
@@ -404,6 +449,104 @@ pub async fn run(work: WorkItemRun<'_>) -> Result<Ending, AgentError> {
         turns += 1;
         replay::push(&mut messages, response.to_message());
         next = replay::tail(&messages, response.stop_reason);
+    }
+}
+
+/// What the subtask is told when the budget refuses its next call.
+fn budget_refusal(limit: Limit, remaining: u64, model: &str) -> String {
+    match limit {
+        Limit::Tokens => {
+            format!("the task's token budget is spent ({remaining} tokens left)")
+        }
+        Limit::Cost => format!(
+            "the task's cost budget is spent (${:.6} left)",
+            remaining as f64 / 1_000_000.0
+        ),
+        Limit::CostUnknown => format!(
+            "the task has a cost budget but model {model} has no price in the operator's price table, so no call can be kept within it"
+        ),
+    }
+}
+
+/// How often a model call in flight asks whether its task was cancelled: a cancelled call is
+/// dropped within about this long.
+const CANCEL_POLL: Duration = Duration::from_millis(250);
+
+/// Why a model call in flight was dropped.
+#[derive(Debug)]
+enum Dropped {
+    /// The agent is stopping and the call outlasted the drain.
+    Stopped,
+    /// The task was cancelled (the cancel key's reason).
+    Cancelled(String),
+    /// The item's deadline passed.
+    DeadlinePassed,
+}
+
+impl Dropped {
+    /// How the attempt ends: a stop leaves the item for a successor, unfailed.
+    fn ending(self) -> Ending {
+        match self {
+            Dropped::Stopped => Ending::Interrupted,
+            Dropped::Cancelled(reason) => failed(
+                FailReason::Cancelled,
+                format!(
+                    "task cancelled during a model call: {}",
+                    truncate(&reason, 100)
+                ),
+            ),
+            Dropped::DeadlinePassed => failed(
+                FailReason::DeadlineExceeded,
+                "the subtask's deadline passed during a model call",
+            ),
+        }
+    }
+}
+
+/// Resolves when the model call in flight must be dropped: the task's cancel key is set (asked
+/// every [`CANCEL_POLL`]), the item's deadline passes, or `drain` after `stop` turns true.
+/// Never resolves otherwise, so the call it races decides.
+async fn must_drop(
+    task: &Task,
+    item: &WorkItem,
+    stop: Option<&tokio::sync::watch::Receiver<bool>>,
+    drain: Duration,
+) -> Dropped {
+    let deadline = tokio::time::sleep(Duration::from_millis(
+        item.deadline_ms.saturating_sub(now_ms()),
+    ));
+    let stopped = async {
+        let Some(stop) = stop else {
+            return std::future::pending().await;
+        };
+        let mut stop = stop.clone();
+        if stop.wait_for(|stop| *stop).await.is_err() {
+            // The sender is gone: nobody can ask this agent to stop any more.
+            return std::future::pending().await;
+        }
+        tokio::time::sleep(drain).await;
+    };
+    let cancelled = async {
+        let mut ticker =
+            tokio::time::interval_at(tokio::time::Instant::now() + CANCEL_POLL, CANCEL_POLL);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            ticker.tick().await;
+            match task.cancelled().await {
+                Ok(Some(reason)) => return reason,
+                Ok(None) => {}
+                // Redis failing is no reason to drop a call that may still answer; the next
+                // turn's journal write will meet the failure if it lasts.
+                Err(err) => {
+                    tracing::debug!(error = %err, "asking whether the task was cancelled failed")
+                }
+            }
+        }
+    };
+    tokio::select! {
+        () = deadline => Dropped::DeadlinePassed,
+        () = stopped => Dropped::Stopped,
+        reason = cancelled => Dropped::Cancelled(reason),
     }
 }
 
@@ -575,14 +718,16 @@ async fn run_tools(
     Ok(finished.then_some(Ending::Finished))
 }
 
-/// Waits until the pool's buckets admit the call, or the item's deadline.
 /// The longest a waiting agent sleeps before it asks the pool's rate limiter again.
 const RATE_LIMIT_POLL: Duration = Duration::from_millis(500);
 
+/// Waits until the pool's buckets admit the call, or the item's deadline, the task's cancel or
+/// the agent's stop (each asked between two naps).
 async fn wait_for_rate_limit(
     limiter: &RateLimiter,
     input: u64,
     output: u64,
+    task: &Task,
     item: &WorkItem,
     stop: Option<&tokio::sync::watch::Receiver<bool>>,
 ) -> Result<Option<Ending>, CoordError> {
@@ -615,6 +760,16 @@ async fn wait_for_rate_limit(
                     return Ok(Some(failed(
                         FailReason::DeadlineExceeded,
                         "the subtask's deadline passed while waiting for the pool's rate limit",
+                    )));
+                }
+                // Only a waiting agent asks: the call that goes at once costs no round trip.
+                if let Some(reason) = task.cancelled().await? {
+                    return Ok(Some(failed(
+                        FailReason::Cancelled,
+                        format!(
+                            "task cancelled while waiting for the pool's rate limit: {}",
+                            truncate(&reason, 100)
+                        ),
                     )));
                 }
                 // Asked again at least every RATE_LIMIT_POLL: another agent's call that ends

@@ -7,6 +7,7 @@ use clap::Parser;
 
 use maos_core::coord::ratelimit::{Bucket, RateLimits};
 use maos_core::coord::{RedisTls, TlsError};
+use maos_core::price::{PriceTable, PriceTableError, default_price_table, parse_price_table};
 
 /// A MAOS agent: claims subtasks from its AgentPool's queue and works them with Claude.
 #[derive(Clone, Debug, Parser)]
@@ -98,9 +99,16 @@ pub struct AgentConfig {
     pub http_addr: std::net::SocketAddr,
 
     /// Seconds a shutdown may take before the agent exits regardless (keep it below the pod's
-    /// terminationGracePeriodSeconds).
+    /// terminationGracePeriodSeconds). A model call in flight may finish during this less 12 s
+    /// for the cleanup; then it is dropped and the item released for another agent.
     #[arg(long, env = "MAOS_SHUTDOWN_GRACE_SECONDS", default_value_t = 25)]
     pub shutdown_grace_seconds: u64,
+
+    /// The model price table (YAML or JSON, as the operator's `--price-table` file), set by the
+    /// operator to its own table; without it, the built-in one. A call's worst-case cost is
+    /// reserved against the task's cost budget at these prices.
+    #[arg(long, env = "MAOS_PRICES")]
+    pub prices: Option<String>,
 
     /// Log as JSON lines (for log collectors) rather than text.
     #[arg(long, env = "MAOS_LOG_JSON", default_value_t = false)]
@@ -134,6 +142,14 @@ impl AgentConfig {
         Duration::from_secs(self.shutdown_grace_seconds)
     }
 
+    /// The price table: `--prices`, or the built-in one.
+    pub fn price_table(&self) -> Result<PriceTable, PriceTableError> {
+        match &self.prices {
+            Some(text) => parse_price_table(text, "MAOS_PRICES"),
+            None => Ok(default_price_table()),
+        }
+    }
+
     /// The pool's rate limits.
     pub fn rate_limits(&self) -> RateLimits {
         RateLimits {
@@ -164,6 +180,36 @@ mod tests {
         assert_eq!(config.max_turns, 40);
         assert!(config.stream);
         assert_eq!(config.heartbeat(), Duration::from_secs(1));
+        assert_eq!(
+            config.price_table().expect("built in"),
+            default_price_table()
+        );
+    }
+
+    #[test]
+    fn the_operators_price_table_is_read_from_the_environment_value() {
+        let parse = |prices: &str| {
+            AgentConfig::try_parse_from([
+                "maos-agent",
+                "--agent-name",
+                "a",
+                "--pool-uid",
+                "u",
+                "--redis-urls",
+                "redis://127.0.0.1:1",
+                &format!("--prices={prices}"),
+            ])
+            .expect("parses")
+            .price_table()
+        };
+        let table = parse(r#"[{"model":"claude-x*","input":2,"output":8}]"#).expect("valid");
+        assert_eq!(table.price("claude-x-1").map(|p| p.output), Some(8.0));
+        assert!(
+            table.price("claude-sonnet-4-5").is_none(),
+            "only the given table"
+        );
+        let err = parse("- {model: m, input: -1, output: 1}").expect_err("invalid");
+        assert!(err.to_string().contains("MAOS_PRICES"), "{err}");
     }
 
     #[test]

@@ -24,6 +24,17 @@ const RESUME_BATCH: usize = 16;
 /// The pause after a coordination failure before the loop goes on.
 const FAILURE_PAUSE: Duration = Duration::from_secs(1);
 
+/// What a shutdown keeps back from its grace for the cleanup after the call in flight: the
+/// release and the leaving of the heartbeats, and a margin for settling the call.
+const CLEANUP_RESERVE: Duration = Duration::from_secs(2 * CLEANUP_TIMEOUT.as_secs() + 2);
+
+/// How long a model call in flight may still finish once a shutdown begins: what the grace
+/// leaves after the cleanup, so the call's answer (already paid for) is journaled for the
+/// agent that continues the item, and a call that runs on is dropped and settled in time.
+fn drain_on_stop(grace: Duration) -> Duration {
+    grace.saturating_sub(CLEANUP_RESERVE)
+}
+
 /// The plan item's instructions.
 const PLAN_PROMPT: &str = "Split the goal into subtasks that agents can work on in parallel; give each a self-contained prompt and list only the dependencies it really needs.";
 /// The synthesize item's instructions.
@@ -76,11 +87,19 @@ pub async fn run(
     let claimer = Pool::new(redis.dedicated(CLAIM_BLOCK).await?, &pool_uid).queue();
     let client = ClaudeClient::new(claude)?.with_retry_counter(metrics.model_retries.clone());
     let limiter = pool.rate_limiter(config.rate_limits());
+    let prices = config
+        .price_table()
+        .map_err(|err| WorkerError::Config(err.to_string()))?;
+    if prices.price(&config.model).is_none() {
+        tracing::warn!(model = %config.model, "the model has no price: a Task with a cost budget cannot run on this pool");
+    }
     let settings = ModelSettings {
         model: config.model.clone(),
         max_tokens: config.max_tokens,
         max_turns: config.max_turns,
         stream: config.stream,
+        prices,
+        drain_on_stop: drain_on_stop(config.shutdown_grace()),
     };
 
     let model_errors = pool.model_errors();
@@ -344,5 +363,24 @@ async fn pause(delay: Duration, shutdown: &mut watch::Receiver<bool>) {
     tokio::select! {
         _ = tokio::time::sleep(delay) => {}
         _ = shutdown.changed() => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_call_in_flight_at_shutdown_may_finish_in_what_the_grace_leaves_after_the_cleanup() {
+        // The default grace (25 s) leaves 13 s, as the operator's README says.
+        assert_eq!(
+            drain_on_stop(Duration::from_secs(25)),
+            Duration::from_secs(13)
+        );
+        assert_eq!(
+            drain_on_stop(Duration::from_secs(5)),
+            Duration::ZERO,
+            "a short grace drops the call at once"
+        );
     }
 }

@@ -8,4 +8,5 @@ pub mod api;
 pub mod coord;
 pub mod dag;
 pub mod meta;
+pub mod price;
 pub mod validate;

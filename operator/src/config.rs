@@ -1,14 +1,12 @@
 //! The operator's configuration: flags, each also read from an environment variable
-//! (`maos-operator run --help` lists them), and the model price table.
+//! (`maos-operator run --help` lists them). The model price table is read with
+//! [`maos_core::price::load_price_table`].
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{ArgAction, Args, ValueEnum};
-use serde::Deserialize;
-
-use crate::status::{Price, PriceTable};
 
 /// How the operator runs.
 #[derive(Args, Clone, Debug)]
@@ -208,107 +206,6 @@ impl OperatorConfig {
     }
 }
 
-/// Why the price table could not be read.
-#[derive(Debug, thiserror::Error)]
-pub enum PriceTableError {
-    /// The file could not be read.
-    #[error("cannot read the price table {path}: {source}")]
-    Read {
-        /// The file.
-        path: String,
-        /// Why.
-        source: std::io::Error,
-    },
-    /// The file is not a valid price table.
-    #[error("the price table {path} is not valid: {detail}")]
-    Invalid {
-        /// The file.
-        path: String,
-        /// What is wrong.
-        detail: String,
-    },
-}
-
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-struct PriceEntry {
-    model: String,
-    input: f64,
-    output: f64,
-    #[serde(default)]
-    cache_read: Option<f64>,
-    #[serde(default)]
-    cache_write: Option<f64>,
-}
-
-/// Parses a YAML price table; cache prices default to 10 % (reads) and 125 % (writes) of
-/// the input price, as Anthropic bills them.
-pub fn parse_price_table(yaml: &str, path: &str) -> Result<PriceTable, PriceTableError> {
-    let entries: Vec<PriceEntry> =
-        serde_saphyr::from_str(yaml).map_err(|e| PriceTableError::Invalid {
-            path: path.to_owned(),
-            detail: e.to_string(),
-        })?;
-    let mut prices = Vec::with_capacity(entries.len());
-    for (i, entry) in entries.into_iter().enumerate() {
-        let values = [
-            entry.input,
-            entry.output,
-            entry.cache_read.unwrap_or(0.0),
-            entry.cache_write.unwrap_or(0.0),
-        ];
-        if entry.model.is_empty() || values.iter().any(|v| !v.is_finite() || *v < 0.0) {
-            return Err(PriceTableError::Invalid {
-                path: path.to_owned(),
-                detail: format!(
-                    "entry {i}: model must be non-empty and prices non-negative numbers"
-                ),
-            });
-        }
-        prices.push(Price {
-            model: entry.model,
-            input: entry.input,
-            output: entry.output,
-            cache_read: entry.cache_read.unwrap_or(entry.input * 0.1),
-            cache_write: entry.cache_write.unwrap_or(entry.input * 1.25),
-        });
-    }
-    Ok(PriceTable(prices))
-}
-
-/// Reads the price table at `path`, or the built-in one.
-pub fn load_price_table(path: Option<&std::path::Path>) -> Result<PriceTable, PriceTableError> {
-    let Some(path) = path else {
-        return Ok(default_price_table());
-    };
-    let shown = path.display().to_string();
-    let yaml = std::fs::read_to_string(path).map_err(|source| PriceTableError::Read {
-        path: shown.clone(),
-        source,
-    })?;
-    parse_price_table(&yaml, &shown)
-}
-
-/// Anthropic's list prices (US dollars per million tokens) for the Claude models MAOS is
-/// likely to run; more specific entries first.
-pub fn default_price_table() -> PriceTable {
-    let price = |model: &str, input: f64, output: f64| Price {
-        model: model.to_owned(),
-        input,
-        output,
-        cache_read: input * 0.1,
-        cache_write: input * 1.25,
-    };
-    PriceTable(vec![
-        price("claude-opus-4-5*", 5.0, 25.0),
-        price("claude-opus-4*", 15.0, 75.0),
-        price("claude-sonnet-4*", 3.0, 15.0),
-        price("claude-3-7-sonnet*", 3.0, 15.0),
-        price("claude-haiku-4-5*", 1.0, 5.0),
-        price("claude-3-5-haiku*", 0.8, 4.0),
-    ])
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -333,43 +230,5 @@ mod tests {
             Some("hunter2-operator-password")
         );
         assert!(!format!("{parsed:?}").contains("hunter2"), "{parsed:?}");
-    }
-
-    #[test]
-    fn a_price_table_parses_with_default_cache_prices() {
-        let table = parse_price_table(
-            "- {model: \"claude-sonnet-4*\", input: 3, output: 15}\n",
-            "prices.yaml",
-        )
-        .expect("valid");
-        let price = table.price("claude-sonnet-4-5").expect("priced");
-        assert_eq!((price.input, price.output), (3.0, 15.0));
-        assert!((price.cache_read - 0.3).abs() < 1e-9);
-        assert!((price.cache_write - 3.75).abs() < 1e-9);
-    }
-
-    #[test]
-    fn a_bad_price_table_names_the_file_and_the_problem() {
-        let err = parse_price_table("- {model: m, input: -1, output: 2}\n", "p.yaml")
-            .expect_err("negative price");
-        assert!(err.to_string().contains("p.yaml"), "{err}");
-        assert!(err.to_string().contains("entry 0"), "{err}");
-        let err = parse_price_table("- {model: m, inptu: 1, output: 2}\n", "p.yaml")
-            .expect_err("unknown field");
-        assert!(err.to_string().contains("inptu"), "{err}");
-    }
-
-    #[test]
-    fn the_built_in_table_prices_the_default_model() {
-        let table = default_price_table();
-        let price = table
-            .price(maos_core::api::v1alpha1::DEFAULT_MODEL)
-            .expect("default model priced");
-        assert_eq!(price.input, 3.0);
-        assert_eq!(
-            table.price("claude-opus-4-5-20251101").map(|p| p.input),
-            Some(5.0)
-        );
-        assert_eq!(table.price("claude-opus-4-1").map(|p| p.input), Some(15.0));
     }
 }

@@ -15,7 +15,8 @@ use kube::api::{Api, ListParams};
 use kube::runtime::{Controller, WatchStreamExt as _, watcher};
 use maos_core::api::v1alpha1::{AgentPool, Checkpoint, Task};
 use maos_core::coord::{Redis, RedisConfig, Topology};
-use maos_operator::config::{LogFormat, OperatorConfig, load_price_table};
+use maos_core::price::load_price_table;
+use maos_operator::config::{LogFormat, OperatorConfig};
 use maos_operator::controller::orphans::{self, Orphans};
 use maos_operator::controller::{self, Caches, Context, Settings, checkpoint, pool, task};
 use maos_operator::http::{self, HttpState};
@@ -180,6 +181,7 @@ async fn run(config: OperatorConfig) -> anyhow::Result<()> {
                 .as_ref()
                 .and_then(|tls| tls.ca_pem())
                 .map(|pem| String::from_utf8_lossy(pem).into_owned()),
+            prices: prices.to_line(),
         },
         prices,
         status_interval: config.status_interval(),

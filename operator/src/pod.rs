@@ -85,6 +85,10 @@ pub struct AgentEnvironment {
     /// (certificates are public, and an agent pod in another namespace could mount no Secret
     /// of the operator's).
     pub redis_ca_pem: Option<String>,
+    /// `MAOS_PRICES` for the agents: the operator's price table
+    /// ([`maos_core::price::PriceTable::to_line`]), so they reserve a call's cost at the prices
+    /// status charges.
+    pub prices: String,
 }
 
 /// Why a pod cannot be built.
@@ -177,6 +181,7 @@ pub fn agent_pod(
             spec.rate_limits.output_tokens_per_minute.to_string(),
         ),
         value("MAOS_HTTP_ADDR", env.http_addr.clone()),
+        value("MAOS_PRICES", env.prices.clone()),
         value("MAOS_LOG_JSON", "true".into()),
         from_secret(
             "ANTHROPIC_API_KEY",
@@ -305,6 +310,7 @@ mod tests {
             redis_cluster: true,
             anthropic_base_url: None,
             http_addr: "0.0.0.0:8080".into(),
+            prices: maos_core::price::default_price_table().to_line(),
         }
     }
 
@@ -421,6 +427,26 @@ mod tests {
             .and_then(|v| v.field_ref.as_ref())
             .expect("fieldRef");
         assert_eq!(agent_name.field_path, "metadata.name");
+    }
+
+    #[test]
+    fn agents_get_the_operators_price_table_and_a_new_table_rolls_them() {
+        let env =
+            env_of(&agent_pod(&pool(), "research-x7k2p", "abc", &environment()).expect("pod"));
+        let line = find(&env, "MAOS_PRICES").value.clone().expect("a value");
+        assert_eq!(
+            maos_core::price::parse_price_table(&line, "MAOS_PRICES").expect("parses"),
+            maos_core::price::default_price_table()
+        );
+        let mut dearer = environment();
+        let mut table = maos_core::price::default_price_table();
+        table.0[0].output *= 2.0;
+        dearer.prices = table.to_line();
+        assert_ne!(
+            template_hash("s", &pool(), &environment()).expect("hash"),
+            template_hash("s", &pool(), &dearer).expect("hash"),
+            "agents priced with an old table would reserve too little"
+        );
     }
 
     #[test]

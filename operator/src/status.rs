@@ -13,40 +13,12 @@ use maos_core::api::v1alpha1::{
 };
 use maos_core::coord::events::{Event, EventKind};
 use maos_core::coord::failure::FailReason;
+use maos_core::price::{BilledTokens, PriceTable};
 
 use crate::lifecycle::{PLAN, SYNTHESIZE};
 
 /// Longest subtask message kept in status.
 const MAX_SUBTASK_MESSAGE: usize = 200;
-
-/// Model prices in US dollars per million tokens.
-#[derive(Clone, Debug, PartialEq)]
-pub struct Price {
-    /// The model name, or a prefix of it ending in `*`.
-    pub model: String,
-    /// Input tokens.
-    pub input: f64,
-    /// Output tokens.
-    pub output: f64,
-    /// Input tokens read from the prompt cache.
-    pub cache_read: f64,
-    /// Input tokens written to the prompt cache.
-    pub cache_write: f64,
-}
-
-/// The operator's price table; the first matching entry prices a model.
-#[derive(Clone, Debug, Default, PartialEq)]
-pub struct PriceTable(pub Vec<Price>);
-
-impl PriceTable {
-    /// The price of `model`, if the table knows it.
-    pub fn price(&self, model: &str) -> Option<&Price> {
-        self.0.iter().find(|p| match p.model.strip_suffix('*') {
-            Some(prefix) => model.starts_with(prefix),
-            None => model == p.model,
-        })
-    }
-}
 
 /// Where an event stream entry stands relative to what status already holds.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -261,11 +233,12 @@ fn add_usage(
         .and_then(|c| c.parse().ok())
         .unwrap_or(0.0);
     if let Some(price) = prices.price(model) {
-        let cost = (input as f64 * price.input
-            + output as f64 * price.output
-            + cache_read as f64 * price.cache_read
-            + cache_creation as f64 * price.cache_write)
-            / 1_000_000.0;
+        let cost = price.cost_usd(BilledTokens {
+            input,
+            output,
+            cache_read,
+            cache_write: cache_creation,
+        });
         usage.cost_usd = Some(format!("{:.4}", previous + cost));
     }
 }
@@ -343,6 +316,7 @@ fn speedup(
 mod tests {
     use super::*;
     use k8s_openapi::jiff::SignedDuration;
+    use maos_core::price::Price;
 
     fn at(seconds: i64) -> Timestamp {
         Timestamp::from_second(1_000_000 + seconds).expect("valid")

@@ -1,5 +1,9 @@
 //! The HTTP side: one `POST {base}/v1/messages` per attempt, retried with exponential backoff
 //! and full jitter while the failure is transient, honouring the API's `retry-after`.
+//!
+//! A call is one future over all its attempts and the waits between them: dropping it closes
+//! the connection of the attempt in flight or ends the wait, and no later attempt is made. That
+//! is how the agent gives up a call on a cancel, a deadline or a shutdown.
 
 use std::time::Duration;
 

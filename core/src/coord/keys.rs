@@ -50,7 +50,13 @@ pub mod field {
     pub const BUDGET_RESERVED: &str = "reserved";
     /// Budget hash: tokens spent by finished calls.
     pub const BUDGET_SPENT: &str = "spent";
-    /// Budget hash: prefix of one in-flight reservation's field (value: its tokens).
+    /// Budget hash: the cost limit in micro-dollars (absent: unlimited).
+    pub const BUDGET_COST_LIMIT: &str = "costLimitMicroUSD";
+    /// Budget hash: micro-dollars reserved by calls in flight.
+    pub const BUDGET_COST_RESERVED: &str = "costReservedMicroUSD";
+    /// Budget hash: micro-dollars spent by finished calls.
+    pub const BUDGET_COST_SPENT: &str = "costSpentMicroUSD";
+    /// Budget hash: prefix of one in-flight reservation's field (value: `<tokens>:<micro-USD>`).
     pub const BUDGET_RESERVATION_PREFIX: &str = "reservation:";
     /// Meta hash: the pool uid.
     pub const META_POOL: &str = "pool";
@@ -304,7 +310,7 @@ impl TaskKeys {
         format!("{}:journals", self.prefix)
     }
 
-    /// Token budget hash (limit, reserved, spent).
+    /// Budget hash (tokens and micro-dollars: limit, reserved, spent).
     pub fn budget(&self) -> String {
         format!("{}:budget", self.prefix)
     }

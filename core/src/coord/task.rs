@@ -4,7 +4,7 @@
 //! An agent builds it from the work item it holds, so everything it does addresses only that
 //! task's keys; nothing the model says can name a Redis key.
 
-use super::budget::Budget;
+use super::budget::{Budget, Limits};
 use super::conn::Redis;
 use super::error::CoordResult;
 use super::events::EventLog;
@@ -33,9 +33,10 @@ impl Task {
         &self.keys
     }
 
-    /// Registers the task: writes its identity, creates its event groups and, with
-    /// `budget_tokens`, sets its token budget. Safe to repeat.
-    pub async fn register(&self, budget_tokens: Option<u64>) -> CoordResult<()> {
+    /// Registers the task: writes its identity, creates its event groups and sets the limits
+    /// of its budget that are given (tokens, cost). Safe to repeat.
+    pub async fn register(&self, budget: impl Into<Limits>) -> CoordResult<()> {
+        let budget = budget.into();
         let (meta, events) = (self.keys.meta(), self.keys.events());
         let pool_uid = self.keys.pool().as_str();
         let task_uid = self.keys.task().as_str();
@@ -69,10 +70,7 @@ impl Task {
                 }
             })
             .await?;
-        if let Some(tokens) = budget_tokens {
-            self.budget().set_limit(tokens).await?;
-        }
-        Ok(())
+        self.budget().set_limits(&budget).await
     }
 
     /// Whether the task's identity is in Redis; `false` after a registration means its state
@@ -87,7 +85,8 @@ impl Task {
             .await
     }
 
-    /// Marks the task cancelled (or suspended) with `reason`, so agents stop at the next turn.
+    /// Marks the task cancelled with `reason`; agents drop the model call they are in (they
+    /// poll [`Task::cancelled`] while it runs) and stop.
     pub async fn cancel(&self, reason: &str) -> CoordResult<()> {
         let key = self.keys.cancel();
         self.redis
@@ -155,7 +154,7 @@ impl Task {
         Results::new(self.redis.clone(), self.keys.clone())
     }
 
-    /// The task's token budget.
+    /// The task's budget (tokens and cost).
     pub fn budget(&self) -> Budget {
         Budget::new(self.redis.clone(), self.keys.clone())
     }

@@ -23,7 +23,7 @@ use maos_core::coord::{CoordError, Redis};
 
 use crate::metrics::Metrics;
 use crate::pod::{AgentEnvironment, PodError};
-use crate::status::PriceTable;
+use maos_core::price::PriceTable;
 
 /// Name of the operator in Events and field managers.
 pub const CONTROLLER_NAME: &str = "maos-operator";

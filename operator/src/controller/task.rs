@@ -26,6 +26,7 @@ use maos_core::api::v1alpha1::limits::MAX_RESULT_LEN;
 use maos_core::api::v1alpha1::{
     AgentPool, BudgetStatus, ResultRef, SubtaskPhase, Task, TaskPhase, TaskStatus,
 };
+use maos_core::coord::budget::Limits;
 use maos_core::coord::events::{EventConsumer, EventKind};
 use maos_core::coord::failure::FailReason;
 use maos_core::coord::keys::GROUP_OPERATOR;
@@ -34,6 +35,7 @@ use maos_core::coord::queue::{EntryId, WorkItem};
 use maos_core::coord::{Pool, PoolUid, TaskUid};
 use maos_core::dag::SubtaskName;
 use maos_core::meta::{FIELD_MANAGER, FINALIZER_TASK, LABEL_MANAGED_BY, LABEL_TASK, MANAGED_BY};
+use maos_core::price::micro_usd;
 use tokio::task::JoinHandle;
 
 use super::orphans;
@@ -334,7 +336,8 @@ async fn step(
 
     // Fold what the agents reported.
     let retry_limit = task.spec.retry_strategy.limit;
-    let mut budget_spent_by_agent = false;
+    // An agent's account of why it could not reserve its next call, if one could not.
+    let mut budget_refused: Option<String> = None;
     let mut newest_event_ms: Option<u64> = None;
     let consumer = memory
         .consumer
@@ -402,7 +405,9 @@ async fn step(
                 }
                 EventKind::SubtaskFailed { reason } => {
                     let why = FailReason::of_message(reason);
-                    budget_spent_by_agent |= why == Some(FailReason::BudgetExceeded);
+                    if why == Some(FailReason::BudgetExceeded) {
+                        budget_refused = Some(reason.clone());
+                    }
                     if folded != Folded::Changed {
                         continue;
                     }
@@ -442,7 +447,7 @@ async fn step(
         None
     };
     memory.status.budget = token_budget(task, &coord).await?;
-    let budget_exhausted = budget_exhausted(task, &memory.status, budget_spent_by_agent);
+    let budget_exhausted = budget_exhausted(task, &memory.status, budget_refused.as_deref());
     let accepted_at = accepted_at(&memory.status, now);
     let pool_blocker = cached_pool.as_deref().and_then(lifecycle::pool_blocker);
     let facts = Facts {
@@ -724,8 +729,8 @@ async fn token_budget(
 }
 
 /// Whether the Task's budget is spent: tokens (`status.budget`), cost (`status.usage`), or an
-/// agent that could not reserve its next call.
-fn budget_exhausted(task: &Task, status: &TaskStatus, refused: bool) -> Option<String> {
+/// agent that could not reserve its next call (`refused`: its `BudgetExceeded: …` reason).
+fn budget_exhausted(task: &Task, status: &TaskStatus, refused: Option<&str>) -> Option<String> {
     let budget = task.spec.budget.as_ref()?;
     if let Some(tokens) = status.budget.filter(|b| b.spent_tokens >= b.max_tokens) {
         return Some(format!(
@@ -745,8 +750,12 @@ fn budget_exhausted(task: &Task, status: &TaskStatus, refused: bool) -> Option<S
             ));
         }
     }
-    refused.then(|| {
-        "an agent could not reserve tokens for its next model call: the budget is spent".to_owned()
+    refused.map(|reason| {
+        let detail = reason
+            .split_once(':')
+            .map_or(reason, |(_, detail)| detail)
+            .trim();
+        format!("an agent could not reserve its next model call: {detail}")
     })
 }
 
@@ -899,11 +908,18 @@ fn adopt(memory: &mut TaskMemory, status: TaskStatus) {
     memory.unacked.clear();
 }
 
-/// Registers the Task in Redis (identity, event groups, token budget, goal) and makes sure its
+/// Registers the Task in Redis (identity, event groups, token and cost budget, goal) and makes sure its
 /// pool's queue group exists (after a flushed Redis it is gone too). Safe to repeat.
 async fn register(task: &Task, pool: &Pool, coord: &maos_core::coord::Task) -> Result<(), Error> {
+    let budget = task.spec.budget.as_ref();
     coord
-        .register(task.spec.budget.as_ref().and_then(|b| b.max_tokens))
+        .register(Limits {
+            tokens: budget.and_then(|b| b.max_tokens),
+            // The schema admits only amounts micro_usd reads exactly.
+            cost_micro_usd: budget
+                .and_then(|b| b.max_cost_usd.as_deref())
+                .and_then(micro_usd),
+        })
         .await?;
     coord
         .plan()

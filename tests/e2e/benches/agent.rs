@@ -68,6 +68,8 @@ async fn overhead() -> (Vec<Duration>, Vec<Duration>) {
         max_tokens: 1024,
         max_turns: 10,
         stream: false,
+        prices: maos_core::price::default_price_table(),
+        drain_on_stop: Duration::ZERO,
     };
     let metrics = AgentMetrics::default();
     let agent = AgentName::new("bench-agent").expect("agent");

@@ -12,11 +12,14 @@ use coord_common::{Fixture, eventually, task_uid};
 use maos_agent_runner::agent::{self, Brief, Ending, FailReason, ModelSettings, WorkItemRun};
 use maos_agent_runner::claude::{ApiKey, ClaudeClient, ClientConfig, RetryPolicy};
 use maos_agent_runner::metrics::AgentMetrics;
+use maos_core::coord::budget::{BudgetUsage, Limits};
+use maos_core::coord::events::EventKind;
 use maos_core::coord::keys::GROUP_OPERATOR;
 use maos_core::coord::queue::{WorkItem, WorkKind};
 use maos_core::coord::ratelimit::{Bucket, RateLimiter, RateLimits};
 use maos_core::coord::{AgentName, Task};
 use maos_core::dag::SubtaskName;
+use maos_core::price::{BilledTokens, default_price_table};
 use maos_e2e::claude_standin::{
     Behaviour, ClaudeStandIn, Fault, MaosAgent, MessagesRequest, Outcome, Reply, Scripted,
     StandInConfig,
@@ -33,8 +36,19 @@ struct Setup {
 }
 
 async fn setup(fx: &Fixture, behaviour: impl Behaviour + 'static, budget: Option<u64>) -> Setup {
+    setup_with(fx, behaviour, Limits::from(budget), Duration::ZERO).await
+}
+
+/// [`setup`] with both budget limits and the stand-in's answers taking `latency`.
+async fn setup_with(
+    fx: &Fixture,
+    behaviour: impl Behaviour + 'static,
+    budget: Limits,
+    latency: Duration,
+) -> Setup {
     let mut config = StandInConfig::new(KEY);
     config.behaviour = Arc::new(behaviour);
+    config.latency = latency;
     let standin = ClaudeStandIn::start(config).expect("stand-in");
     let mut client_config = ClientConfig::new(standin.base_url(), ApiKey::new(KEY).expect("key"));
     client_config.retry = RetryPolicy {
@@ -88,6 +102,8 @@ fn settings() -> ModelSettings {
         max_tokens: 1024,
         max_turns: 10,
         stream: true,
+        prices: maos_core::price::default_price_table(),
+        drain_on_stop: Duration::ZERO,
     }
 }
 
@@ -112,6 +128,389 @@ async fn run(
     })
     .await
     .expect("no coordination failure")
+}
+
+/// [`run`] on a task of its own, with `stop`, spawned: the test acts while it works.
+fn spawn_run(
+    s: &Setup,
+    item: &WorkItem,
+    settings: ModelSettings,
+    stop: Option<tokio::sync::watch::Receiver<bool>>,
+) -> tokio::task::JoinHandle<Ending> {
+    let (task, limiter, client, item) = (
+        s.task.clone(),
+        s.limiter.clone(),
+        s.client.clone(),
+        item.clone(),
+    );
+    tokio::spawn(async move {
+        let agent = AgentName::new("agent-a").expect("agent");
+        let brief = brief();
+        agent::run(WorkItemRun {
+            item: &item,
+            task: &task,
+            agent: &agent,
+            brief: &brief,
+            limiter: &limiter,
+            client: &client,
+            settings: &settings,
+            stop: stop.as_ref(),
+            metrics: &AgentMetrics::default(),
+        })
+        .await
+        .expect("no coordination failure")
+    })
+}
+
+/// Every call hangs a minute (then fails with 504), far longer than any test waits.
+fn hang(_: &MessagesRequest, _: u64) -> Outcome {
+    Outcome::Fail(Fault::Hang(Duration::from_secs(60)))
+}
+
+/// Waits until the stand-in holds `count` requests with their bodies.
+async fn calls_arrived(s: &Setup, count: usize) {
+    eventually("the model calls", Duration::from_secs(20), || async {
+        (s.standin
+            .requests()
+            .iter()
+            .filter(|r| r.body.is_some())
+            .count()
+            >= count)
+            .then_some(())
+    })
+    .await;
+}
+
+/// Waits until the stand-in saw the client give up on its first call (connection closed
+/// before any answer); returns how long after `since` it did.
+async fn first_call_abandoned(s: &Setup, since: std::time::Instant) -> Duration {
+    let abandoned = eventually(
+        "the call dropped by the client",
+        Duration::from_secs(20),
+        || async { s.standin.requests().first().and_then(|r| r.abandoned_at) },
+    )
+    .await;
+    assert_eq!(s.standin.requests()[0].status, 0, "no answer was sent");
+    abandoned.saturating_duration_since(since)
+}
+
+/// Far less than the hang (60 s), the retries after it, and any default time-out: a call
+/// that ends within it was dropped, not waited out.
+const DROPPED_WITHIN: Duration = Duration::from_secs(15);
+
+async fn nothing_reserved(s: &Setup) -> BudgetUsage {
+    let usage = s.task.budget().usage().await.expect("usage");
+    assert_eq!(
+        (usage.reserved, usage.cost_reserved_micro_usd),
+        (0, 0),
+        "the dropped call's reservation was given back: {usage:?}"
+    );
+    usage
+}
+
+async fn a_call_in_flight_is_dropped_when_its_task_is_cancelled(fx: &Fixture) {
+    let s = setup(fx, hang, Some(1_000_000)).await;
+    let work = item(&s.task, "bench", WorkKind::Work, 1);
+    let running = spawn_run(&s, &work, settings(), None);
+    calls_arrived(&s, 1).await;
+
+    let cancelled_at = std::time::Instant::now();
+    s.task
+        .cancel("Cancelled: spec.shutdown is Terminate")
+        .await
+        .expect("cancel");
+    let ending = tokio::time::timeout(DROPPED_WITHIN, running)
+        .await
+        .expect("the run ends while its call would still hang")
+        .expect("run");
+    let Ending::Failed { reason, detail } = &ending else {
+        panic!("{ending:?}");
+    };
+    assert_eq!(*reason, FailReason::Cancelled, "{detail}");
+    assert!(detail.contains("during a model call"), "{detail}");
+    let dropped_after = first_call_abandoned(&s, cancelled_at).await;
+    eprintln!("cancel → call dropped: {dropped_after:?}");
+    let usage = nothing_reserved(&s).await;
+    assert_eq!(usage.spent, 0, "{usage:?}");
+    assert_eq!(s.standin.requests().len(), 1, "no retry, no further call");
+}
+
+async fn a_retry_wait_is_dropped_when_its_task_is_cancelled(fx: &Fixture) {
+    // The API asks for a 30 s pause before the retry, which the client honours.
+    let s = setup(
+        fx,
+        |_: &MessagesRequest, _: u64| Outcome::Fail(Fault::rate_limited(30)),
+        Some(1_000_000),
+    )
+    .await;
+    let work = item(&s.task, "bench", WorkKind::Work, 1);
+    let running = spawn_run(&s, &work, settings(), None);
+    eventually(
+        "the first call refused",
+        Duration::from_secs(20),
+        || async {
+            s.standin
+                .requests()
+                .first()
+                .filter(|r| r.status == 429)
+                .map(|_| ())
+        },
+    )
+    .await;
+
+    s.task.cancel("Cancelled: deleted").await.expect("cancel");
+    let ending = tokio::time::timeout(DROPPED_WITHIN, running)
+        .await
+        .expect("the run ends within the retry wait")
+        .expect("run");
+    let Ending::Failed { reason, detail } = &ending else {
+        panic!("{ending:?}");
+    };
+    assert_eq!(*reason, FailReason::Cancelled, "{detail}");
+    assert_eq!(s.standin.requests().len(), 1, "the retry was never sent");
+    nothing_reserved(&s).await;
+}
+
+async fn a_wait_for_the_pools_rate_limit_ends_when_its_task_is_cancelled(fx: &Fixture) {
+    let mut s = setup(fx, MaosAgent::default(), None).await;
+    // One call a minute: the second waits for the bucket to refill.
+    s.limiter = fx.pool().rate_limiter(RateLimits {
+        requests: Bucket::per_minute(1),
+        input_tokens: Bucket::unlimited(),
+        output_tokens: Bucket::unlimited(),
+    });
+    let work = item(&s.task, "bench", WorkKind::Work, 1);
+    let running = spawn_run(&s, &work, settings(), None);
+    calls_arrived(&s, 1).await;
+    eventually(
+        "the first answer journaled",
+        Duration::from_secs(20),
+        || async {
+            let journal = s.task.journal(&work.subtask).read_all().await.ok()?;
+            (journal.entries.len() >= 3).then_some(())
+        },
+    )
+    .await;
+
+    s.task.cancel("Cancelled: deleted").await.expect("cancel");
+    let ending = tokio::time::timeout(DROPPED_WITHIN, running)
+        .await
+        .expect("the run ends while the bucket is still empty")
+        .expect("run");
+    let Ending::Failed { reason, detail } = &ending else {
+        panic!("{ending:?}");
+    };
+    assert_eq!(*reason, FailReason::Cancelled, "{detail}");
+    assert_eq!(s.standin.requests().len(), 1, "no second call");
+}
+
+async fn a_call_in_flight_past_the_items_deadline_fails_with_deadline_exceeded(fx: &Fixture) {
+    let s = setup(fx, hang, Some(1_000_000)).await;
+    let mut work = item(&s.task, "bench", WorkKind::Work, 1);
+    let deadline_at = std::time::Instant::now() + Duration::from_secs(2);
+    work.deadline_ms = agent::now_ms() + 2_000;
+    let running = spawn_run(&s, &work, settings(), None);
+    let ending = tokio::time::timeout(DROPPED_WITHIN, running)
+        .await
+        .expect("the run ends at its deadline, not after the hang")
+        .expect("run");
+    let Ending::Failed { reason, detail } = &ending else {
+        panic!("{ending:?}");
+    };
+    assert_eq!(*reason, FailReason::DeadlineExceeded, "{detail}");
+    assert!(detail.contains("during a model call"), "{detail}");
+    let late = first_call_abandoned(&s, deadline_at).await;
+    eprintln!("deadline → call dropped: {late:?}");
+    nothing_reserved(&s).await;
+    assert!(
+        agent::now_ms() >= work.deadline_ms,
+        "it did not end before its deadline"
+    );
+}
+
+async fn a_stop_during_a_call_past_the_drain_releases_the_item_unfailed(fx: &Fixture) {
+    let s = setup(fx, hang, Some(1_000_000)).await;
+    let work = item(&s.task, "bench", WorkKind::Work, 1);
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let mut no_drain = settings();
+    no_drain.drain_on_stop = Duration::ZERO;
+    let running = spawn_run(&s, &work, no_drain, Some(stopped));
+    calls_arrived(&s, 1).await;
+
+    let stopped_at = std::time::Instant::now();
+    stop.send(true).expect("the run listens");
+    let ending = tokio::time::timeout(DROPPED_WITHIN, running)
+        .await
+        .expect("the run ends while its call would still hang")
+        .expect("run");
+    // Not a failure: the item is released and continued from its journal by a successor.
+    assert_eq!(ending, Ending::Interrupted);
+    eprintln!(
+        "stop → call dropped: {:?}",
+        first_call_abandoned(&s, stopped_at).await
+    );
+    nothing_reserved(&s).await;
+    let journal = s
+        .task
+        .journal(&work.subtask)
+        .read_all()
+        .await
+        .expect("journal");
+    assert_eq!(journal.entries.len(), 1, "only the opening message");
+    assert_eq!(
+        journal.last_failure(),
+        None,
+        "no failure marker ends the attempt"
+    );
+}
+
+async fn a_call_that_answers_within_the_drain_is_journaled_before_the_agent_stops(fx: &Fixture) {
+    let s = setup_with(
+        fx,
+        MaosAgent::default(),
+        Limits::default(),
+        Duration::from_millis(1_500),
+    )
+    .await;
+    let work = item(&s.task, "bench", WorkKind::Work, 1);
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let mut drain = settings();
+    drain.drain_on_stop = Duration::from_secs(60);
+    let running = spawn_run(&s, &work, drain, Some(stopped));
+    calls_arrived(&s, 1).await;
+    stop.send(true).expect("the run listens");
+    let ending = tokio::time::timeout(Duration::from_secs(30), running)
+        .await
+        .expect("the run ends after the answer")
+        .expect("run");
+    assert_eq!(ending, Ending::Interrupted);
+    let requests = s.standin.requests();
+    assert_eq!(requests.len(), 1, "no call after the stop");
+    assert_eq!(
+        (requests[0].status, requests[0].abandoned_at),
+        (200, None),
+        "the call in flight was let finish"
+    );
+    let journal = s
+        .task
+        .journal(&work.subtask)
+        .read_all()
+        .await
+        .expect("journal");
+    assert!(
+        journal
+            .entries
+            .iter()
+            .any(|e| e.kind == maos_core::coord::journal::EntryKind::ModelResponse),
+        "the paid-for answer is journaled for the successor: {:?}",
+        journal.entries.iter().map(|e| &e.kind).collect::<Vec<_>>()
+    );
+}
+
+/// Sonnet's worst case for one call of `settings()` with `input` tokens (micro-dollars).
+fn worst_case(input: u64) -> u64 {
+    default_price_table()
+        .price("claude-sonnet-4-5")
+        .expect("priced")
+        .worst_case_micro_usd(input, 1024)
+}
+
+async fn a_cost_budget_that_cannot_cover_the_worst_case_refuses_the_call_unmade(fx: &Fixture) {
+    // 1024 output tokens at $15/Mtok alone are $0.01536.
+    let limits = Limits {
+        tokens: None,
+        cost_micro_usd: Some(15_000),
+    };
+    let s = setup_with(fx, MaosAgent::default(), limits, Duration::ZERO).await;
+    assert!(worst_case(0) > 15_000);
+    let work = item(&s.task, "bench", WorkKind::Work, 1);
+    let ending = run(&s, "agent-a", &work, &brief(), &settings()).await;
+    let Ending::Failed { reason, detail } = &ending else {
+        panic!("{ending:?}");
+    };
+    assert_eq!(*reason, FailReason::BudgetExceeded, "{detail}");
+    assert!(detail.contains("cost budget"), "{detail}");
+    assert!(
+        s.standin.requests().is_empty(),
+        "the model was never called"
+    );
+    nothing_reserved(&s).await;
+}
+
+async fn a_cost_budget_is_settled_with_what_each_answer_cost_at_the_operators_prices(fx: &Fixture) {
+    let limits = Limits {
+        tokens: None,
+        cost_micro_usd: Some(10_000_000),
+    };
+    let s = setup_with(fx, MaosAgent::default(), limits, Duration::ZERO).await;
+    let work = item(&s.task, "bench", WorkKind::Work, 1);
+    assert_eq!(
+        run(&s, "agent-a", &work, &brief(), &settings()).await,
+        Ending::Finished
+    );
+    // What the operator will charge: each TokensUsed event at the table's price.
+    let price = default_price_table()
+        .price("claude-sonnet-4-5")
+        .expect("priced")
+        .clone();
+    let mut consumer = s.task.events().consumer(GROUP_OPERATOR, "test");
+    let charged: u64 = consumer
+        .next(100, None)
+        .await
+        .expect("events")
+        .into_iter()
+        .filter_map(|d| match d.event.kind {
+            EventKind::TokensUsed {
+                input,
+                output,
+                cache_read,
+                cache_creation,
+                ..
+            } => Some(price.cost_micro_usd(BilledTokens {
+                input,
+                output,
+                cache_read,
+                cache_write: cache_creation,
+            })),
+            _ => None,
+        })
+        .sum();
+    let usage = nothing_reserved(&s).await;
+    assert!(charged > 0);
+    assert_eq!(usage.cost_spent_micro_usd, charged, "{usage:?}");
+    assert_eq!(usage.cost_limit_micro_usd, Some(10_000_000));
+}
+
+async fn a_cost_budget_refuses_a_model_without_a_price_naming_it(fx: &Fixture) {
+    let limits = Limits {
+        tokens: None,
+        cost_micro_usd: Some(10_000_000),
+    };
+    let s = setup_with(fx, MaosAgent::default(), limits, Duration::ZERO).await;
+    let mut unpriced = settings();
+    unpriced.model = "claude-unpriced-1".into();
+    let work = item(&s.task, "bench", WorkKind::Work, 1);
+    let ending = run(&s, "agent-a", &work, &brief(), &unpriced).await;
+    let Ending::Failed { reason, detail } = &ending else {
+        panic!("{ending:?}");
+    };
+    assert_eq!(*reason, FailReason::BudgetExceeded, "{detail}");
+    assert!(
+        detail.contains("claude-unpriced-1") && detail.contains("no price"),
+        "{detail}"
+    );
+    assert!(
+        s.standin.requests().is_empty(),
+        "the model was never called"
+    );
+
+    // Without a cost budget the same model works: only its cost goes uncounted.
+    let free = setup(fx, MaosAgent::default(), None).await;
+    let work = item(&free.task, "bench", WorkKind::Work, 1);
+    assert_eq!(
+        run(&free, "agent-a", &work, &brief(), &unpriced).await,
+        Ending::Finished
+    );
 }
 
 async fn a_subtask_is_worked_through_tools_to_its_result(fx: &Fixture) {
@@ -405,4 +804,13 @@ both_backends!(
     invalid_tool_input_is_an_error_result_and_the_agent_goes_on,
     a_spent_budget_ends_the_subtask_with_budget_exceeded,
     a_takeover_continues_the_dead_agents_conversation,
+    a_call_in_flight_is_dropped_when_its_task_is_cancelled,
+    a_retry_wait_is_dropped_when_its_task_is_cancelled,
+    a_wait_for_the_pools_rate_limit_ends_when_its_task_is_cancelled,
+    a_call_in_flight_past_the_items_deadline_fails_with_deadline_exceeded,
+    a_stop_during_a_call_past_the_drain_releases_the_item_unfailed,
+    a_call_that_answers_within_the_drain_is_journaled_before_the_agent_stops,
+    a_cost_budget_that_cannot_cover_the_worst_case_refuses_the_call_unmade,
+    a_cost_budget_is_settled_with_what_each_answer_cost_at_the_operators_prices,
+    a_cost_budget_refuses_a_model_without_a_price_naming_it,
 );

@@ -165,6 +165,7 @@ async fn the_operators_agent_pod_runs_an_agent_that_works_as_the_pools_redis_use
         anthropic_base_url: Some(standin.base_url()),
         // Every testbed pod shares 127.0.0.1: let each agent pick a free port.
         http_addr: "127.0.0.1:0".into(),
+        prices: maos_core::price::default_price_table().to_line(),
     };
     let hash = secret_hash(anthropic.data.as_ref().expect("data"));
     let pod = agent_pod(&pool_object, "research-x7k2p", &hash, &environment).expect("pod template");

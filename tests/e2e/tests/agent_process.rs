@@ -1,6 +1,7 @@
 //! `maos-agent` as a process, as it runs in a pod: it works queued items, exits 0 on SIGTERM
-//! having released its work, a SIGKILLed agent's item is reclaimed and finished by another
-//! agent that continues the conversation, and the API key appears in none of its output.
+//! having released its work (dropping a model call that outlasts its grace, unfailed), a
+//! SIGKILLed agent's item is reclaimed and finished by another agent that continues the
+//! conversation, and the API key appears in none of its output.
 
 #[macro_use]
 mod coord_common;
@@ -11,11 +12,15 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use coord_common::{Backend, Fixture, eventually, task_uid};
 use maos_core::api::v1alpha1::SubtaskSpec;
+use maos_core::coord::events::EventKind;
+use maos_core::coord::keys::GROUP_OPERATOR;
 use maos_core::coord::plan::Goal;
 use maos_core::coord::queue::{WorkItem, WorkKind};
 use maos_core::coord::{Pool, Task};
 use maos_core::dag::SubtaskName;
-use maos_e2e::claude_standin::{ClaudeStandIn, MaosAgent, StandInConfig};
+use maos_e2e::claude_standin::{
+    ClaudeStandIn, Fault, MaosAgent, MessagesRequest, Outcome, StandInConfig,
+};
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 
@@ -46,10 +51,23 @@ fn spawn_agent(
     name: &str,
     log: &std::path::Path,
 ) -> AgentProcess {
+    spawn_agent_with(fx, pool, standin, name, log, &[])
+}
+
+/// [`spawn_agent`] with `extra` environment variables.
+fn spawn_agent_with(
+    fx: &Fixture,
+    pool: &Pool,
+    standin: &ClaudeStandIn,
+    name: &str,
+    log: &std::path::Path,
+    extra: &[(&str, &str)],
+) -> AgentProcess {
     let (redis_urls, cluster) = urls(fx);
     let stderr = std::fs::File::create(log).expect("log file");
     Command::new(maos_e2e::binaries::agent().expect("maos-agent is built"))
         .env_clear()
+        .envs(extra.iter().copied())
         .env("MAOS_AGENT_NAME", name)
         .env("MAOS_POOL_UID", pool.keys().pool().as_str())
         .env("MAOS_REDIS_URLS", redis_urls)
@@ -283,7 +301,65 @@ async fn a_killed_agents_item_is_reclaimed_and_finished_by_another(fx: &Fixture)
     }
 }
 
+async fn an_agent_stopped_mid_call_drops_it_past_its_grace_and_releases_the_item_unfailed(
+    fx: &Fixture,
+) {
+    let mut config = StandInConfig::new(KEY);
+    config.behaviour =
+        Arc::new(|_: &MessagesRequest, _: u64| Outcome::Fail(Fault::Hang(Duration::from_secs(60))));
+    let standin = ClaudeStandIn::start(config).expect("stand-in");
+    let pool = fx.pool();
+    let (task, _) = queued_task(&pool).await;
+    task.budget().set_limit(1_000_000).await.expect("budget");
+    let log = temp_log("stopped");
+    // A 12 s grace leaves nothing after the cleanup: the call in flight is dropped at once.
+    let mut agent = spawn_agent_with(
+        fx,
+        &pool,
+        &standin,
+        "agent-a",
+        &log,
+        &[("MAOS_SHUTDOWN_GRACE_SECONDS", "12")],
+    );
+    eventually("the hanging call", Duration::from_secs(30), || async {
+        standin.requests().into_iter().find(|r| r.body.is_some())
+    })
+    .await;
+
+    kill(Pid::from_raw(agent.0.id() as i32), Signal::SIGTERM).expect("SIGTERM");
+    assert_eq!(
+        wait_exit(&mut agent.0, Duration::from_secs(20)),
+        Some(0),
+        "exits 0 on SIGTERM"
+    );
+    // Settled before it left (an agent that just exits leaves its reservation held) ...
+    let usage = task.budget().usage().await.expect("usage");
+    assert_eq!(usage.reserved, 0, "{usage:?}");
+    // ... and released: the item is back on the queue for another agent, not failed.
+    let stats = pool.queue().stats().await.expect("stats");
+    assert_eq!((stats.waiting, stats.pending), (1, 0), "{stats:?}");
+    let mut operator = task.events().consumer(GROUP_OPERATOR, "test");
+    let failures: Vec<String> = operator
+        .next(100, None)
+        .await
+        .expect("events")
+        .into_iter()
+        .filter_map(|d| match d.event.kind {
+            EventKind::SubtaskFailed { reason } => Some(reason),
+            _ => None,
+        })
+        .collect();
+    assert!(failures.is_empty(), "reported failed: {failures:?}");
+    let requests = standin.requests();
+    assert_eq!(requests.len(), 1);
+    assert!(requests[0].abandoned_at.is_some(), "the call was closed");
+    let output = std::fs::read_to_string(&log).unwrap_or_default();
+    assert!(output.contains("released held work items"), "{output}");
+    let _ = std::fs::remove_file(log);
+}
+
 both_backends!(
+    an_agent_stopped_mid_call_drops_it_past_its_grace_and_releases_the_item_unfailed,
     an_agent_works_a_queued_item_and_exits_cleanly_on_sigterm,
     a_killed_agents_item_is_reclaimed_and_finished_by_another,
 );

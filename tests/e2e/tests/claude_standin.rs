@@ -310,3 +310,68 @@ async fn a_stream_can_fail_midway_with_an_error_event() {
     assert!(text.contains("event: error") && text.contains("overloaded_error"));
     assert!(!text.contains("message_stop"));
 }
+
+/// Polls `probe` every 20 ms until it gives a value or `deadline` passes.
+async fn eventually<T>(
+    what: &str,
+    deadline: std::time::Duration,
+    probe: impl Fn() -> Option<T>,
+) -> T {
+    let until = std::time::Instant::now() + deadline;
+    loop {
+        if let Some(value) = probe() {
+            return value;
+        }
+        assert!(
+            std::time::Instant::now() < until,
+            "{what} within {deadline:?}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_call_the_client_drops_is_recorded_abandoned_with_its_body() {
+    let standin = start(|_: &maos_e2e::claude_standin::MessagesRequest, _: u64| {
+        Outcome::Fail(Fault::Hang(std::time::Duration::from_secs(60)))
+    });
+    let call = tokio::spawn({
+        let url = format!("{}/v1/messages", standin.base_url());
+        async move {
+            reqwest::Client::new()
+                .post(url)
+                .header("x-api-key", KEY)
+                .header("anthropic-version", "2023-06-01")
+                .json(&body(&[], false))
+                .send()
+                .await
+        }
+    });
+    // While it hangs the request is seen, with what it asked.
+    let hanging = eventually(
+        "the hanging request with its body",
+        std::time::Duration::from_secs(10),
+        || standin.requests().into_iter().find(|r| r.body.is_some()),
+    )
+    .await;
+    assert_eq!(
+        hanging.body.as_ref().map(|b| b["model"].clone()),
+        Some(json!("claude-sonnet-4-5"))
+    );
+    assert_eq!((hanging.status, hanging.abandoned_at), (0, None));
+
+    call.abort();
+    let dropped = eventually(
+        "the dropped call marked abandoned",
+        std::time::Duration::from_secs(10),
+        || {
+            standin
+                .requests()
+                .into_iter()
+                .find(|r| r.abandoned_at.is_some())
+        },
+    )
+    .await;
+    assert_eq!(dropped.status, 0, "no answer was ever sent");
+    assert!(dropped.answered_at.is_none());
+}

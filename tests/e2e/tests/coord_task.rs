@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use coord_common::{Fixture, task_uid};
 use maos_core::coord::AgentName;
-use maos_core::coord::budget::{BudgetUsage, ReserveOutcome};
+use maos_core::coord::budget::{BudgetUsage, Limit, Limits, ReserveOutcome, Spend};
 use maos_core::coord::events::{Event, EventKind};
 use maos_core::coord::journal::EntryKind;
 use maos_core::coord::keys::{GROUP_AUDIT, GROUP_OPERATOR};
@@ -116,19 +116,23 @@ async fn twenty_concurrent_reservations_against_a_budget_for_ten_admit_exactly_t
         BudgetUsage {
             limit: Some(10_000),
             reserved: 10_000,
-            spent: 0
+            spent: 0,
+            ..BudgetUsage::default()
         }
     );
     // Settling below the reservation frees the difference for another call.
     let first = reserved.pop().expect("one");
-    assert_eq!(budget.settle(first, 400).await.expect("settle"), 400);
+    assert_eq!(budget.settle(first, 400).await.expect("settle").tokens, 400);
     assert!(matches!(
         budget.reserve(600).await.expect("reserve"),
         ReserveOutcome::Reserved(_)
     ));
     assert_eq!(
         budget.reserve(1).await.expect("reserve"),
-        ReserveOutcome::Exhausted { remaining: 0 }
+        ReserveOutcome::Exhausted {
+            limit: Limit::Tokens,
+            remaining: 0
+        }
     );
 }
 
@@ -141,14 +145,18 @@ async fn spent_budget_refuses_further_reservations(fx: &Fixture) {
     budget.settle(r, 100).await.expect("settle");
     assert_eq!(
         budget.reserve(1).await.expect("reserve"),
-        ReserveOutcome::Exhausted { remaining: 0 }
+        ReserveOutcome::Exhausted {
+            limit: Limit::Tokens,
+            remaining: 0
+        }
     );
     assert_eq!(
         budget.usage().await.expect("usage"),
         BudgetUsage {
             limit: Some(100),
             reserved: 0,
-            spent: 100
+            spent: 100,
+            ..BudgetUsage::default()
         }
     );
 }
@@ -164,7 +172,175 @@ async fn task_without_a_budget_reserves_freely_and_tracks_spend(fx: &Fixture) {
         BudgetUsage {
             limit: None,
             reserved: 0,
-            spent: 42
+            spent: 42,
+            ..BudgetUsage::default()
+        }
+    );
+}
+
+fn spend(tokens: u64, cost_micro_usd: Option<u64>) -> Spend {
+    Spend {
+        tokens,
+        cost_micro_usd,
+    }
+}
+
+async fn a_reservation_needs_both_limits_and_takes_nothing_when_either_refuses(fx: &Fixture) {
+    let task = fx.pool().task(&task_uid());
+    task.register(Limits {
+        tokens: Some(10_000),
+        cost_micro_usd: Some(5_000),
+    })
+    .await
+    .expect("register");
+    let budget = task.budget();
+    let ReserveOutcome::Reserved(first) = budget
+        .reserve(spend(1_000, Some(4_000)))
+        .await
+        .expect("reserve")
+    else {
+        panic!("both limits cover the first call");
+    };
+    // Tokens to spare, but not the money: refused, and nothing of it is held.
+    assert_eq!(
+        budget
+            .reserve(spend(1_000, Some(2_000)))
+            .await
+            .expect("reserve"),
+        ReserveOutcome::Exhausted {
+            limit: Limit::Cost,
+            remaining: 1_000
+        }
+    );
+    // The money, but not the tokens.
+    assert_eq!(
+        budget
+            .reserve(spend(9_500, Some(0)))
+            .await
+            .expect("reserve"),
+        ReserveOutcome::Exhausted {
+            limit: Limit::Tokens,
+            remaining: 9_000
+        }
+    );
+    // A call whose cost cannot be known cannot be kept within a cost limit.
+    assert_eq!(
+        budget.reserve(spend(1, None)).await.expect("reserve"),
+        ReserveOutcome::Exhausted {
+            limit: Limit::CostUnknown,
+            remaining: 0
+        }
+    );
+    assert_eq!(
+        budget.usage().await.expect("usage"),
+        BudgetUsage {
+            limit: Some(10_000),
+            reserved: 1_000,
+            spent: 0,
+            cost_limit_micro_usd: Some(5_000),
+            cost_reserved_micro_usd: 4_000,
+            cost_spent_micro_usd: 0,
+        }
+    );
+    // Settled with what the answer cost: the rest of the worst case is free again.
+    assert_eq!(
+        budget
+            .settle(first, spend(800, Some(3_000)))
+            .await
+            .expect("settle"),
+        spend(800, Some(3_000))
+    );
+    assert!(matches!(
+        budget
+            .reserve(spend(1_000, Some(2_000)))
+            .await
+            .expect("reserve"),
+        ReserveOutcome::Reserved(_)
+    ));
+    let usage = budget.usage().await.expect("usage");
+    assert_eq!(
+        (usage.cost_reserved_micro_usd, usage.cost_spent_micro_usd),
+        (2_000, 3_000)
+    );
+}
+
+async fn twenty_concurrent_reservations_against_a_cost_budget_for_ten_admit_exactly_ten(
+    fx: &Fixture,
+) {
+    let task = fx.pool().task(&task_uid());
+    // A cost limit alone: no token limit holds anything back.
+    task.register(Limits {
+        tokens: None,
+        cost_micro_usd: Some(10_000),
+    })
+    .await
+    .expect("register");
+    let budget = Arc::new(task.budget());
+    let mut calls = Vec::new();
+    for _ in 0..20 {
+        let budget = Arc::clone(&budget);
+        calls.push(tokio::spawn(async move {
+            budget
+                .reserve(spend(1_000_000, Some(1_000)))
+                .await
+                .expect("reserve")
+        }));
+    }
+    let mut granted = 0;
+    for call in calls {
+        match call.await.expect("call") {
+            ReserveOutcome::Reserved(_) => granted += 1,
+            refused => assert_eq!(
+                refused,
+                ReserveOutcome::Exhausted {
+                    limit: Limit::Cost,
+                    remaining: 0
+                }
+            ),
+        }
+    }
+    assert_eq!(granted, 10);
+    let usage = budget.usage().await.expect("usage");
+    assert_eq!(usage.cost_reserved_micro_usd, 10_000, "{usage:?}");
+    assert_eq!(usage.reserved, 10_000_000, "{usage:?}");
+}
+
+async fn a_cost_as_large_as_the_schema_allows_is_counted_exactly(fx: &Fixture) {
+    let task = fx.pool().task(&task_uid());
+    // maxCostUSD "999999999.999999": more digits than Lua prints a number with.
+    let most = maos_core::price::micro_usd("999999999.999999").expect("valid");
+    task.register(Limits {
+        tokens: None,
+        cost_micro_usd: Some(most),
+    })
+    .await
+    .expect("register");
+    let budget = task.budget();
+    let ReserveOutcome::Reserved(call) = budget
+        .reserve(spend(1, Some(most - 1)))
+        .await
+        .expect("reserve")
+    else {
+        panic!("the limit covers it");
+    };
+    assert_eq!(
+        budget.usage().await.expect("usage").cost_reserved_micro_usd,
+        most - 1
+    );
+    budget
+        .settle(call, spend(1, Some(most - 7)))
+        .await
+        .expect("settle");
+    let usage = budget.usage().await.expect("usage");
+    assert_eq!(
+        (usage.cost_reserved_micro_usd, usage.cost_spent_micro_usd),
+        (0, most - 7)
+    );
+    assert_eq!(
+        budget.reserve(spend(1, Some(8))).await.expect("reserve"),
+        ReserveOutcome::Exhausted {
+            limit: Limit::Cost,
+            remaining: 7
         }
     );
 }
@@ -418,6 +594,9 @@ both_backends!(
     twenty_concurrent_reservations_against_a_budget_for_ten_admit_exactly_ten,
     spent_budget_refuses_further_reservations,
     task_without_a_budget_reserves_freely_and_tracks_spend,
+    a_reservation_needs_both_limits_and_takes_nothing_when_either_refuses,
+    twenty_concurrent_reservations_against_a_cost_budget_for_ten_admit_exactly_ten,
+    a_cost_as_large_as_the_schema_allows_is_counted_exactly,
     every_group_receives_every_event_once_acked,
     unacked_events_are_redelivered_to_a_restarted_consumer,
     broadcast_reaches_others_and_direct_message_only_its_addressee,

@@ -1,5 +1,6 @@
 //! How Tasks fail, end to end: a subtask retried per its retryStrategy, a subtask that keeps
-//! failing, the active deadline, the token budget, and specs only the operator can reject.
+//! failing, the active deadline, a subtask deadline that passes mid-call, the token and cost
+//! budgets, and specs only the operator can reject.
 //! Faults come from `[[fault:…]]` markers in subtask prompts, which the Claude stand-in honours
 //! for the first calls of that subtask's conversation.
 
@@ -210,6 +211,117 @@ async fn task_over_its_token_budget_fails_with_budget_exceeded() {
         stack.standin().requests().is_empty(),
         "{} model calls were made past the budget",
         stack.standin().requests().len()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn subtask_whose_deadline_passes_mid_call_fails_with_deadline_exceeded_and_drops_the_call() {
+    let stack = stack_with_pool("e2e-subtask-deadline", 1).await;
+    // The stand-in hangs 30 s on the first call; the subtask may take 10 s.
+    stack
+        .apply(&task_manifest(
+            "overdue",
+            "  subtaskTimeoutSeconds: 10
+  retryStrategy: {limit: 0}
+",
+            "  - {name: stalled, prompt: 'Query the slow archive. [[fault:slow]]'}
+",
+        ))
+        .expect("kubectl apply the task");
+
+    let task = stack
+        .wait_task("overdue", "finished", Duration::from_secs(60), finished)
+        .await;
+    let succeeded = failed_with(&task, "SubtaskFailed");
+    let stalled = subtask(&task, "stalled").expect("status entry");
+    assert_eq!(stalled.phase, SubtaskPhase::Failed, "{stalled:?}");
+    let message = stalled.message.clone().unwrap_or_default();
+    // The agent's own account (the operator's timeout, 30 s later, would say otherwise).
+    assert!(
+        message.starts_with("DeadlineExceeded") && message.contains("during a model call"),
+        "{message} / {}",
+        succeeded.message
+    );
+    // The hung call was given up by the client, never answered: the 30 s hang had not ended.
+    let calls = stack.model_requests_mentioning("Query the slow archive.");
+    assert_eq!(calls.len(), 1, "no retry of the dropped call");
+    assert_eq!(
+        calls[0].status, 0,
+        "the hang never answered: {:?}",
+        calls[0]
+    );
+    let abandoned = calls[0]
+        .abandoned_at
+        .expect("the agent closed the connection");
+    eprintln!(
+        "subtask deadline: call dropped {:?} after it was sent",
+        abandoned.duration_since(calls[0].at)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn task_with_only_a_cost_budget_stops_with_budget_exceeded_within_the_calls_in_flight() {
+    let stack = stack_with_pool("e2e-cost-budget", 1).await;
+    let limit = 0.12;
+    let subtasks: String = (1..=10)
+        .map(|i| format!("  - {{name: part-{i}, prompt: Write section {i} of the survey.}}\n"))
+        .collect();
+    stack
+        .apply(&task_manifest(
+            "priced",
+            &format!("  budget: {{maxCostUSD: \"{limit}\"}}\n  parallelism: 1\n"),
+            &subtasks,
+        ))
+        .expect("kubectl apply the task");
+
+    let task = stack
+        .wait_task("priced", "finished", TASK_DEADLINE, finished)
+        .await;
+    let succeeded = failed_with(&task, "BudgetExceeded");
+    // Refused at the reservation, before a call was made, not noticed after the spending.
+    assert!(
+        succeeded
+            .message
+            .contains("could not reserve its next model call: the task's cost budget is spent"),
+        "{}",
+        succeeded.message
+    );
+    let status = task.status.as_ref().expect("status");
+    let cost: f64 = status
+        .usage
+        .as_ref()
+        .and_then(|u| u.cost_usd.as_deref())
+        .and_then(|c| c.parse().ok())
+        .expect("usage.costUSD");
+    // One agent: at most one call in flight, whose worst case is max_tokens (4096) of output
+    // and its input at the dearest input rate, at the operator's (default) prices.
+    let sonnet = maos_core::price::default_price_table()
+        .price("claude-sonnet-4-5")
+        .expect("priced")
+        .clone();
+    let largest_input = stack
+        .standin()
+        .requests()
+        .iter()
+        .filter_map(|r| r.body.as_ref())
+        .map(|b| b.to_string().len() as u64 / 4)
+        .max()
+        .expect("some calls were made");
+    let in_flight = sonnet.worst_case_micro_usd(largest_input, 4096) as f64 / 1e6;
+    eprintln!("cost budget ${limit}: spent ${cost:.4}, one call's worst case ${in_flight:.4}");
+    assert!(cost > 0.0, "the budget allowed some calls");
+    assert!(
+        cost <= limit + in_flight,
+        "spent ${cost} over a ${limit} budget with at most ${in_flight} in flight"
+    );
+    let parts_done = status
+        .subtasks
+        .iter()
+        .filter(|s| s.phase == SubtaskPhase::Succeeded)
+        .count();
+    assert!(
+        parts_done < 10,
+        "the budget stopped the Task early: {parts_done} done"
     );
 }
 

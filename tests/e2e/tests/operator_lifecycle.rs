@@ -227,6 +227,120 @@ async fn shutdown_terminate_cancels_a_running_task_and_stops_its_agents() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_terminate_drops_the_model_call_in_flight() {
+    let stack = Stack::start(StackConfig::new("e2e-terminate-call"))
+        .await
+        .expect("the stack starts");
+    stack
+        .apply(&pool_manifest("default", 1, 1))
+        .expect("kubectl apply the pool");
+    // The stand-in hangs 30 s on this subtask's first call.
+    stack
+        .apply(
+            "apiVersion: maos.dev/v1alpha1
+kind: Task
+metadata:
+  name: hung
+spec:
+  prompt: Write a short report.
+  poolRef: {name: default}
+  synthesize: false
+  subtasks:
+  - {name: waiting, prompt: 'Wait for the slow source. [[fault:slow]]'}
+",
+        )
+        .expect("kubectl apply the task");
+    let hanging = stack
+        .wait_until("the agent's call to hang", TASK_DEADLINE, || async {
+            stack
+                .model_requests_mentioning("Wait for the slow source.")
+                .into_iter()
+                .next()
+        })
+        .await;
+
+    stack
+        .kubectl(
+            &[
+                "patch",
+                "task",
+                "hung",
+                "--type",
+                "merge",
+                "-p",
+                r#"{"spec":{"shutdown":"Terminate"}}"#,
+            ],
+            None,
+        )
+        .expect("kubectl patch shutdown Terminate");
+    let patched = Instant::now();
+    let task = stack
+        .wait_task("hung", "finished", Duration::from_secs(60), finished)
+        .await;
+    let succeeded = condition(&task, "Succeeded").expect("Succeeded condition");
+    assert_eq!(
+        (succeeded.status.as_str(), succeeded.reason.as_str()),
+        ("False", "Cancelled"),
+        "{succeeded:?}"
+    );
+    // The agent gave the call up (closed its connection) long before the hang's 30 s ended,
+    // and said so: the item ended as Cancelled during the call.
+    let dropped = stack
+        .wait_until(
+            "the hung call to be dropped",
+            Duration::from_secs(20),
+            || async {
+                stack
+                    .model_requests_mentioning("Wait for the slow source.")
+                    .into_iter()
+                    .next()
+                    .and_then(|r| r.abandoned_at.map(|at| (r, at)))
+            },
+        )
+        .await;
+    assert_eq!(dropped.0.status, 0, "the hang never answered");
+    eprintln!(
+        "Terminate → call dropped {:?} after the patch ({:?} after it was sent)",
+        dropped.1.saturating_duration_since(patched),
+        dropped.1.duration_since(hanging.at)
+    );
+    let task_uid = task.metadata.uid.clone().expect("uid");
+    let pool_uid = task
+        .status
+        .as_ref()
+        .and_then(|s| s.pool_uid.clone())
+        .expect("poolUID");
+    let reasons = stack
+        .wait_until(
+            "the agent's account of the item",
+            Duration::from_secs(20),
+            || async {
+                let events = stack.task_events(&pool_uid, &task_uid).await.ok()?;
+                let reasons: Vec<String> = events
+                    .iter()
+                    .filter(|e| e["type"] == "SubtaskFailed")
+                    .filter_map(|e| e["reason"].as_str().map(str::to_owned))
+                    .collect();
+                (!reasons.is_empty()).then_some(reasons)
+            },
+        )
+        .await;
+    assert!(
+        reasons
+            .iter()
+            .all(|r| r.starts_with("Cancelled: task cancelled during a model call")),
+        "{reasons:?}"
+    );
+    assert_eq!(
+        stack
+            .model_requests_mentioning("Wait for the slow source.")
+            .len(),
+        1,
+        "the dropped call was not retried"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn task_deleted_mid_run_leaves_no_redis_key_and_no_queue_entry() {
     let stack = Stack::start(StackConfig::new("e2e-delete").claude_latency(SLOW_CALLS))
         .await

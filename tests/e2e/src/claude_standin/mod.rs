@@ -86,6 +86,9 @@ pub struct RecordedRequest {
     pub body: Option<Value>,
     /// The HTTP status answered; 0 while the answer is pending (or was never sent).
     pub status: u16,
+    /// When the client closed the connection before the answer was ready (it gave up on the
+    /// call: dropped it, or timed out), if it did.
+    pub abandoned_at: Option<Instant>,
 }
 
 /// Why the stand-in could not start.
@@ -223,11 +226,16 @@ async fn handle(state: &State, request: Request<Incoming>) -> Response<Body> {
                 headers,
                 body: None,
                 status: 0,
+                abandoned_at: None,
             });
             log.len() - 1
         })
         .ok();
-    let (response, body) = answer(state, request, call, &request_id).await;
+    // hyper drops this future when the client closes the connection mid-request (HTTP/1
+    // without half-close), which is how a client's abandoned call shows.
+    let mut abandoned = Abandoned { state, index };
+    let (response, body) = answer(state, request, call, &request_id, index).await;
+    abandoned.index = None;
     if let (Some(index), Ok(mut log)) = (index, state.log.lock())
         && let Some(record) = log.get_mut(index)
     {
@@ -238,12 +246,30 @@ async fn handle(state: &State, request: Request<Incoming>) -> Response<Body> {
     response
 }
 
-/// Checks the request and produces the answer, plus the parsed body for the log.
+/// Marks the request at `index` abandoned if dropped before the answer is ready.
+struct Abandoned<'a> {
+    state: &'a State,
+    index: Option<usize>,
+}
+
+impl Drop for Abandoned<'_> {
+    fn drop(&mut self) {
+        if let (Some(index), Ok(mut log)) = (self.index, self.state.log.lock())
+            && let Some(record) = log.get_mut(index)
+        {
+            record.abandoned_at = Some(Instant::now());
+        }
+    }
+}
+
+/// Checks the request and produces the answer, plus the parsed body for the log (where the
+/// body is also put as soon as it is read, so a call that hangs is seen with its content).
 async fn answer(
     state: &State,
     request: Request<Incoming>,
     call: u64,
     request_id: &str,
+    index: Option<usize>,
 ) -> (Response<Body>, Option<Value>) {
     if request.method() != hyper::Method::POST || request.uri().path() != "/v1/messages" {
         let error = ApiError::for_status(
@@ -320,6 +346,11 @@ async fn answer(
         }
     };
     let body = Some(parsed.raw.clone());
+    if let (Some(index), Ok(mut log)) = (index, state.log.lock())
+        && let Some(record) = log.get_mut(index)
+    {
+        record.body = body.clone();
+    }
     let model_known = if state.config.models.is_empty() {
         parsed.model.starts_with("claude-")
     } else {
