@@ -8,7 +8,7 @@ use std::collections::{HashMap, HashSet};
 use std::fmt;
 
 use crate::api::v1alpha1::limits::MAX_LABEL_LEN;
-use crate::validate::{FieldError, FieldErrorKind};
+use crate::field_error::{FieldError, FieldErrorKind};
 
 /// Subtask names MAOS gives its own work items; no planned or manual subtask may use them.
 pub const RESERVED_NAMES: [&str; 2] = [PLAN_SUBTASK, SYNTHESIZE_SUBTASK];
@@ -118,7 +118,7 @@ impl Plan {
         for (i, node) in nodes.iter().enumerate() {
             let field = format!("{path}[{i}].name");
             if let Err(err) = check_dns_label(node.name, MAX_LABEL_LEN) {
-                errors.push(FieldError::from_name_error(field, &err));
+                errors.push(field_error_of_name(field, &err));
             } else if RESERVED_NAMES.contains(&node.name) {
                 errors.push(FieldError::new(
                     field,
@@ -350,6 +350,16 @@ fn find_cycles(dependencies: &[Vec<usize>]) -> Vec<Vec<usize>> {
     }
     cycles.sort();
     cycles
+}
+
+/// The error of `field` for a name check's failure.
+pub fn field_error_of_name(field: String, err: &NameError) -> FieldError {
+    let kind = match err {
+        NameError::Empty => FieldErrorKind::Required,
+        NameError::TooLong { .. } => FieldErrorKind::TooLong,
+        NameError::NotDnsLabel => FieldErrorKind::InvalidName,
+    };
+    FieldError::new(field, kind, err.to_string())
 }
 
 #[cfg(test)]

@@ -7,6 +7,7 @@
 pub mod api;
 pub mod coord;
 pub mod dag;
+pub mod field_error;
 pub mod meta;
 pub mod price;
 pub mod validate;

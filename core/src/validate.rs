@@ -9,72 +9,8 @@ use std::fmt;
 
 use crate::api::v1alpha1::limits::*;
 use crate::api::v1alpha1::{SubtaskSpec, Task, TaskSpec};
-use crate::dag::{DraftNode, NameError, Plan, check_dns_label};
-
-/// What kind of rule a field breaks.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum FieldErrorKind {
-    /// A required value is missing or empty.
-    Required,
-    /// A string is longer than allowed.
-    TooLong,
-    /// A list has more entries than allowed.
-    TooMany,
-    /// A number is outside its allowed range.
-    OutOfRange,
-    /// A name is not a DNS-1123 label.
-    InvalidName,
-    /// A name is reserved for MAOS's own subtasks.
-    Reserved,
-    /// A value that must be unique appears twice.
-    Duplicate,
-    /// A dependency names a subtask that does not exist.
-    UnknownDependency,
-    /// A subtask depends on itself.
-    SelfDependency,
-    /// The dependencies form a cycle.
-    Cycle,
-    /// A value has the wrong form.
-    Invalid,
-}
-
-/// One broken rule: which field, what kind of rule, and a message a user can act on.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct FieldError {
-    /// The field's path, e.g. `spec.subtasks[2].dependsOn[0]`.
-    pub field: String,
-    /// The kind of rule broken.
-    pub kind: FieldErrorKind,
-    /// What is wrong, in words.
-    pub detail: String,
-}
-
-impl FieldError {
-    /// Builds an error for `field`.
-    pub fn new(field: impl Into<String>, kind: FieldErrorKind, detail: impl Into<String>) -> Self {
-        Self {
-            field: field.into(),
-            kind,
-            detail: detail.into(),
-        }
-    }
-
-    /// Converts a name check's failure into the error of `field`.
-    pub fn from_name_error(field: String, err: &NameError) -> Self {
-        let kind = match err {
-            NameError::Empty => FieldErrorKind::Required,
-            NameError::TooLong { .. } => FieldErrorKind::TooLong,
-            NameError::NotDnsLabel => FieldErrorKind::InvalidName,
-        };
-        Self::new(field, kind, err.to_string())
-    }
-}
-
-impl fmt::Display for FieldError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}: {}", self.field, self.detail)
-    }
-}
+use crate::dag::{DraftNode, Plan, check_dns_label};
+pub use crate::field_error::{FieldError, FieldErrorKind};
 
 /// Every problem found in a spec, in field order.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
@@ -115,7 +51,7 @@ impl TaskSpec {
         not_blank(e, "spec.prompt", &self.prompt);
         max_len(e, "spec.prompt", &self.prompt, MAX_PROMPT_LEN);
         if let Err(err) = check_dns_label(&self.pool_ref.name, MAX_POOL_NAME_LEN) {
-            e.push(FieldError::from_name_error(
+            e.push(crate::dag::field_error_of_name(
                 "spec.poolRef.name".into(),
                 &err,
             ));

@@ -7,7 +7,8 @@
 //! changes are not replicated), so the user survives a failover. ACL users live in memory: a node that restarts or joins
 //! later needs the operator to apply them again (it does, on its next pool reconcile).
 
-use super::conn::{Redis, Secret};
+use super::config::Secret;
+use super::conn::Redis;
 use super::error::CoordResult;
 use super::keys::PoolKeys;
 

@@ -12,6 +12,7 @@
 
 pub mod acl;
 pub mod budget;
+pub mod config;
 pub mod conn;
 pub mod dump;
 mod entry;
@@ -33,7 +34,8 @@ pub mod state;
 pub mod task;
 pub mod tls;
 
-pub use conn::{Redis, RedisConfig, RetryPolicy, Secret, Topology};
+pub use config::{RedisConfig, RetryPolicy, Secret, Topology};
+pub use conn::Redis;
 pub use error::{CoordError, CoordResult};
 pub use keys::{AgentName, PoolKeys, PoolUid, TaskKeys, TaskUid};
 pub use pool::Pool;

@@ -30,7 +30,7 @@ use redis::aio::{ConnectionLike, MultiplexedConnection};
 use redis::cluster_async::ClusterConnection;
 use redis::{Arg, Cmd, Pipeline, RedisError, RedisFuture, RedisResult, Value};
 
-use super::conn::{RedisConfig, node_client};
+use super::config::{RedisConfig, node_client};
 use super::error::{is_topology, is_transient};
 use super::keys::slot_of_bytes;
 
