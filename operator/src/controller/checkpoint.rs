@@ -16,18 +16,16 @@ use kube::runtime::controller::Action;
 use kube::runtime::events::EventType;
 use kube::runtime::finalizer::{Event as Finalize, finalizer};
 use kube::{Resource, ResourceExt};
-use maos_core::api::v1alpha1::conditions::{
-    checkpoint as cond, condition, find_condition, reason, set_condition,
-};
+use maos_core::api::v1alpha1::conditions::{checkpoint as cond, condition, reason, set_condition};
 use maos_core::api::v1alpha1::{Checkpoint, CheckpointPhase, CheckpointStatus, Task};
 use maos_core::coord::dump;
 use maos_core::coord::{PoolUid, TaskKeys, TaskUid};
 use maos_core::meta::{FIELD_MANAGER, FINALIZER_CHECKPOINT};
 
-use super::task_checkpoints::{forget, note_saved};
+use super::newest_checkpoints::{forget, note_saved};
 use super::{Context, Error, from_finalizer, now};
 use crate::checkpoint::snapshot::{FORMAT, Snapshot, TaskIdentity};
-use crate::checkpoint::store::{ObjectRef as S3Object, StoreError};
+use crate::checkpoint::store::ObjectRef as S3Object;
 use crate::status::truncate;
 
 /// Extra time the snapshot read may take beyond a normal reply (hundreds of MiB of state).
@@ -309,21 +307,4 @@ async fn remove(checkpoint: &Checkpoint, ctx: &Arc<Context>) -> Result<Action, E
             Err(Error::Store(err))
         }
     }
-}
-
-/// Whether a Checkpoint is Saved.
-pub fn is_saved(checkpoint: &Checkpoint) -> bool {
-    checkpoint
-        .status
-        .as_ref()
-        .and_then(|s| find_condition(&s.conditions, cond::SUCCEEDED))
-        .is_some_and(|c| c.status == "True")
-}
-
-/// Whether `err` says the stored object was damaged or unreadable (nothing can come of it).
-pub fn is_corrupt(err: &StoreError) -> bool {
-    matches!(
-        err,
-        StoreError::Corrupt { .. } | StoreError::Unreadable { .. }
-    )
 }

@@ -5,8 +5,11 @@
 mod backoff;
 mod cached_read;
 pub mod checkpoint;
+mod checkpoint_state;
 mod expectations;
+mod newest_checkpoints;
 pub mod orphans;
+mod owned;
 pub mod pool;
 pub mod task;
 mod task_checkpoints;

@@ -13,9 +13,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 pub use super::task_checkpoints::task_of_checkpoint;
 use k8s_openapi::api::core::v1::ConfigMap;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use k8s_openapi::jiff::{SignedDuration, Timestamp};
-use kube::api::{Api, DeleteParams, ObjectMeta, Patch, PatchParams};
+use kube::api::{Api, DeleteParams, Patch, PatchParams};
 use kube::runtime::controller::Action;
 use kube::runtime::events::EventType;
 use kube::runtime::finalizer::{Event as Finalize, finalizer};
@@ -34,11 +33,12 @@ use maos_core::coord::plan::Goal;
 use maos_core::coord::queue::{EntryId, WorkItem};
 use maos_core::coord::{Pool, PoolUid, TaskUid};
 use maos_core::dag::SubtaskName;
-use maos_core::meta::{FIELD_MANAGER, FINALIZER_TASK, LABEL_MANAGED_BY, LABEL_TASK, MANAGED_BY};
+use maos_core::meta::{FIELD_MANAGER, FINALIZER_TASK};
 use maos_core::price::micro_usd;
 use tokio::task::JoinHandle;
 
 use super::orphans;
+use super::owned::child_meta;
 use super::task_checkpoints::{self, Resume};
 use super::{Context, Error, from_finalizer, now};
 use crate::checkpoint::resume::Restored;
@@ -507,7 +507,7 @@ async fn step(
             task_checkpoints::periodic(task, ctx, memory.next_checkpoint, accepted_at, now).await?;
         memory.next_checkpoint = Some(due);
     }
-    let newest = task_checkpoints::last_checkpoint(ctx, &uid);
+    let newest = super::newest_checkpoints::last_checkpoint(ctx, &uid);
     if newest.is_some() && newest != memory.status.last_checkpoint {
         memory.status.last_checkpoint = newest;
     }
@@ -829,32 +829,6 @@ fn result_config_map(task: &Task, text: &str) -> Result<ConfigMap, Error> {
         metadata: child_meta(task, &format!("{}-result", task.name_any()))?,
         data: Some([(RESULT_KEY.to_owned(), value)].into()),
         ..ConfigMap::default()
-    })
-}
-
-/// The metadata of an object `name` the Task owns (its result ConfigMap, its periodic
-/// Checkpoints): our labels and a controller reference, so it goes with the Task.
-pub(crate) fn child_meta(task: &Task, name: &str) -> Result<ObjectMeta, Error> {
-    let uid = task.uid().ok_or(Error::MissingMetadata("uid"))?;
-    Ok(ObjectMeta {
-        name: Some(name.to_owned()),
-        namespace: task.namespace(),
-        labels: Some(
-            [
-                (LABEL_TASK.to_owned(), task.name_any()),
-                (LABEL_MANAGED_BY.to_owned(), MANAGED_BY.to_owned()),
-            ]
-            .into(),
-        ),
-        owner_references: Some(vec![OwnerReference {
-            api_version: Task::api_version(&()).into_owned(),
-            kind: Task::kind(&()).into_owned(),
-            name: task.name_any(),
-            uid,
-            controller: Some(true),
-            block_owner_deletion: Some(true),
-        }]),
-        ..ObjectMeta::default()
     })
 }
 

@@ -11,15 +11,15 @@ use kube::runtime::events::EventType;
 use kube::runtime::reflector::ObjectRef;
 use maos_core::api::v1alpha1::conditions::reason;
 use maos_core::api::v1alpha1::{
-    Checkpoint, CheckpointPhase, CheckpointSpec, LastCheckpoint, Task, TaskRef, TaskStatus,
+    Checkpoint, CheckpointPhase, CheckpointSpec, Task, TaskRef, TaskStatus,
 };
 use maos_core::coord::dump;
 use maos_core::coord::keys::GROUP_OPERATOR;
 use maos_core::coord::{TaskKeys, queue::EntryId};
 use maos_core::meta::LABEL_TASK;
 
-use super::checkpoint::{is_corrupt, is_saved};
-use super::task::child_meta;
+use super::checkpoint_state::{is_corrupt, is_saved};
+use super::owned::child_meta;
 use super::{Context, Error};
 use crate::checkpoint::resume::{self, Restored};
 use crate::checkpoint::snapshot::Snapshot;
@@ -49,50 +49,6 @@ pub(crate) enum Resume {
 pub fn task_of_checkpoint(checkpoint: &Checkpoint) -> Option<ObjectRef<Task>> {
     let namespace = checkpoint.namespace()?;
     Some(ObjectRef::new(&checkpoint.spec.task_ref.name).within(&namespace))
-}
-
-/// The newest Saved Checkpoint of the Task with `uid` this process has seen.
-pub(crate) fn last_checkpoint(ctx: &Context, uid: &str) -> Option<LastCheckpoint> {
-    ctx.newest_checkpoints.lock().ok()?.get(uid).cloned()
-}
-
-/// Notes a Saved Checkpoint for its Task's `status.lastCheckpoint`, if it is the newest.
-pub(crate) fn note_saved(ctx: &Context, checkpoint: &Checkpoint) {
-    let Some(status) = checkpoint.status.as_ref() else {
-        return;
-    };
-    let Some(uid) = status.task_uid.clone() else {
-        return;
-    };
-    let saved = LastCheckpoint {
-        name: checkpoint.name_any(),
-        time: status.saved_at.clone(),
-    };
-    let key = |l: &LastCheckpoint| (l.time.as_ref().map(|t| t.0), l.name.clone());
-    if let Ok(mut newest) = ctx.newest_checkpoints.lock() {
-        let entry = newest.entry(uid).or_insert_with(|| saved.clone());
-        if key(&saved) > key(entry) {
-            *entry = saved;
-        }
-    }
-}
-
-/// Forgets a deleted Checkpoint if it was its Task's newest.
-pub(crate) fn forget(ctx: &Context, checkpoint: &Checkpoint) {
-    let Some(uid) = checkpoint
-        .status
-        .as_ref()
-        .and_then(|s| s.task_uid.as_deref())
-    else {
-        return;
-    };
-    if let Ok(mut newest) = ctx.newest_checkpoints.lock()
-        && newest
-            .get(uid)
-            .is_some_and(|l| l.name == checkpoint.name_any())
-    {
-        newest.remove(uid);
-    }
 }
 
 /// Loads `checkpoint`'s snapshot (checking its sha256) and writes its state under `keys`.
