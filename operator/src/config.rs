@@ -94,6 +94,16 @@ pub struct OperatorConfig {
     #[arg(long, env = "MAOS_CLEANUP_GRACE_SECONDS", default_value_t = 30)]
     pub cleanup_grace_seconds: u64,
 
+    /// How long a finished Task keeps its conversations (journals), events, messages and
+    /// dispatch markers in Redis, in seconds; its status, result, shared state, results and
+    /// budget stay until it is deleted (Checkpoints of it still work).
+    #[arg(
+        long,
+        env = "MAOS_FINISHED_TASK_RETENTION_SECONDS",
+        default_value_t = 3600
+    )]
+    pub finished_task_retention_seconds: u64,
+
     /// S3 endpoint for checkpoints, for S3-compatible storage (MinIO, Ceph); unset is AWS S3.
     /// Credentials come from the standard AWS chain (AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY,
     /// a profile, web identity, or instance metadata).

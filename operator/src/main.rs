@@ -170,6 +170,9 @@ async fn run(config: OperatorConfig) -> anyhow::Result<()> {
         prices,
         status_interval: config.status_interval(),
         cleanup_grace: std::time::Duration::from_secs(config.cleanup_grace_seconds),
+        finished_task_retention: std::time::Duration::from_secs(
+            config.finished_task_retention_seconds,
+        ),
         store: maos_operator::checkpoint::store::Store::new(config.store_config()).await,
     };
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
