@@ -949,21 +949,9 @@ async fn retain(
     };
     let pool = Pool::new(ctx.redis.clone(), &PoolUid::new(pool_uid)?);
     let task_uid = TaskUid::new(&uid)?;
-    // `completedAt` is set with every finish; the condition's time stands in for a status
-    // that lost it, so the moment never moves with `now`.
-    let completed = memory
-        .status
-        .completed_at
-        .as_ref()
-        .map(|t| t.0)
-        .or_else(|| {
-            find_condition(&memory.status.conditions, cond::SUCCEEDED)
-                .map(|c| c.last_transition_time.0)
-        })
+    // A finished status always has the moment; without one there is nothing to wait for.
+    let ends = lifecycle::retention_ends(&memory.status, ctx.settings.finished_task_retention)
         .unwrap_or(now);
-    let retention = SignedDuration::try_from(ctx.settings.finished_task_retention)
-        .unwrap_or(SignedDuration::MAX);
-    let ends = completed.checked_add(retention).unwrap_or(Timestamp::MAX);
     if now < ends {
         if !memory.expiry_set {
             let at_ms = u64::try_from(ends.as_millisecond()).unwrap_or(0);
