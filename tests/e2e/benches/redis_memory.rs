@@ -172,9 +172,10 @@ fn report(m: &Measured, load_before: &str, load_after: &str) -> String {
         out,
         "{TASKS} one-subtask Tasks (stand-in model, {AGENTS} agents, standalone redis-server, \
          release binaries) run to completion with `--finished-task-retention-seconds={RETENTION_SECONDS}`; \
-         `used_memory` (INFO memory) and `DBSIZE` before them (one warm-up Task run), when all \
-         have finished, and when the retention is over. Load average {load_before} before, \
-         {load_after} after.\n"
+         `used_memory` (INFO memory) and `DBSIZE` before them (after one warm-up Task, whose keys \
+         are in the first row and whose retention ends with the others', so the last row's \
+         per-Task figures are low by its share, about 70 bytes), when all have finished, and \
+         when the retention is over. Load average {load_before} before, {load_after} after.\n"
     );
     let _ = writeln!(out, "| when | used_memory (bytes) | keys |");
     let _ = writeln!(out, "|---|---:|---:|");
