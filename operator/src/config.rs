@@ -124,6 +124,15 @@ pub struct OperatorConfig {
     /// `<lease name>-orphans`.
     #[arg(long, env = "MAOS_ORPHANS_CONFIGMAP")]
     pub orphans_configmap: Option<String>,
+    /// How long a finished Task keeps its conversations (journals), events, messages and
+    /// dispatch markers in Redis, in seconds; its status, result, shared state, results and
+    /// budget stay until it is deleted (Checkpoints of it still work).
+    #[arg(
+        long,
+        env = "MAOS_FINISHED_TASK_RETENTION_SECONDS",
+        default_value_t = 3600
+    )]
+    pub finished_task_retention_seconds: u64,
 
     /// S3 endpoint for checkpoints, for S3-compatible storage (MinIO, Ceph); unset is AWS S3.
     /// Credentials come from the standard AWS chain (AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY,

@@ -166,6 +166,19 @@ pub fn is_finished(status: &TaskStatus) -> bool {
     find_condition(&status.conditions, cond::SUCCEEDED).is_some_and(|c| c.status != "Unknown")
 }
 
+/// When a finished Task's retention ends (its transient Redis keys go): `completedAt`, or in a
+/// status that lost it when `Succeeded` last changed, plus `retention`. From the status alone,
+/// so an operator restarted at any point computes the same moment. `None` while it runs.
+pub fn retention_ends(status: &TaskStatus, retention: std::time::Duration) -> Option<Timestamp> {
+    let finished = find_condition(&status.conditions, cond::SUCCEEDED)
+        .filter(|c| c.status != "Unknown")?
+        .last_transition_time
+        .0;
+    let since = status.completed_at.as_ref().map_or(finished, |t| t.0);
+    let retention = SignedDuration::try_from(retention).unwrap_or(SignedDuration::MAX);
+    Some(since.checked_add(retention).unwrap_or(Timestamp::MAX))
+}
+
 /// The one-word summary of the status, for printer columns.
 pub fn phase_of(status: &TaskStatus) -> TaskPhase {
     match find_condition(&status.conditions, cond::SUCCEEDED)
@@ -1140,6 +1153,27 @@ mod tests {
         let before = status.clone();
         assert_eq!(advance(&spec, &mut status, &facts(2)), Outcome::default());
         assert_eq!(status, before);
+    }
+
+    #[test]
+    fn the_retention_counts_from_the_finish_recorded_in_the_status() {
+        let retention = std::time::Duration::from_secs(3600);
+        let mut status = accepted();
+        assert_eq!(retention_ends(&status, retention), None, "still running");
+        finish_succeeded(&mut status, Some(1), at(10));
+        assert_eq!(retention_ends(&status, retention), Some(at(3610)));
+        // A status that lost completedAt still has a fixed moment: the finish's condition.
+        status.completed_at = None;
+        assert_eq!(retention_ends(&status, retention), Some(at(3610)));
+        // No retention ends at the finish; a huge one saturates instead of overflowing.
+        assert_eq!(
+            retention_ends(&status, std::time::Duration::ZERO),
+            Some(at(10))
+        );
+        assert_eq!(
+            retention_ends(&status, std::time::Duration::from_secs(u64::MAX)),
+            Some(Timestamp::MAX)
+        );
     }
 
     #[test]

@@ -188,6 +188,9 @@ async fn run(config: OperatorConfig) -> anyhow::Result<()> {
         cleanup_grace: std::time::Duration::from_secs(config.cleanup_grace_seconds),
         cleanup_timeout: std::time::Duration::from_secs(config.cleanup_timeout_seconds),
         orphans: orphans.clone(),
+        finished_task_retention: std::time::Duration::from_secs(
+            config.finished_task_retention_seconds,
+        ),
         store: maos_operator::checkpoint::store::Store::new(config.store_config()).await,
     };
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);

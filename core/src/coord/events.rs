@@ -7,15 +7,54 @@
 //! [`EventLog::wait_after`] lets the operator learn at once that a task has new events, with a
 //! plain blocking read on a connection of its own, and then consume them through its group.
 
+use std::sync::LazyLock;
+
 use serde::{Deserialize, Serialize};
 
 use redis::streams::{StreamRangeReply, StreamReadReply};
-use redis::{RedisWrite, Value};
+use redis::{RedisWrite, Script, Value};
 
 use super::conn::{Conn, Redis};
 use super::error::{CoordError, CoordResult};
 use super::keys::{AgentName, TaskKeys, field};
 use super::queue::EntryId;
+use super::script::Call;
+
+// KEYS: the events stream. Deletes the entries every reading group is done with: below each
+// group's oldest pending (delivered, unacked) entry, or, with none pending, below its last
+// delivered one (what follows it is unread). The stream is kept from the lowest of these, so
+// no group loses an entry it has not acked. A group no consumer ever read from (the `audit`
+// group until its writer runs) does not hold the stream back. Returns how many went.
+static TRIM_CONSUMED: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+local function parse(id)
+  local dash = string.find(id, '-', 1, true)
+  return tonumber(string.sub(id, 1, dash - 1)), tonumber(string.sub(id, dash + 1))
+end
+local function less(a, b)
+  local a_ms, a_seq = parse(a)
+  local b_ms, b_seq = parse(b)
+  return a_ms < b_ms or (a_ms == b_ms and a_seq < b_seq)
+end
+local floor = false
+for _, group in ipairs(redis.call('XINFO', 'GROUPS', KEYS[1])) do
+  local info = {}
+  for i = 1, #group, 2 do info[group[i]] = group[i + 1] end
+  if info['consumers'] > 0 or info['pending'] > 0 then
+    local keep = info['last-delivered-id']
+    if info['pending'] > 0 then
+      keep = redis.call('XPENDING', KEYS[1], info['name'])[2]
+    end
+    if not floor or less(keep, floor) then floor = keep end
+  end
+end
+if not floor then return 0 end
+return redis.call('XTRIM', KEYS[1], 'MINID', floor)
+",
+    )
+});
 
 /// What happened, as told by an agent.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -226,6 +265,20 @@ impl EventLog {
         Ok(Some(self.newest().await?.unwrap_or(read)))
     }
 
+    /// Deletes the events that every consumer group reading the stream has acked, keeping
+    /// each group's pending and unread entries; returns how many it deleted. A group that no
+    /// consumer has read from yet does not count (the `audit` group has no writer yet; it
+    /// would otherwise keep every event). One script, so no read or ack interleaves with it.
+    pub async fn trim_consumed(&self) -> CoordResult<u64> {
+        let key = self.keys.events();
+        self.redis
+            .run("trim events", |mut c| {
+                let key = &key;
+                async move { Call::new(&TRIM_CONSUMED, &[key], 0).invoke(&mut c).await }
+            })
+            .await
+    }
+
     /// A consumer `consumer` in `group` (one of [`super::keys::EVENT_GROUPS`]).
     pub fn consumer(&self, group: &'static str, consumer: &str) -> EventConsumer {
         EventConsumer {
@@ -248,6 +301,11 @@ pub struct EventConsumer {
 }
 
 impl EventConsumer {
+    /// The event log it consumes.
+    pub fn log(&self) -> &EventLog {
+        &self.log
+    }
+
     /// Up to `count` events, waiting up to `block` for new ones (`None`: do not wait).
     ///
     /// An entry that is not a valid event (not written by this layer) is acked and dropped.

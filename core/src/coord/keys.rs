@@ -326,6 +326,33 @@ impl TaskKeys {
         format!("{}:applied", self.prefix)
     }
 
+    /// The keys a finished task keeps until the Task is deleted: what its status, its result
+    /// and a later Checkpoint or resume read (identity and plan, shared state, results, budget,
+    /// and the cancel reason, which tells an agent still holding an item to stop).
+    pub fn retained(&self) -> [String; 6] {
+        [
+            self.meta(),
+            self.kv(),
+            self.kv_versions(),
+            self.results(),
+            self.budget(),
+            self.cancel(),
+        ]
+    }
+
+    /// The keys with a fixed name a finished task drops after the retention, together with
+    /// every journal (the conversations, the bulk of a task's memory): the event and bus
+    /// streams, the applied tool effects, and the journal index.
+    pub fn transient(&self) -> [String; 4] {
+        [
+            self.events(),
+            self.bus(),
+            self.applied(),
+            // Last, as in `fixed`: a drop cut short still finds the journals it must remove.
+            self.journal_index(),
+        ]
+    }
+
     /// Every key of the task with a fixed name (journals are listed in [`Self::journal_index`]).
     pub fn fixed(&self) -> [String; 10] {
         [
@@ -471,6 +498,18 @@ mod tests {
         assert_eq!(t.cancel(), "maos:pool:p-1:{task:t-9}:cancel");
         let sub = SubtaskName::new("a").expect("name");
         assert_eq!(t.journal(&sub), "maos:pool:p-1:{task:t-9}:journal:a");
+    }
+
+    #[test]
+    fn a_tasks_fixed_keys_are_either_retained_or_transient() {
+        let t = pool("p-1").task(&TaskUid::new("t-9").expect("uid"));
+        let retained: std::collections::BTreeSet<String> = t.retained().into_iter().collect();
+        let transient: std::collections::BTreeSet<String> = t.transient().into_iter().collect();
+        let fixed: std::collections::BTreeSet<String> = t.fixed().into_iter().collect();
+        assert!(retained.is_disjoint(&transient));
+        assert_eq!(&retained | &transient, fixed);
+        assert!(transient.contains(&t.events()) && transient.contains(&t.journal_index()));
+        assert!(retained.contains(&t.results()) && retained.contains(&t.meta()));
     }
 
     #[test]

@@ -13,14 +13,20 @@ use super::keys::{AgentName, TaskKeys, field};
 use super::queue::EntryId;
 use super::script::Call;
 
-// KEYS: bus stream, applied-effects hash. ARGV: effect id, then field/value pairs of the entry.
-// Marks the effect applied and sends in one step, so a replay of the same tool call sends
-// nothing. Returns the new entry id, or false when the effect was applied before.
+/// About how many messages a task's bus keeps (`XADD … MAXLEN ~`): the oldest go beyond it,
+/// so a long-running task's bus stays bounded. The bus has no consumer group; each agent reads
+/// from its own cursor between turns, so only an agent more than this many messages behind
+/// misses the oldest ones.
+pub const BUS_MAX_LEN: usize = 10_000;
+
+// KEYS: bus stream, applied-effects hash. ARGV: effect id, the bus cap, then field/value pairs
+// of the entry. Marks the effect applied and sends in one step, so a replay of the same tool
+// call sends nothing. Returns the new entry id, or false when the effect was applied before.
 static SEND_ONCE: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r"
 if redis.call('HSETNX', KEYS[2], ARGV[1], '1') == 0 then return false end
-return redis.call('XADD', KEYS[1], '*', unpack(ARGV, 2))
+return redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[2], '*', unpack(ARGV, 3))
 ",
     )
 });
@@ -91,6 +97,9 @@ impl Mailbox {
                 async move {
                     redis::cmd("XADD")
                         .arg(key)
+                        .arg("MAXLEN")
+                        .arg("~")
+                        .arg(BUS_MAX_LEN)
                         .arg("*")
                         .arg(field::FROM)
                         .arg(from.as_str())
@@ -123,6 +132,7 @@ impl Mailbox {
                 async move {
                     Call::new(&SEND_ONCE, &[bus, applied], body.len() + 64)
                         .arg(effect)
+                        .arg(BUS_MAX_LEN)
                         .arg(field::FROM)
                         .arg(from.as_str())
                         .arg(field::TO)

@@ -64,6 +64,15 @@ impl Pool {
         Ok(())
     }
 
+    /// Drops what finished task `task` no longer needs (after its retention): queue items
+    /// left behind, its enqueue-once markers and [`Task::drop_transient`]'s keys (conversations,
+    /// event and bus streams, applied effects). What its status, result and Checkpoints read
+    /// stays until the Task is deleted. Safe to repeat; returns how many task keys went.
+    pub async fn retire_task(&self, task: &TaskUid) -> CoordResult<u64> {
+        self.queue().purge_task(task).await?;
+        self.task(task).drop_transient().await
+    }
+
     /// Removes the pool's own keys (queue, heartbeats, rate limits, dispatch markers, model-error
     /// reports) when the AgentPool is deleted; its tasks' keys go with each Task. Returns how
     /// many existed.

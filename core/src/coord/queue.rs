@@ -724,8 +724,9 @@ impl WorkQueue {
         Ok(removed)
     }
 
-    /// Deletes the `dispatched` fields of `task`, one HSCAN batch at a time.
-    async fn purge_dispatch_markers(&self, task: &TaskUid) -> CoordResult<()> {
+    /// Deletes the `dispatched` fields (enqueue-once markers) of `task`, one HSCAN batch at a
+    /// time: at cleanup, and when a finished task's retention ends (it dispatches nothing more).
+    pub async fn purge_dispatch_markers(&self, task: &TaskUid) -> CoordResult<()> {
         let dispatched = self.keys.dispatched();
         // Task uids hold no glob characters (checked by TaskUid), so the pattern is literal.
         let pattern = format!("{task}/*");

@@ -116,6 +116,44 @@ impl Task {
 
     /// Deletes every key of the task (the Task finalizer's cleanup); returns how many existed.
     pub async fn delete_all(&self) -> CoordResult<u64> {
+        let mut keys = self.journals().await?;
+        keys.extend(self.keys.fixed());
+        self.unlink("delete task keys", &keys).await
+    }
+
+    /// Makes the keys a finished task no longer needs ([`TaskKeys::transient`] and every
+    /// journal) expire at `at_ms` (milliseconds since the Unix epoch; a moment passed deletes
+    /// them now). An absolute time, so repeating it (after an operator restart) never pushes
+    /// the expiry out; Redis drops them even if no operator is running then. Returns how many
+    /// keys exist to expire.
+    pub async fn expire_transient_at(&self, at_ms: u64) -> CoordResult<u64> {
+        let mut keys = self.journals().await?;
+        keys.extend(self.keys.transient());
+        let mut pipe = redis::pipe();
+        for key in &keys {
+            pipe.cmd("PEXPIREAT").arg(key).arg(at_ms);
+        }
+        let set: Vec<u64> = self
+            .redis
+            .run("expire finished task keys", |mut c| {
+                let pipe = &pipe;
+                async move { pipe.query_async(&mut c).await }
+            })
+            .await?;
+        Ok(set.into_iter().sum())
+    }
+
+    /// Deletes the keys a finished task no longer needs now (what [`Self::expire_transient_at`]
+    /// expires, including any an agent wrote after that); the retained keys stay. Returns how
+    /// many existed.
+    pub async fn drop_transient(&self) -> CoordResult<u64> {
+        let mut keys = self.journals().await?;
+        keys.extend(self.keys.transient());
+        self.unlink("drop finished task keys", &keys).await
+    }
+
+    /// The keys of the journals the journal index lists.
+    async fn journals(&self) -> CoordResult<Vec<String>> {
         let index = self.keys.journal_index();
         let subtasks: Vec<String> = self
             .redis
@@ -124,17 +162,18 @@ impl Task {
                 async move { redis::cmd("SMEMBERS").arg(index).query_async(&mut c).await }
             })
             .await?;
-        let mut keys: Vec<String> = subtasks
+        Ok(subtasks
             .iter()
             .filter_map(|s| SubtaskName::new(s).ok())
             .map(|s| self.keys.journal(&s))
-            .collect();
-        keys.extend(self.keys.fixed());
+            .collect())
+    }
+
+    async fn unlink(&self, op: &'static str, keys: &[String]) -> CoordResult<u64> {
         // All keys share the task's slot, so one UNLINK removes them atomically.
         self.redis
-            .run("delete task keys", |mut c| {
-                let keys = &keys;
-                async move { redis::cmd("UNLINK").arg(keys).query_async(&mut c).await }
+            .run(op, |mut c| async move {
+                redis::cmd("UNLINK").arg(keys).query_async(&mut c).await
             })
             .await
     }

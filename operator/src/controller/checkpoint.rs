@@ -168,6 +168,9 @@ async fn save(
     let namespace = checkpoint.namespace().unwrap_or_default();
     let task_name = &checkpoint.spec.task_ref.name;
     let tasks: Api<Task> = Api::namespaced(ctx.client.clone(), &namespace);
+    // From before the status is read until the keys are: the Task's events stay untrimmed, so
+    // those its status has not folded are all in the snapshot.
+    let reading = ctx.checkpoint_read(&namespace, task_name);
     let Some(task) = tasks.get_opt(task_name).await? else {
         let message = format!("Task {task_name} not found in namespace {namespace}");
         return fail(
@@ -217,6 +220,7 @@ async fn save(
     // multiplexed on the shared one.
     let redis = ctx.redis.dedicated(DUMP_TIMEOUT).await?;
     let state = dump::read(&redis, &keys).await?;
+    drop(reading);
     drop(redis);
     if !state.has_meta() {
         let message = format!(

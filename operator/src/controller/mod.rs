@@ -46,6 +46,8 @@ pub struct Settings {
     pub cleanup_timeout: Duration,
     /// Where objects let go while Redis was unreachable are written down.
     pub orphans: Arc<orphans::Orphans>,
+    /// How long a finished Task keeps its conversations, events and messages in Redis.
+    pub finished_task_retention: Duration,
     /// Where checkpoints are stored.
     pub store: crate::checkpoint::store::Store,
 }
@@ -76,6 +78,10 @@ pub struct Context {
     pub(crate) newest_checkpoints: Mutex<HashMap<String, maos_core::api::v1alpha1::LastCheckpoint>>,
     /// Per-Task memory between reconciles (the working status, the event pump).
     pub(crate) tasks: Mutex<HashMap<String, task::TaskMemory>>,
+    /// Tasks (`<namespace>/<name>`) a Checkpoint is reading (status, then keys), with how many
+    /// readers: their event streams are not trimmed meanwhile, so a snapshot holds every event
+    /// after the status it stores.
+    pub(crate) checkpoint_reads: Mutex<HashMap<String, usize>>,
     /// Per-pool memory between reconciles (idle times).
     pub(crate) pools: Mutex<HashMap<String, pool::PoolMemory>>,
     /// Every AgentPool, kept by a reflector: a Task's pool, whether it still exists and whether
@@ -120,12 +126,29 @@ impl Context {
             recorder,
             newest_checkpoints: Mutex::new(HashMap::new()),
             tasks: Mutex::new(HashMap::new()),
+            checkpoint_reads: Mutex::new(HashMap::new()),
             pools: Mutex::new(HashMap::new()),
             pool_cache: caches.pools,
             pod_cache: caches.pods,
             backoff: backoff::Backoff::default(),
             wake,
         }
+    }
+
+    /// Marks Task `namespace`/`name` as read by a Checkpoint until the guard is dropped.
+    pub(crate) fn checkpoint_read(&self, namespace: &str, name: &str) -> CheckpointRead<'_> {
+        let task = format!("{namespace}/{name}");
+        if let Ok(mut reads) = self.checkpoint_reads.lock() {
+            *reads.entry(task.clone()).or_default() += 1;
+        }
+        CheckpointRead { ctx: self, task }
+    }
+
+    /// Whether a Checkpoint is reading Task `namespace`/`name` now.
+    pub(crate) fn checkpoint_reading(&self, namespace: &str, name: &str) -> bool {
+        self.checkpoint_reads.lock().map_or(true, |reads| {
+            reads.contains_key(&format!("{namespace}/{name}"))
+        })
     }
 
     /// Where checkpoints are stored.
@@ -152,6 +175,26 @@ impl Context {
         };
         if let Err(err) = self.recorder.publish(&event, &reference).await {
             tracing::warn!(error = %err, reason, "publishing an Event failed");
+        }
+    }
+}
+
+/// A Checkpoint's read of one Task, from before its status is read until its keys are: the
+/// Task's events are not trimmed while it lives.
+pub(crate) struct CheckpointRead<'a> {
+    ctx: &'a Context,
+    task: String,
+}
+
+impl Drop for CheckpointRead<'_> {
+    fn drop(&mut self) {
+        if let Ok(mut reads) = self.ctx.checkpoint_reads.lock()
+            && let Some(count) = reads.get_mut(&self.task)
+        {
+            *count -= 1;
+            if *count == 0 {
+                reads.remove(&self.task);
+            }
         }
     }
 }

@@ -65,6 +65,11 @@ const SAFETY_REQUEUE: Duration = Duration::from_secs(5);
 const POOL_RECHECK: Duration = Duration::from_secs(10);
 /// The largest result a ConfigMap holds (its limit is 1 MiB with metadata).
 const MAX_CONFIGMAP_RESULT: usize = 1_000_000;
+/// Longest a finished Task waits before it looks at its retention again.
+const RETENTION_RECHECK: Duration = Duration::from_secs(3600);
+/// Events acked between two trims of a Task's event stream: a trim is one short script, and
+/// a stream this much longer than needed is a few tens of KiB.
+const EVENTS_PER_TRIM: usize = 100;
 
 /// What the controller keeps about one Task between reconciles.
 #[derive(Default)]
@@ -90,6 +95,12 @@ pub(crate) struct TaskMemory {
     registered: bool,
     /// When the next periodic checkpoint is due (`None`: not yet looked up).
     next_checkpoint: Option<Timestamp>,
+    /// Events acked since the event stream was last trimmed.
+    acked_since_trim: usize,
+    /// The finished Task's transient keys were given their expiry by this process.
+    expiry_set: bool,
+    /// The finished Task's retention ended and its transient keys were dropped.
+    retired: bool,
 }
 
 impl Drop for TaskMemory {
@@ -182,7 +193,7 @@ async fn step(
 
     if is_finished(&memory.status) {
         write_status(task, ctx, api, memory, before, true).await?;
-        return finished(task, ctx, &memory.status, now).await;
+        return finished(task, ctx, memory, now).await;
     }
 
     if let Err(errors) = task.validate() {
@@ -514,7 +525,7 @@ async fn step(
 
     let wrote = write_status(task, ctx, api, memory, before, false).await?;
     if is_finished(&memory.status) {
-        return finished(task, ctx, &memory.status, now).await;
+        return finished(task, ctx, memory, now).await;
     }
     // Woken at once by events; otherwise at the next due moment.
     let mut wait = SAFETY_REQUEUE;
@@ -545,7 +556,7 @@ async fn write_status(
     memory.status.phase = Some(phase);
     let overwritten = memory.overwritten;
     if memory.written.as_ref() == Some(&memory.status) && !overwritten {
-        ack(memory, task).await;
+        ack(memory, task, ctx).await;
         return Ok(false);
     }
     let written_phase = memory.written.as_ref().and_then(|s| s.phase);
@@ -569,7 +580,7 @@ async fn write_status(
     memory.previous = memory.written.replace(memory.status.clone());
     memory.written_at = Some(Instant::now());
     memory.overwritten = false;
-    ack(memory, task).await;
+    ack(memory, task, ctx).await;
     if written_phase != Some(phase) || before != phase {
         phase_event(task, ctx, &memory.status, written_phase, phase).await;
     }
@@ -612,7 +623,9 @@ fn overwritten_by_someone_else(cached: Option<&TaskStatus>, memory: &TaskMemory)
     seen != view(written) && memory.previous.as_ref().is_none_or(|p| seen != view(p))
 }
 
-async fn ack(memory: &mut TaskMemory, task: &Task) {
+/// Acks the events the written status folded, and now and then trims the event stream of
+/// what every consumer group has acked, so a long-running Task's stream stays bounded.
+async fn ack(memory: &mut TaskMemory, task: &Task, ctx: &Context) {
     if memory.unacked.is_empty() {
         return;
     }
@@ -620,10 +633,28 @@ async fn ack(memory: &mut TaskMemory, task: &Task) {
         return;
     };
     match consumer.ack(&memory.unacked).await {
-        Ok(()) => memory.unacked.clear(),
+        Ok(()) => {
+            memory.acked_since_trim += memory.unacked.len();
+            memory.unacked.clear();
+        }
         // Redelivered later and skipped by position: harmless.
         Err(err) => {
-            tracing::warn!(task = %task.name_any(), error = %err, "acking folded events failed")
+            tracing::warn!(task = %task.name_any(), error = %err, "acking folded events failed");
+            return;
+        }
+    }
+    // Not while a Checkpoint reads the Task: its snapshot pairs the status it read with the
+    // events after it, and those may be acked (and would be trimmed) by then.
+    if memory.acked_since_trim < EVENTS_PER_TRIM
+        || ctx.checkpoint_reading(&task.namespace().unwrap_or_default(), &task.name_any())
+    {
+        return;
+    }
+    match consumer.log().trim_consumed().await {
+        Ok(_) => memory.acked_since_trim = 0,
+        // Tried again after the next ack; the stream is only longer meanwhile.
+        Err(err) => {
+            tracing::warn!(task = %task.name_any(), error = %err, "trimming the event stream failed")
         }
     }
 }
@@ -844,22 +875,29 @@ fn prefix(text: &str, max: usize) -> &str {
     &text[..end]
 }
 
-/// A finished Task: deleted after `ttlSecondsAfterFinished`, as Kubernetes Jobs are.
+/// A finished Task: its transient Redis keys go after the retention ([`retain`]); the Task
+/// is deleted after `ttlSecondsAfterFinished`, as Kubernetes Jobs are.
 async fn finished(
     task: &Task,
     ctx: &Context,
-    status: &TaskStatus,
+    memory: &mut TaskMemory,
     now: Timestamp,
 ) -> Result<Action, Error> {
-    let Some(ttl) = task.spec.ttl_seconds_after_finished else {
-        return Ok(Action::await_change());
+    let retention_left = retain(task, ctx, memory, now).await?;
+    let requeue = |wait: Option<Duration>| match (wait, retention_left) {
+        (Some(a), Some(b)) => Action::requeue(a.min(b)),
+        (Some(a), None) | (None, Some(a)) => Action::requeue(a),
+        (None, None) => Action::await_change(),
     };
-    let completed = status.completed_at.as_ref().map_or(now, |t| t.0);
+    let Some(ttl) = task.spec.ttl_seconds_after_finished else {
+        return Ok(requeue(None));
+    };
+    let completed = memory.status.completed_at.as_ref().map_or(now, |t| t.0);
     let expires = completed
         .checked_add(SignedDuration::from_secs(i64::from(ttl)))
         .unwrap_or(Timestamp::MAX);
     if now < expires {
-        return Ok(Action::requeue(until(now, expires)));
+        return Ok(requeue(Some(until(now, expires))));
     }
     let api: Api<Task> = Api::namespaced(ctx.client.clone(), &task.namespace().unwrap_or_default());
     tracing::info!(task = %task.name_any(), ttl, "deleting the finished Task: ttlSecondsAfterFinished passed");
@@ -872,6 +910,51 @@ async fn finished(
         Err(err) => return Err(err.into()),
     }
     Ok(Action::await_change())
+}
+
+/// Bounds a finished Task's Redis memory: its conversations (journals), events, messages,
+/// applied effects and dispatch markers go `--finished-task-retention-seconds` after it
+/// finished; what its status, result and a later Checkpoint or resume read (identity and plan,
+/// shared state, results, budget, cancel reason) stays until the Task is deleted.
+///
+/// Restart-safe without a timer of its own: the moment is `status.completedAt` + retention, the
+/// keys get it as an absolute Redis expiry (so Redis drops them even with no operator running),
+/// and when it passes the operator deletes them again together with what has no expiry (the
+/// pool's dispatch markers, queue items left behind, keys an agent wrote after the finish).
+/// Returns how long until then, or `None` once done.
+async fn retain(
+    task: &Task,
+    ctx: &Context,
+    memory: &mut TaskMemory,
+    now: Timestamp,
+) -> Result<Option<Duration>, Error> {
+    if memory.retired {
+        return Ok(None);
+    }
+    let (Some(pool_uid), Some(uid)) = (memory.status.pool_uid.as_deref(), task.uid()) else {
+        // Never registered: it has no keys.
+        memory.retired = true;
+        return Ok(None);
+    };
+    let pool = Pool::new(ctx.redis.clone(), &PoolUid::new(pool_uid)?);
+    let task_uid = TaskUid::new(&uid)?;
+    // A finished status always has the moment; without one there is nothing to wait for.
+    let ends = lifecycle::retention_ends(&memory.status, ctx.settings.finished_task_retention)
+        .unwrap_or(now);
+    if now < ends {
+        if !memory.expiry_set {
+            let at_ms = u64::try_from(ends.as_millisecond()).unwrap_or(0);
+            pool.task(&task_uid).expire_transient_at(at_ms).await?;
+            memory.expiry_set = true;
+        }
+        // Looked at again at least hourly: a timer years away is more than the runtime's
+        // timer wheel takes, and the moment is recomputed from the status anyway.
+        return Ok(Some(until(now, ends).min(RETENTION_RECHECK)));
+    }
+    let dropped = pool.retire_task(&task_uid).await?;
+    tracing::info!(task = %task.name_any(), namespace = %task.namespace().unwrap_or_default(), keys = dropped, "the finished Task's retention ended: dropped its conversations, events and messages");
+    memory.retired = true;
+    Ok(None)
 }
 
 /// Replaces the working status with one rebuilt from a snapshot; the event consumer starts

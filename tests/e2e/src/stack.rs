@@ -94,6 +94,15 @@ pub enum RedisMode {
     StandaloneTls,
 }
 
+/// How much Redis holds: [`Stack::redis_usage`].
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RedisUsage {
+    /// `used_memory` of `INFO memory`, in bytes.
+    pub used_memory: u64,
+    /// Keys (`DBSIZE`).
+    pub keys: u64,
+}
+
 /// What to start.
 #[derive(Clone)]
 pub struct StackConfig {
@@ -1193,6 +1202,25 @@ impl Stack {
         keys.sort();
         keys.dedup();
         Ok(keys)
+    }
+
+    /// Redis's `used_memory` and key count (`DBSIZE`), summed over every master.
+    pub async fn redis_usage(&self) -> Result<RedisUsage, StackError> {
+        let mut usage = RedisUsage::default();
+        for mut connection in self.masters().await? {
+            let info: String = redis::cmd("INFO")
+                .arg("memory")
+                .query_async(&mut connection)
+                .await?;
+            usage.used_memory += info
+                .lines()
+                .find_map(|l| l.strip_prefix("used_memory:"))
+                .and_then(|n| n.trim().parse::<u64>().ok())
+                .unwrap_or(0);
+            let keys: u64 = redis::cmd("DBSIZE").query_async(&mut connection).await?;
+            usage.keys += keys;
+        }
+        Ok(usage)
     }
 
     /// A connection to every master (replicas hold copies of their masters' keys).
