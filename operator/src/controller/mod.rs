@@ -6,11 +6,13 @@ mod backoff;
 mod cached_read;
 pub mod checkpoint;
 mod checkpoint_state;
+mod event_pump;
 mod expectations;
 mod newest_checkpoints;
 pub mod orphans;
 mod owned;
 pub mod pool;
+mod result;
 pub mod task;
 mod task_checkpoints;
 

@@ -7,12 +7,10 @@
 //! folded them is written (and folding skips entries up to `status.lastEventId`), and dispatch
 //! goes through the queue's enqueue-once marker, so a restart neither loses nor repeats work.
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 pub use super::task_checkpoints::task_of_checkpoint;
-use k8s_openapi::api::core::v1::ConfigMap;
 use k8s_openapi::jiff::{SignedDuration, Timestamp};
 use kube::api::{Api, DeleteParams, Patch, PatchParams};
 use kube::runtime::controller::Action;
@@ -21,9 +19,8 @@ use kube::runtime::finalizer::{Event as Finalize, finalizer};
 use kube::runtime::reflector::ObjectRef;
 use kube::{Resource, ResourceExt};
 use maos_core::api::v1alpha1::conditions::{find_condition, reason, task as cond};
-use maos_core::api::v1alpha1::limits::MAX_RESULT_LEN;
 use maos_core::api::v1alpha1::{
-    AgentPool, BudgetStatus, ResultRef, SubtaskPhase, Task, TaskPhase, TaskStatus,
+    AgentPool, BudgetStatus, SubtaskPhase, Task, TaskPhase, TaskStatus,
 };
 use maos_core::coord::budget::Limits;
 use maos_core::coord::events::{EventConsumer, EventKind};
@@ -38,18 +35,15 @@ use maos_core::price::micro_usd;
 use tokio::task::JoinHandle;
 
 use super::orphans;
-use super::owned::child_meta;
 use super::task_checkpoints::{self, Resume};
 use super::{Context, Error, from_finalizer, now};
 use crate::checkpoint::resume::Restored;
 use crate::lifecycle::{
-    self, Effect, Facts, PLAN, SYNTHESIZE, finish_failed, finish_succeeded, init_conditions,
-    is_finished, phase_of,
+    self, Effect, Facts, PLAN, SYNTHESIZE, finish_failed, init_conditions, is_finished, phase_of,
 };
 use crate::status::{self, EntryPosition, Folded, fold};
 
-/// The key of the result in the `<task>-result` ConfigMap.
-pub const RESULT_KEY: &str = "result";
+pub use super::result::RESULT_KEY;
 /// The consumer name the operator reads a Task's events as; fixed, so a new leader inherits
 /// what the old one read and never acked.
 const EVENT_CONSUMER: &str = "operator";
@@ -57,14 +51,12 @@ const EVENT_CONSUMER: &str = "operator";
 const EVENT_BATCH: usize = 500;
 const EVENT_BATCHES: usize = 8;
 /// How long an event pump blocks in one read.
-const PUMP_BLOCK: Duration = Duration::from_secs(5);
 /// How often a running Task is reconciled even when nothing wakes it.
 const SAFETY_REQUEUE: Duration = Duration::from_secs(5);
 /// How long a Task whose pool is missing waits before it looks again (the pool's creation
 /// also wakes it).
 const POOL_RECHECK: Duration = Duration::from_secs(10);
 /// The largest result a ConfigMap holds (its limit is 1 MiB with metadata).
-const MAX_CONFIGMAP_RESULT: usize = 1_000_000;
 /// Longest a finished Task waits before it looks at its retention again.
 const RETENTION_RECHECK: Duration = Duration::from_secs(3600);
 /// Events acked between two trims of a Task's event stream: a trim is one short script, and
@@ -343,7 +335,7 @@ async fn step(
     } else if !coord.exists().await? {
         return state_lost(task, ctx, api, memory, before, &pool, &coord).await;
     }
-    ensure_pump(ctx, memory, &coord, task);
+    super::event_pump::ensure(ctx, &mut memory.pump, &coord, task);
 
     // Fold what the agents reported.
     let retry_limit = task.spec.retry_strategy.limit;
@@ -508,7 +500,7 @@ async fn step(
                 pool.queue().purge_task(coord.keys().task()).await?;
             }
             Effect::Complete => {
-                complete(task, ctx, &coord, &mut memory.status, now).await?;
+                super::result::complete(task, ctx, &coord, &mut memory.status, now).await?;
             }
         }
     }
@@ -797,82 +789,6 @@ fn cost_of(status: &TaskStatus) -> f64 {
         .and_then(|u| u.cost_usd.as_deref())
         .and_then(|c| c.parse().ok())
         .unwrap_or(0.0)
-}
-
-/// Finishes the Task with its result: the synthesizer's, or every subtask's in plan order.
-async fn complete(
-    task: &Task,
-    ctx: &Context,
-    coord: &maos_core::coord::Task,
-    status: &mut TaskStatus,
-    now: Timestamp,
-) -> Result<(), Error> {
-    let results = coord.results();
-    let text = if task.spec.synthesize {
-        let synthesize = SubtaskName::new(SYNTHESIZE)?;
-        results
-            .get(&synthesize)
-            .await?
-            .map(|r| r.result)
-            .unwrap_or_default()
-    } else {
-        let all: BTreeMap<String, String> = results
-            .all()
-            .await?
-            .into_iter()
-            .map(|(name, r)| (name, r.result))
-            .collect();
-        status
-            .subtasks
-            .iter()
-            .filter(|s| s.name != PLAN && s.name != SYNTHESIZE)
-            .filter_map(|s| all.get(&s.name).map(|r| format!("## {}\n\n{r}\n", s.name)))
-            .collect::<Vec<_>>()
-            .join("\n")
-    };
-    let config_map = result_config_map(task, &text)?;
-    let name = config_map.metadata.name.clone().unwrap_or_default();
-    let config_maps: Api<ConfigMap> =
-        Api::namespaced(ctx.client.clone(), &task.namespace().unwrap_or_default());
-    config_maps
-        .patch(
-            &name,
-            &PatchParams::apply(FIELD_MANAGER).force(),
-            &Patch::Apply(&config_map),
-        )
-        .await?;
-    status.result = Some(prefix(&text, MAX_RESULT_LEN as usize).to_owned());
-    status.result_ref = Some(ResultRef {
-        config_map: name,
-        key: RESULT_KEY.to_owned(),
-    });
-    finish_succeeded(status, task.metadata.generation, now);
-    Ok(())
-}
-
-/// The `<task>-result` ConfigMap, owned by the Task.
-fn result_config_map(task: &Task, text: &str) -> Result<ConfigMap, Error> {
-    let mut value = prefix(text, MAX_CONFIGMAP_RESULT).to_owned();
-    if value.len() < text.len() {
-        value.push_str("\n\n[truncated: the full result is in the Task's Redis results]\n");
-    }
-    Ok(ConfigMap {
-        metadata: child_meta(task, &format!("{}-result", task.name_any()))?,
-        data: Some([(RESULT_KEY.to_owned(), value)].into()),
-        ..ConfigMap::default()
-    })
-}
-
-/// The longest prefix of `text` of at most `max` bytes that ends on a character boundary.
-fn prefix(text: &str, max: usize) -> &str {
-    if text.len() <= max {
-        return text;
-    }
-    let mut end = max;
-    while !text.is_char_boundary(end) {
-        end -= 1;
-    }
-    &text[..end]
 }
 
 /// A finished Task: its transient Redis keys go after the retention ([`retain`]); the Task
@@ -1213,52 +1129,6 @@ async fn remove_keys(
     let removed = orphans::remove_task_keys(&ctx.redis, pool_uid, uid).await?;
     tracing::info!(task = %task.name_any(), keys = removed, "removed the Task's Redis keys");
     Ok(Action::await_change())
-}
-
-/// Starts the task that wakes the controller when the Task's events stream grows.
-fn ensure_pump(
-    ctx: &Arc<Context>,
-    memory: &mut TaskMemory,
-    coord: &maos_core::coord::Task,
-    task: &Task,
-) {
-    if memory.pump.as_ref().is_some_and(|p| !p.is_finished()) {
-        return;
-    }
-    let events = coord.events();
-    let redis = ctx.redis.clone();
-    let wake = ctx.wake.clone();
-    let reference = ObjectRef::from_obj(task);
-    let keys = coord.keys().clone();
-    memory.pump = Some(tokio::spawn(async move {
-        let dedicated = match redis.dedicated(PUMP_BLOCK).await {
-            Ok(redis) => redis,
-            Err(err) => {
-                tracing::warn!(error = %err, "the event pump could not connect; relying on periodic reconciles");
-                return;
-            }
-        };
-        let events_blocking = maos_core::coord::events::EventLog::new(dedicated, keys);
-        let mut after = match events.newest().await {
-            Ok(Some(id)) => id,
-            _ => EntryId::zero(),
-        };
-        loop {
-            match events_blocking.wait_after(&after, PUMP_BLOCK).await {
-                Ok(Some(newest)) => {
-                    after = newest;
-                    if wake.unbounded_send(reference.clone()).is_err() {
-                        return;
-                    }
-                }
-                Ok(None) => {}
-                Err(err) => {
-                    tracing::debug!(error = %err, "event pump read failed; retrying");
-                    tokio::time::sleep(Duration::from_secs(1)).await;
-                }
-            }
-        }
-    }));
 }
 
 fn deadline_ms(task: &Task, accepted_at: Timestamp, now: Timestamp) -> u64 {
