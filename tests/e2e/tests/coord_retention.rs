@@ -203,10 +203,7 @@ async fn the_bus_keeps_about_its_cap_of_newest_messages(fx: &Fixture) {
     }
     // Sent alone after the others, which arrive in any order within their batch: it is the
     // newest message.
-    mailbox
-        .send(&from, None, "the newest")
-        .await
-        .expect("send");
+    mailbox.send(&from, None, "the newest").await.expect("send");
     let len = xlen(&fx.redis, &task.keys().bus()).await as usize;
     // `MAXLEN ~` trims whole stream nodes only, so a little more than the cap may stay.
     assert!(
