@@ -15,7 +15,11 @@ use maos_core::coord::{CoordError, Pool, PoolUid, Redis, TaskUid};
 use maos_core::meta::{LABEL_MANAGED_BY, MANAGED_BY};
 use serde::{Deserialize, Serialize};
 
-use super::Error;
+use kube::Resource;
+use kube::runtime::controller::Action;
+use kube::runtime::events::EventType;
+
+use super::{Context, Error, now};
 
 /// How often the sweep looks again while orphans are written down.
 pub const SWEEP_INTERVAL: Duration = Duration::from_secs(10);
@@ -98,7 +102,7 @@ pub(crate) async fn remove_pool_keys(redis: &Redis, pool_uid: &str) -> Result<u6
 
 /// Whether a deletion that began at `deleted_at` has waited for Redis longer than `timeout`
 /// by `now`, so its object should be let go.
-pub fn past_timeout(deleted_at: Timestamp, now: Timestamp, timeout: Duration) -> bool {
+fn past_timeout(deleted_at: Timestamp, now: Timestamp, timeout: Duration) -> bool {
     let timeout = SignedDuration::try_from(timeout).unwrap_or(SignedDuration::MAX);
     deleted_at
         .checked_add(timeout)
@@ -108,7 +112,7 @@ pub fn past_timeout(deleted_at: Timestamp, now: Timestamp, timeout: Duration) ->
 /// Runs a deleted object's Redis cleanup `work` until the object's cleanup deadline (and for at
 /// least [`LEAST_ATTEMPT`]): a Redis that does not answer at all would otherwise keep one
 /// attempt waiting through every retry of the coordination layer.
-pub async fn bounded<T>(
+async fn bounded<T>(
     deleted_at: Timestamp,
     now: Timestamp,
     timeout: Duration,
@@ -126,9 +130,49 @@ pub async fn bounded<T>(
         .unwrap_or(Err(Error::CleanupTimedOut(left)))
 }
 
+/// A deleted object's Redis cleanup: `work`, bounded by the object's cleanup deadline; when Redis
+/// does not answer by then the object is let go instead of held by its finalizer (which would
+/// block its namespace's deletion and every GitOps sync that removes it): `orphan` is written
+/// down for the sweep, with a log line and a `CleanupAbandoned` Warning Event.
+pub(crate) async fn clean_or_let_go<K: Resource<DynamicType = ()>>(
+    ctx: &Context,
+    object: &K,
+    orphan: Orphan,
+    work: impl std::future::Future<Output = Result<Action, Error>>,
+) -> Result<Action, Error> {
+    let timeout = ctx.settings.cleanup_timeout;
+    let deleted_at = object
+        .meta()
+        .deletion_timestamp
+        .as_ref()
+        .map_or_else(now, |t| t.0);
+    match bounded(deleted_at, now(), timeout, work).await {
+        Err(error) if is_unreachable(&error) && past_timeout(deleted_at, now(), timeout) => {
+            ctx.settings.orphans.record(&orphan).await?;
+            let kind = K::kind(&());
+            let message = format!(
+                "Redis did not answer for {}s after the {kind} was deleted ({error}); it is let go and what it left in Redis is removed once Redis answers",
+                timeout.as_secs()
+            );
+            let name = object.meta().name.as_deref().unwrap_or_default();
+            tracing::warn!(%kind, object = name, "{message}");
+            ctx.event(
+                object,
+                EventType::Warning,
+                "CleanupAbandoned",
+                "Cleanup",
+                message,
+            )
+            .await;
+            Ok(Action::await_change())
+        }
+        outcome => outcome,
+    }
+}
+
 /// Whether `error` is Redis failing to answer (down, unreachable, failing over), the one kind
 /// of failure letting an object go can work around.
-pub fn is_unreachable(error: &Error) -> bool {
+fn is_unreachable(error: &Error) -> bool {
     matches!(
         error,
         Error::Coord(CoordError::ConnectionLost { .. } | CoordError::ClusterUnavailable { .. })

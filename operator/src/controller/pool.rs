@@ -884,56 +884,18 @@ async fn cleanup(pool: &AgentPool, ctx: &Context) -> Result<Action, Error> {
     }
     ctx.metrics
         .forget_pool(&pool.namespace().unwrap_or_default(), &pool.name_any());
-    let deleted_at = pool
-        .metadata
-        .deletion_timestamp
-        .as_ref()
-        .map_or_else(now, |t| t.0);
-    let cleaned = super::orphans::bounded(
-        deleted_at,
-        now(),
-        ctx.settings.cleanup_timeout,
-        super::orphans::remove_pool_keys(&ctx.redis, &uid),
-    );
-    match cleaned.await {
-        Ok(_) => {
-            tracing::info!(pool = %pool.name_any(), "removed the pool's Redis user and keys");
-            Ok(Action::await_change())
-        }
-        Err(error)
-            if super::orphans::is_unreachable(&error)
-                && super::orphans::past_timeout(
-                    deleted_at,
-                    now(),
-                    ctx.settings.cleanup_timeout,
-                ) =>
-        {
-            ctx.settings
-                .orphans
-                .record(&super::orphans::Orphan::Pool {
-                    namespace: pool.namespace().unwrap_or_default(),
-                    name: pool.name_any(),
-                    pool_uid: uid,
-                    since: now(),
-                })
-                .await?;
-            let message = format!(
-                "Redis did not answer for {}s after the pool was deleted ({error}); it is let go and its user and keys are removed once Redis answers",
-                ctx.settings.cleanup_timeout.as_secs()
-            );
-            tracing::warn!(pool = %pool.name_any(), "{message}");
-            ctx.event(
-                pool,
-                EventType::Warning,
-                "CleanupAbandoned",
-                "Cleanup",
-                message,
-            )
-            .await;
-            Ok(Action::await_change())
-        }
-        Err(error) => Err(error),
-    }
+    let orphan = super::orphans::Orphan::Pool {
+        namespace: pool.namespace().unwrap_or_default(),
+        name: pool.name_any(),
+        pool_uid: uid.clone(),
+        since: now(),
+    };
+    let work = async {
+        super::orphans::remove_pool_keys(&ctx.redis, &uid).await?;
+        tracing::info!(pool = %pool.name_any(), "removed the pool's Redis user and keys");
+        Ok(Action::await_change())
+    };
+    super::orphans::clean_or_let_go(ctx, pool, orphan, work).await
 }
 
 #[cfg(test)]

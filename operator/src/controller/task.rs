@@ -1062,46 +1062,20 @@ async fn cleanup(task: &Task, ctx: &Context) -> Result<Action, Error> {
         .deletion_timestamp
         .as_ref()
         .map_or_else(now, |t| t.0);
-    let cleaned = orphans::bounded(
-        deleted_at,
-        now(),
-        ctx.settings.cleanup_timeout,
+    let orphan = orphans::Orphan::Task {
+        namespace: task.namespace().unwrap_or_default(),
+        name: task.name_any(),
+        task_uid: uid.clone(),
+        pool_uid: pool_uid.clone(),
+        since: now(),
+    };
+    orphans::clean_or_let_go(
+        ctx,
+        task,
+        orphan,
         remove_keys(task, ctx, &uid, &pool_uid, deleted_at),
-    );
-    match cleaned.await {
-        Err(error)
-            if orphans::is_unreachable(&error)
-                && orphans::past_timeout(deleted_at, now(), ctx.settings.cleanup_timeout) =>
-        {
-            // Holding the Task until Redis returns would block its namespace's deletion and
-            // every GitOps sync that removes it: let it go, and write down what it left.
-            ctx.settings
-                .orphans
-                .record(&orphans::Orphan::Task {
-                    namespace: task.namespace().unwrap_or_default(),
-                    name: task.name_any(),
-                    task_uid: uid.clone(),
-                    pool_uid,
-                    since: now(),
-                })
-                .await?;
-            let message = format!(
-                "Redis did not answer for {}s after the Task was deleted ({error}); it is let go and its keys are removed once Redis answers",
-                ctx.settings.cleanup_timeout.as_secs()
-            );
-            tracing::warn!(task = %task.name_any(), "{message}");
-            ctx.event(
-                task,
-                EventType::Warning,
-                "CleanupAbandoned",
-                "Cleanup",
-                message,
-            )
-            .await;
-            Ok(Action::await_change())
-        }
-        outcome => outcome,
-    }
+    )
+    .await
 }
 
 /// The Redis part of a deleted Task's cleanup: cancel, wait (up to the grace) for agents still
