@@ -333,6 +333,8 @@ async fn run_scope(
         },
     ));
 
+    let wake_ups = tokio::spawn(ctx.wake_ups());
+
     // The API-key Secret is read by name now and then (see controller::cached_read), so the
     // operator needs no list or watch of Secrets, whose data it must not hold in bulk.
     let pool_controller = Controller::new(pools.clone(), watcher::Config::default())
@@ -375,6 +377,7 @@ async fn run_scope(
         .for_each(|_| futures::future::ready(()));
 
     futures::future::join3(pool_controller, task_controller, checkpoint_controller).await;
+    wake_ups.abort();
     pool_reflector.abort();
     Ok(())
 }

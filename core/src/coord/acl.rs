@@ -11,17 +11,20 @@ use super::config::Secret;
 use super::conn::Redis;
 use super::error::CoordResult;
 use super::keys::PoolKeys;
+use super::wake::WAKE_CHANNEL;
 
 /// Command permissions of a pool user: data commands and running scripts, nothing
-/// administrative or dangerous (no KEYS, FLUSHALL, CONFIG, ACL, DEBUG…), no pub/sub channels, no
+/// administrative or dangerous (no KEYS, FLUSHALL, CONFIG, ACL, DEBUG…), no pub/sub but the
+/// publishing of wake-ups on their one channel (see `acl_channel` below), no
 /// flushing the shared script cache or managing functions (both would reach other tenants),
 /// plus the one cluster command a cluster client needs to learn the slot map. Scripts run with
 /// the caller's permissions, so EVAL cannot reach another pool's keys either.
-const POOL_USER_COMMANDS: [&str; 8] = [
+const POOL_USER_COMMANDS: [&str; 9] = [
     "+@all",
     "-@admin",
     "-@dangerous",
     "-@pubsub",
+    "+publish",
     "-script|flush",
     "-script|kill",
     "-function",
@@ -71,7 +74,10 @@ impl Acl {
             .arg("reset")
             .arg("on")
             .arg(format!(">{}", password.expose()))
-            .arg("resetchannels");
+            .arg("resetchannels")
+            // The event script wakes the operator on this channel (scripts run with the
+            // caller's permissions); subscribing is refused above, so it cannot listen.
+            .arg(format!("&{WAKE_CHANNEL}"));
         for pattern in keys.acl_key_patterns() {
             cmd.arg(format!("~{pattern}"));
         }

@@ -108,6 +108,11 @@ impl Redis {
         })
     }
 
+    /// Where and as whom this handle connects.
+    pub(super) fn config(&self) -> &RedisConfig {
+        &self.config
+    }
+
     /// Whether this handle talks to a Redis Cluster.
     pub fn topology(&self) -> Topology {
         self.config.topology

@@ -4,21 +4,22 @@
 //! Every event carries a unique id chosen by its publisher, so a consumer that sees an event
 //! twice (a redelivery after a crash, a retried publish) can drop the duplicate.
 //!
-//! [`EventLog::wait_after`] lets the operator learn at once that a task has new events, with a
-//! plain blocking read on a connection of its own, and then consume them through its group.
+//! Publishing also wakes the operator over Pub/Sub ([`super::wake`]), which then consumes the
+//! new events through its group.
 
 use std::sync::LazyLock;
 
 use serde::{Deserialize, Serialize};
 
-use redis::streams::{StreamRangeReply, StreamReadReply};
-use redis::{RedisWrite, Script, Value};
+use redis::streams::StreamRangeReply;
+use redis::{Script, Value};
 
 use super::conn::{Conn, Redis};
 use super::error::{CoordError, CoordResult};
 use super::keys::{AgentName, TaskKeys, field};
 use super::queue::EntryId;
 use super::script::Call;
+use super::wake::WAKE_CHANNEL;
 
 // KEYS: the events stream. Deletes the entries every reading group is done with: below each
 // group's oldest pending (delivered, unacked) entry, or, with none pending, below its last
@@ -52,6 +53,23 @@ for _, group in ipairs(redis.call('XINFO', 'GROUPS', KEYS[1])) do
 end
 if not floor then return 0 end
 return redis.call('XTRIM', KEYS[1], 'MINID', floor)
+",
+    )
+});
+
+// KEYS: the events stream. ARGV: the wake channel, the task's key prefix, the event field, then
+// one JSON event each. Appends the events, then wakes the operator; a wake that cannot be sent
+// (an ACL without the channel) is only a lost hint, so it must not fail the append, which
+// has happened by then.
+static PUBLISH: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+local ids = {}
+for i = 4, #ARGV do
+  ids[#ids + 1] = redis.call('XADD', KEYS[1], '*', ARGV[3], ARGV[i])
+end
+redis.pcall('PUBLISH', ARGV[1], ARGV[2])
+return ids
 ",
     )
 });
@@ -168,31 +186,44 @@ impl EventLog {
             .ok_or_else(|| CoordError::protocol("publish event", "XADD returned no id"))
     }
 
-    /// Publishes `events` in one pipelined round trip.
+    /// Publishes `events` in one round trip, and wakes whoever waits on the task
+    /// ([`super::wake`]).
     pub async fn publish_many(&self, events: &[Event]) -> CoordResult<Vec<EntryId>> {
         const OP: &str = "publish event";
         if events.is_empty() {
             return Ok(Vec::new());
         }
         let key = self.keys.events();
-        let mut pipe = redis::Pipeline::with_capacity(events.len());
+        let prefix = self.keys.prefix();
+        // The JSON is written straight into the command's buffer, sized for typical events:
+        // publishing is the hottest path of the bus, and allocations were most of its client
+        // CPU.
+        let mut call = Call::new(
+            &PUBLISH,
+            &[&key],
+            prefix.len() + events.len() * EVENT_BYTES_HINT,
+        )
+        .arg(WAKE_CHANNEL)
+        .arg(prefix)
+        .arg(field::EVENT);
         for event in events {
-            // The JSON is written straight into the command's buffer, sized for a typical
-            // event: publishing is the hottest path of the bus, and allocations were most of
-            // its client CPU.
-            let mut xadd = redis::Cmd::with_capacity(5, key.len() + EVENT_BYTES_HINT);
-            xadd.arg("XADD").arg(&key).arg("*").arg(field::EVENT);
-            serde_json::to_writer(xadd.writer_for_next_arg(), event)
+            call = call
+                .json_arg(event)
                 .map_err(|e| CoordError::protocol(OP, e.to_string()))?;
-            pipe.add_command(xadd);
         }
         let ids: Vec<String> = self
             .redis
             .run(OP, |mut c| {
-                let pipe = &pipe;
-                async move { pipe.query_async(&mut c).await }
+                let call = &call;
+                async move { call.invoke(&mut c).await }
             })
             .await?;
+        if ids.len() != events.len() {
+            return Err(CoordError::protocol(
+                OP,
+                format!("{} events sent, {} ids returned", events.len(), ids.len()),
+            ));
+        }
         Ok(ids.into_iter().map(EntryId::from_raw).collect())
     }
 
@@ -220,49 +251,6 @@ impl EventLog {
             .into_iter()
             .next()
             .map(|e| EntryId::from_raw(e.id)))
-    }
-
-    /// Waits up to `block` for an event after `after` ([`EntryId::zero`]: any event) and
-    /// returns the newest event id then, or `None` if none arrived; a missing stream just
-    /// waits. Call it on a [`Redis::dedicated`] handle: it blocks its connection.
-    pub async fn wait_after(
-        &self,
-        after: &EntryId,
-        block: std::time::Duration,
-    ) -> CoordResult<Option<EntryId>> {
-        let key = self.keys.events();
-        let reply: Option<StreamReadReply> = self
-            .redis
-            .run("wait for events", |mut c: Conn| {
-                let key = &key;
-                async move {
-                    // A plain XREAD, not a group read: waiting must not take events from the
-                    // group that consumes them.
-                    redis::cmd("XREAD")
-                        .arg("COUNT")
-                        .arg(1)
-                        .arg("BLOCK")
-                        .arg(block.as_millis().max(1) as u64)
-                        .arg("STREAMS")
-                        .arg(key)
-                        .arg(after.as_str())
-                        .query_async(&mut c)
-                        .await
-                }
-            })
-            .await?;
-        let read = reply
-            .into_iter()
-            .flat_map(|r| r.keys)
-            .flat_map(|k| k.ids)
-            .map(|e| EntryId::from_raw(e.id))
-            .next_back();
-        let Some(read) = read else {
-            return Ok(None);
-        };
-        // Reading one entry only tells that something arrived; answering with the newest id
-        // lets one wake-up cover a whole burst, so the next wait blocks until more arrives.
-        Ok(Some(self.newest().await?.unwrap_or(read)))
     }
 
     /// Deletes the events that every consumer group reading the stream has acked, keeping

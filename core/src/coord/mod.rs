@@ -33,6 +33,7 @@ mod script;
 pub mod state;
 pub mod task;
 pub mod tls;
+pub mod wake;
 
 pub use config::{RedisConfig, RetryPolicy, Secret, Topology};
 pub use conn::Redis;

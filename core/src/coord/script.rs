@@ -5,7 +5,7 @@
 //! measurable share of its client CPU (BENCHMARKS.md). A [`Call`] writes them once.
 
 use redis::aio::ConnectionLike;
-use redis::{Cmd, FromRedisValue, RedisResult, Script, ServerErrorKind, ToRedisArgs};
+use redis::{Cmd, FromRedisValue, RedisResult, RedisWrite, Script, ServerErrorKind, ToRedisArgs};
 
 /// Bytes reserved for the command name, the hash, the key count and the framing of each part.
 const FIXED_BYTES: usize = 64;
@@ -35,6 +35,12 @@ impl<'s> Call<'s> {
     pub(crate) fn arg(mut self, arg: impl ToRedisArgs) -> Self {
         self.cmd.arg(arg);
         self
+    }
+
+    /// Appends `value` as JSON written straight into the command's buffer.
+    pub(crate) fn json_arg(mut self, value: &impl serde::Serialize) -> serde_json::Result<Self> {
+        serde_json::to_writer(self.cmd.writer_for_next_arg(), value)?;
+        Ok(self)
     }
 
     /// Runs the call; a server that does not know the script yet (restarted, failed over, or

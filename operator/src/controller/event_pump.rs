@@ -1,62 +1,119 @@
-//! The event pump: one task per running Task that blocks on its events stream and wakes the
-//! Task controller as soon as the stream grows, so status follows the agents within a round
-//! trip rather than at the next periodic reconcile.
+//! The event pump: wakes the Task controller as soon as a running Task's events stream grows,
+//! so status follows the agents within a round trip rather than at the next periodic
+//! reconcile.
+//!
+//! One subscription per controller scope hears every Task ([`maos_core::coord::wake`]):
+//! publishers send the Task's key prefix, and the registry maps it back to the Task. A Task is
+//! registered while it runs (its [`Registration`] lives in the Task's memory) and forgotten
+//! when the registration drops. The operator's Redis sockets therefore do not grow with the
+//! number of running Tasks.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use futures::channel::mpsc::UnboundedSender;
 use kube::runtime::reflector::ObjectRef;
 use maos_core::api::v1alpha1::Task;
-use maos_core::coord::queue::EntryId;
-use tokio::task::JoinHandle;
+use maos_core::coord::Redis;
 
 use super::Context;
 
-/// How long one blocking read of the events stream waits.
-const PUMP_BLOCK: Duration = Duration::from_secs(5);
+/// How long to wait before subscribing again after the subscription failed or was lost.
+const RESUBSCRIBE_AFTER: Duration = Duration::from_secs(1);
 
-/// Starts the task that wakes the controller when the Task's events stream grows.
+/// The running Tasks a wake-up may name, by their Redis key prefix.
+#[derive(Debug, Default)]
+pub(crate) struct Registry {
+    tasks: Mutex<HashMap<String, ObjectRef<Task>>>,
+}
+
+impl Registry {
+    fn insert(&self, prefix: &str, task: ObjectRef<Task>) {
+        if let Ok(mut tasks) = self.tasks.lock() {
+            tasks.insert(prefix.to_owned(), task);
+        }
+    }
+
+    fn remove(&self, prefix: &str) {
+        if let Ok(mut tasks) = self.tasks.lock() {
+            tasks.remove(prefix);
+        }
+    }
+
+    fn get(&self, prefix: &str) -> Option<ObjectRef<Task>> {
+        self.tasks.lock().ok()?.get(prefix).cloned()
+    }
+
+    fn all(&self) -> Vec<ObjectRef<Task>> {
+        self.tasks
+            .lock()
+            .map(|tasks| tasks.values().cloned().collect())
+            .unwrap_or_default()
+    }
+}
+
+/// A running Task's place in the registry; dropping it stops the wake-ups.
+#[derive(Debug)]
+pub(crate) struct Registration {
+    registry: Arc<Registry>,
+    prefix: String,
+}
+
+impl Drop for Registration {
+    fn drop(&mut self) {
+        self.registry.remove(&self.prefix);
+    }
+}
+
+/// Registers the Task for wake-ups when its events stream grows, unless it already is.
 pub(crate) fn ensure(
     ctx: &Arc<Context>,
-    pump: &mut Option<JoinHandle<()>>,
+    pump: &mut Option<Registration>,
     coord: &maos_core::coord::Task,
     task: &Task,
 ) {
-    if pump.as_ref().is_some_and(|p| !p.is_finished()) {
+    if pump.is_some() {
         return;
     }
-    let events = coord.events();
-    let redis = ctx.redis.clone();
-    let wake = ctx.wake.clone();
-    let reference = ObjectRef::from_obj(task);
-    let keys = coord.keys().clone();
-    *pump = Some(tokio::spawn(async move {
-        let dedicated = match redis.dedicated(PUMP_BLOCK).await {
-            Ok(redis) => redis,
-            Err(err) => {
-                tracing::warn!(error = %err, "the event pump could not connect; relying on periodic reconciles");
+    let prefix = coord.keys().prefix().to_owned();
+    ctx.wakes.insert(&prefix, ObjectRef::from_obj(task));
+    *pump = Some(Registration {
+        registry: Arc::clone(&ctx.wakes),
+        prefix,
+    });
+}
+
+/// Listens for wake-ups and forwards them to the Task controller, until the controller is
+/// gone; after every subscription every registered Task is woken, since wake-ups sent while
+/// there was none are lost.
+pub(crate) async fn listen(
+    redis: Redis,
+    registry: Arc<Registry>,
+    wake: UnboundedSender<ObjectRef<Task>>,
+) {
+    loop {
+        let mut wakes = match redis.subscribe_wakes().await {
+            Ok(wakes) => wakes,
+            Err(error) => {
+                tracing::warn!(%error, "cannot subscribe to wake-ups; relying on periodic reconciles until it can");
+                tokio::time::sleep(RESUBSCRIBE_AFTER).await;
+                continue;
+            }
+        };
+        for task in registry.all() {
+            if wake.unbounded_send(task).is_err() {
                 return;
             }
-        };
-        let events_blocking = maos_core::coord::events::EventLog::new(dedicated, keys);
-        let mut after = match events.newest().await {
-            Ok(Some(id)) => id,
-            _ => EntryId::zero(),
-        };
-        loop {
-            match events_blocking.wait_after(&after, PUMP_BLOCK).await {
-                Ok(Some(newest)) => {
-                    after = newest;
-                    if wake.unbounded_send(reference.clone()).is_err() {
-                        return;
-                    }
-                }
-                Ok(None) => {}
-                Err(err) => {
-                    tracing::debug!(error = %err, "event pump read failed; retrying");
-                    tokio::time::sleep(Duration::from_secs(1)).await;
-                }
+        }
+        while let Some(prefix) = wakes.next().await {
+            if let Some(task) = registry.get(&prefix)
+                && wake.unbounded_send(task).is_err()
+            {
+                return;
             }
         }
-    }));
+        tracing::info!("lost the wake-up subscription; subscribing again");
+        tokio::time::sleep(RESUBSCRIBE_AFTER).await;
+    }
 }

@@ -94,6 +94,8 @@ pub struct Context {
     pub(crate) pod_cache: kube::runtime::reflector::Store<k8s_openapi::api::core::v1::Pod>,
     /// Consecutive reconcile failures per object, for the error policy's backoff.
     pub(crate) backoff: backoff::Backoff,
+    /// The running Tasks that wake-ups may name (see [`event_pump`]).
+    pub(crate) wakes: Arc<event_pump::Registry>,
     /// Wakes the Task controller for one Task (event pumps send here).
     pub(crate) wake: futures::channel::mpsc::UnboundedSender<
         kube::runtime::reflector::ObjectRef<maos_core::api::v1alpha1::Task>,
@@ -133,8 +135,19 @@ impl Context {
             pool_cache: caches.pools,
             pod_cache: caches.pods,
             backoff: backoff::Backoff::default(),
+            wakes: Arc::default(),
             wake,
         }
+    }
+
+    /// Forwards wake-ups from Redis to the Task controller until the controller is gone: run
+    /// it beside the controllers, one per context.
+    pub fn wake_ups(&self) -> impl std::future::Future<Output = ()> + Send + 'static {
+        event_pump::listen(
+            self.redis.clone(),
+            Arc::clone(&self.wakes),
+            self.wake.clone(),
+        )
     }
 
     /// Marks Task `namespace`/`name` as read by a Checkpoint until the guard is dropped.

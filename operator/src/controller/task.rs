@@ -32,7 +32,6 @@ use maos_core::coord::{Pool, PoolUid, TaskUid};
 use maos_core::dag::SubtaskName;
 use maos_core::meta::{FIELD_MANAGER, FINALIZER_TASK};
 use maos_core::price::micro_usd;
-use tokio::task::JoinHandle;
 
 use super::orphans;
 use super::task_checkpoints::{self, Resume};
@@ -50,7 +49,6 @@ const EVENT_CONSUMER: &str = "operator";
 /// Most events folded in one reconcile (more wait for the next one, woken at once).
 const EVENT_BATCH: usize = 500;
 const EVENT_BATCHES: usize = 8;
-/// How long an event pump blocks in one read.
 /// How often a running Task is reconciled even when nothing wakes it.
 const SAFETY_REQUEUE: Duration = Duration::from_secs(5);
 /// How long a Task whose pool is missing waits before it looks again (the pool's creation
@@ -81,8 +79,8 @@ pub(crate) struct TaskMemory {
     unacked: Vec<EntryId>,
     /// The Task's event consumer.
     consumer: Option<EventConsumer>,
-    /// The task that wakes the controller when events arrive.
-    pump: Option<JoinHandle<()>>,
+    /// The Task's registration for wake-ups when events arrive.
+    pump: Option<super::event_pump::Registration>,
     /// The Redis registration was checked by this process.
     registered: bool,
     /// When the next periodic checkpoint is due (`None`: not yet looked up).
@@ -93,14 +91,6 @@ pub(crate) struct TaskMemory {
     expiry_set: bool,
     /// The finished Task's retention ended and its transient keys were dropped.
     retired: bool,
-}
-
-impl Drop for TaskMemory {
-    fn drop(&mut self) {
-        if let Some(pump) = self.pump.take() {
-            pump.abort();
-        }
-    }
 }
 
 /// Reconciles one Task.
@@ -142,11 +132,10 @@ fn keep_memory(ctx: &Context, uid: &str, memory: TaskMemory) {
 
 async fn apply(task: &Task, ctx: &Arc<Context>, api: &Api<Task>) -> Result<Action, Error> {
     let uid = task.uid().ok_or(Error::MissingMetadata("uid"))?;
-    let mut memory = take_memory(ctx, &uid).unwrap_or_else(|| {
-        let mut fresh = TaskMemory::default();
-        fresh.status = task.status.clone().unwrap_or_default();
-        fresh.written = task.status.clone();
-        fresh
+    let mut memory = take_memory(ctx, &uid).unwrap_or_else(|| TaskMemory {
+        status: task.status.clone().unwrap_or_default(),
+        written: task.status.clone(),
+        ..TaskMemory::default()
     });
     if overwritten_by_someone_else(task.status.as_ref(), &memory) {
         tracing::info!(task = %task.name_any(), namespace = %task.namespace().unwrap_or_default(), "the Task's status was changed by someone else; writing it back from the operator's state");
@@ -159,10 +148,8 @@ async fn apply(task: &Task, ctx: &Arc<Context>, api: &Api<Task>) -> Result<Actio
         .set_task_phase(&uid, Some(phase_of(&memory.status)));
     // Kept while the Task exists, finished or not: the cache may still hold an older status
     // than the one written last, and this memory is the newer of the two.
-    if is_finished(&memory.status)
-        && let Some(pump) = memory.pump.take()
-    {
-        pump.abort();
+    if is_finished(&memory.status) {
+        memory.pump = None;
     }
     keep_memory(ctx, &uid, memory);
     result
@@ -1029,9 +1016,7 @@ async fn pool_deleted(
     );
     tracing::info!(task = %task.name_any(), namespace = %task.namespace().unwrap_or_default(), pool = %task.spec.pool_ref.name, "the Task's pool was deleted; failing the Task");
     pool.delete_task(coord.keys().task()).await?;
-    if let Some(pump) = memory.pump.take() {
-        pump.abort();
-    }
+    memory.pump = None;
     memory.consumer = None;
     memory.unacked.clear();
     finish_failed(

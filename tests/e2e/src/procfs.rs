@@ -19,3 +19,40 @@ pub fn load_average() -> String {
         .map(|l| l.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
         .unwrap_or_default()
 }
+
+/// The remote ports of the TCP connections process `pid` holds on 127.0.0.1 (from its fd
+/// table and `/proc/<pid>/net/tcp`); empty if the process is gone.
+pub fn loopback_peer_ports(pid: u32) -> Vec<u16> {
+    let Ok(entries) = std::fs::read_dir(format!("/proc/{pid}/fd")) else {
+        return Vec::new();
+    };
+    let inodes: std::collections::HashSet<String> = entries
+        .filter_map(Result::ok)
+        .filter_map(|e| std::fs::read_link(e.path()).ok())
+        .filter_map(|target| {
+            let target = target.to_string_lossy().into_owned();
+            Some(
+                target
+                    .strip_prefix("socket:[")?
+                    .strip_suffix(']')?
+                    .to_owned(),
+            )
+        })
+        .collect();
+    let table = std::fs::read_to_string(format!("/proc/{pid}/net/tcp")).unwrap_or_default();
+    table
+        .lines()
+        .skip(1)
+        .filter_map(|line| {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            // sl local_address rem_address st … inode (the tenth field).
+            let (remote, state, inode) = (fields.get(2)?, fields.get(3)?, fields.get(9)?);
+            // 01: ESTABLISHED.
+            if *state != "01" || !inodes.contains(*inode) {
+                return None;
+            }
+            let (address, port) = remote.split_once(':')?;
+            (address == "0100007F").then(|| u16::from_str_radix(port, 16).ok())?
+        })
+        .collect()
+}

@@ -1,17 +1,20 @@
 //! What the operator needs from the coordination layer, against real Redis (standalone and
 //! cluster): dispatch that enqueues each attempt at most once, cleanup of the dispatch markers,
-//! a snapshot of the pool's agents, the count of a task's work still held by agents, and a
-//! blocking wait for a task's new events.
+//! a snapshot of the pool's agents, the count of a task's work still held by agents, and
+//! wake-ups when a task's events stream grows.
 
 #[macro_use]
 mod coord_common;
 
-use std::time::{Duration, Instant};
+use std::collections::BTreeSet;
+use std::time::Duration;
 
-use coord_common::{Fixture, eventually, task_uid};
+use coord_common::{Fixture, task_uid};
+use maos_core::coord::acl::Acl;
 use maos_core::coord::events::{Event, EventKind, EventLog};
 use maos_core::coord::queue::{AgentState, EntryId, QueueStats, WorkItem, WorkKind, WorkQueue};
-use maos_core::coord::{AgentName, TaskUid};
+use maos_core::coord::wake::Wakes;
+use maos_core::coord::{AgentName, CoordError, Pool, Redis, TaskUid};
 use maos_core::dag::SubtaskName;
 
 /// How long a test waits for something that should happen at once.
@@ -66,16 +69,6 @@ async fn dispatch_markers(fx: &Fixture, q: &WorkQueue) -> Vec<String> {
 
 fn event() -> Event {
     Event::new(&agent("a1"), "s1", 1, EventKind::SubtaskStarted)
-}
-
-/// The task's event log on a connection of its own, for blocking waits.
-async fn waiting_log(fx: &Fixture, log: &EventLog, block: Duration) -> EventLog {
-    let dedicated = fx
-        .redis
-        .dedicated(block)
-        .await
-        .expect("dedicated connection");
-    EventLog::new(dedicated, log.keys().clone())
 }
 
 async fn the_same_attempt_is_enqueued_only_once(fx: &Fixture) {
@@ -284,68 +277,96 @@ async fn newest_event_is_the_last_published_and_none_without_a_stream(fx: &Fixtu
     assert_eq!(log.newest().await.expect("newest"), ids.last().cloned());
 }
 
-async fn wait_after_wakes_as_soon_as_an_event_is_published(fx: &Fixture) {
-    let log = fx.pool().task(&task_uid()).events();
-    // A block far longer than the patience: only a wake-up can end the wait in time.
-    let block = Duration::from_secs(60);
-    let waiter = waiting_log(fx, &log, block).await;
-    let waiting = tokio::spawn(async move { waiter.wait_after(&EntryId::zero(), block).await });
-    // Publish only once the wait really blocks in Redis (on a stream that does not exist yet).
-    let key = log.keys().events();
-    eventually("the wait to block", PATIENCE, || {
-        let blocked = fx.blocked_clients_on_node_of(&key);
-        async move { (blocked >= 1).then_some(()) }
-    })
-    .await;
-    let published = log.publish(&event()).await.expect("publish");
-    let woke = tokio::time::timeout(PATIENCE, waiting)
-        .await
-        .expect("the wait returned promptly")
-        .expect("waiter task")
-        .expect("wait after");
-    assert_eq!(woke, Some(published));
-}
-
-async fn wait_after_times_out_with_none_when_nothing_arrives(fx: &Fixture) {
-    let log = fx.pool().task(&task_uid()).events();
-    let block = Duration::from_millis(300);
-    let waiter = waiting_log(fx, &log, block).await;
-    // A missing stream just waits.
-    let start = Instant::now();
-    assert_eq!(
-        waiter
-            .wait_after(&EntryId::zero(), block)
+/// Waits for wake-ups until each of `prefixes` has come (other tests' wake-ups may come too:
+/// a cluster's nodes are shared by every test in this binary).
+async fn woken(wakes: &mut Wakes, prefixes: &[&str]) {
+    let mut missing: BTreeSet<&str> = prefixes.iter().copied().collect();
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    while !missing.is_empty() {
+        let next = tokio::time::timeout_at(deadline, wakes.next())
             .await
-            .expect("wait on a missing stream"),
-        None
-    );
-    assert!(start.elapsed() >= block, "returned before the block ended");
-    // Nothing after the newest event: the same.
-    let seen = log.publish(&event()).await.expect("publish");
-    let start = Instant::now();
-    assert_eq!(waiter.wait_after(&seen, block).await.expect("wait"), None);
-    assert!(start.elapsed() >= block, "returned before the block ended");
+            .unwrap_or_else(|_| panic!("no wake-up for {missing:?} in {PATIENCE:?}"))
+            .expect("the subscription stays up");
+        missing.remove(next.as_str());
+    }
 }
 
-async fn wait_after_returns_at_once_with_the_newest_of_events_already_there(fx: &Fixture) {
+async fn publishing_events_wakes_a_subscriber_with_the_tasks_prefix(fx: &Fixture) {
+    let mut wakes = fx.redis.subscribe_wakes().await.expect("subscribe");
+    // Tasks on different slots: on a cluster their events land on different masters, while
+    // the subscription is on one node.
+    let logs: Vec<EventLog> = (0..6)
+        .map(|_| fx.pool().task(&task_uid()).events())
+        .collect();
+    for log in &logs {
+        log.publish(&event()).await.expect("publish");
+    }
+    let prefixes: Vec<&str> = logs.iter().map(|l| l.keys().prefix()).collect();
+    woken(&mut wakes, &prefixes).await;
+    // A batch is one publish, and still every event is in the stream.
     let log = fx.pool().task(&task_uid()).events();
     let ids = log
-        .publish_many(&[event(), event(), event(), event()])
+        .publish_many(&[event(), event(), event()])
         .await
-        .expect("publish");
-    let block = Duration::from_secs(60);
-    let waiter = waiting_log(fx, &log, block).await;
-    let woke = tokio::time::timeout(PATIENCE, waiter.wait_after(&ids[0], block))
+        .expect("publish many");
+    assert_eq!(ids.len(), 3);
+    assert_eq!(log.newest().await.expect("newest"), ids.last().cloned());
+    woken(&mut wakes, &[log.keys().prefix()]).await;
+}
+
+async fn a_pool_user_wakes_the_operator_but_cannot_listen(fx: &Fixture) {
+    let pool = fx.pool();
+    let creds = Acl::new(fx.redis.clone())
+        .create_pool_user(pool.keys(), &Acl::generate_password())
         .await
-        .expect("returned at once")
-        .expect("wait after");
-    // One wake-up covers the burst: the caller's next wait starts after the newest.
-    assert_eq!(woke, ids.last().cloned());
-    let from_start = tokio::time::timeout(PATIENCE, waiter.wait_after(&EntryId::zero(), block))
+        .expect("create the pool user");
+    let agent = Redis::connect(
+        fx.config()
+            .with_user(creds.username.clone(), creds.password.clone()),
+    )
+    .await
+    .expect("connect as the pool user");
+    let mut wakes = fx.redis.subscribe_wakes().await.expect("subscribe");
+    let task = task_uid();
+    let log = Pool::new(agent.clone(), pool.keys().pool())
+        .task(&task)
+        .events();
+    log.publish(&event())
         .await
-        .expect("returned at once")
-        .expect("wait after");
-    assert_eq!(from_start, ids.last().cloned());
+        .expect("the pool user publishes");
+    woken(&mut wakes, &[log.keys().prefix()]).await;
+    // The channel is there to be told, not to listen on: another pool's wake-ups are none of
+    // an agent's business.
+    let refused = agent
+        .subscribe_wakes()
+        .await
+        .expect_err("a pool user cannot subscribe");
+    assert!(
+        matches!(refused, CoordError::NoPermission { .. }),
+        "{refused}"
+    );
+}
+
+async fn a_subscription_whose_connection_is_killed_ends(fx: &Fixture) {
+    let mut wakes = fx.redis.subscribe_wakes().await.expect("subscribe");
+    let urls = match &fx.backend {
+        coord_common::Backend::Standalone(s) => vec![s.url()],
+        coord_common::Backend::Cluster(c) => c.urls(),
+    };
+    for url in urls {
+        let client = redis::Client::open(url.as_str()).expect("url");
+        let mut con = client.get_connection().expect("connect");
+        let _: u64 = redis::cmd("CLIENT")
+            .arg("KILL")
+            .arg("TYPE")
+            .arg("pubsub")
+            .query(&mut con)
+            .expect("CLIENT KILL TYPE pubsub");
+    }
+    let ended = tokio::time::timeout(PATIENCE, wakes.next())
+        .await
+        .expect("the end is noticed");
+    assert_eq!(ended, None, "a killed subscription must say it is gone");
 }
 
 async fn an_agent_restarted_under_its_name_gets_back_only_what_it_held(fx: &Fixture) {
@@ -395,7 +416,7 @@ both_backends!(
     pending_for_task_walks_more_pending_items_than_one_batch,
     pending_for_task_on_a_pool_without_a_work_stream_is_zero,
     newest_event_is_the_last_published_and_none_without_a_stream,
-    wait_after_wakes_as_soon_as_an_event_is_published,
-    wait_after_times_out_with_none_when_nothing_arrives,
-    wait_after_returns_at_once_with_the_newest_of_events_already_there,
+    publishing_events_wakes_a_subscriber_with_the_tasks_prefix,
+    a_pool_user_wakes_the_operator_but_cannot_listen,
+    a_subscription_whose_connection_is_killed_ends,
 );
