@@ -922,34 +922,10 @@ struct Scale {
     peak_sockets: usize,
 }
 
-/// CPU time (user + system, all threads) process `pid` has used, from /proc/<pid>/stat (clock
-/// ticks of 10 ms; USER_HZ is 100 on Linux).
-fn process_cpu(pid: u32) -> Option<Duration> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    let after_name = &stat[stat.rfind(')')? + 1..];
-    let fields: Vec<&str> = after_name.split_whitespace().collect();
-    // Fields 14 and 15 of the line; after the name, the line starts at field 3.
-    let utime: u64 = fields.get(11)?.parse().ok()?;
-    let stime: u64 = fields.get(12)?.parse().ok()?;
-    Some(Duration::from_millis((utime + stime) * 10))
-}
-
-/// How many sockets process `pid` has open (its /proc/<pid>/fd entries that are sockets).
-fn open_sockets(pid: u32) -> Option<usize> {
-    let entries = std::fs::read_dir(format!("/proc/{pid}/fd")).ok()?;
-    Some(
-        entries
-            .filter_map(Result::ok)
-            .filter_map(|e| std::fs::read_link(e.path()).ok())
-            .filter(|target| target.to_string_lossy().starts_with("socket:"))
-            .count(),
-    )
-}
-
 async fn scale(stack: &mut Stack) -> Scale {
     let agents_ready = secs(start_pool(stack, "scale", SCALE_AGENTS).await);
     let pid = stack.operator(0).pid().expect("the operator runs");
-    let cpu_before = process_cpu(pid);
+    let cpu_before = procfs::cpu_time(pid);
     let started = Instant::now();
     let api = tasks_api(stack);
     let api_ref = &api;
@@ -975,11 +951,11 @@ async fn scale(stack: &mut Stack) -> Scale {
     let created_in = secs(started.elapsed());
     let (mut finished_count, mut failed) = (0, 0);
     let mut all_done_in = None;
-    let mut peak_sockets = open_sockets(pid).unwrap_or(0);
+    let mut peak_sockets = procfs::open_sockets(pid).unwrap_or(0);
     let mut round = 0u32;
     while started.elapsed() < SCALE_PATIENCE {
         tokio::time::sleep(Duration::from_millis(200)).await;
-        peak_sockets = peak_sockets.max(open_sockets(pid).unwrap_or(0));
+        peak_sockets = peak_sockets.max(procfs::open_sockets(pid).unwrap_or(0));
         round += 1;
         if !round.is_multiple_of(5) {
             continue;
@@ -1004,7 +980,7 @@ async fn scale(stack: &mut Stack) -> Scale {
             break;
         }
     }
-    let operator_cpu = match (cpu_before, process_cpu(pid)) {
+    let operator_cpu = match (cpu_before, procfs::cpu_time(pid)) {
         (Some(before), Some(after)) => Some(secs(after.saturating_sub(before))),
         _ => None,
     };
@@ -1426,7 +1402,7 @@ fn report(r: &Results, wall: Duration, load_before: &str, load_after: &str) -> S
     );
     let _ = writeln!(
         w,
-        "| most sockets the operator held at once (sampled every 200 ms; each live Task's event pump has a blocking Redis connection of its own) | {} | |\n",
+        "| most sockets the operator held at once (sampled every 200 ms; one wake-up subscription serves every live Task; 3340 before, with a blocking connection per Task) | {} | |\n",
         s.peak_sockets
     );
     out

@@ -56,3 +56,27 @@ pub fn loopback_peer_ports(pid: u32) -> Vec<u16> {
         })
         .collect()
 }
+
+/// How many sockets process `pid` has open (its `/proc/<pid>/fd` entries that are sockets).
+pub fn open_sockets(pid: u32) -> Option<usize> {
+    let entries = std::fs::read_dir(format!("/proc/{pid}/fd")).ok()?;
+    Some(
+        entries
+            .filter_map(Result::ok)
+            .filter_map(|e| std::fs::read_link(e.path()).ok())
+            .filter(|target| target.to_string_lossy().starts_with("socket:"))
+            .count(),
+    )
+}
+
+/// CPU time (user + system, all threads) process `pid` has used, from `/proc/<pid>/stat`
+/// (clock ticks of 10 ms; USER_HZ is 100 on Linux).
+pub fn cpu_time(pid: u32) -> Option<std::time::Duration> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let after_name = &stat[stat.rfind(')')? + 1..];
+    let fields: Vec<&str> = after_name.split_whitespace().collect();
+    // Fields 14 and 15 of the line; after the name, the line starts at field 3.
+    let utime: u64 = fields.get(11)?.parse().ok()?;
+    let stime: u64 = fields.get(12)?.parse().ok()?;
+    Some(std::time::Duration::from_millis((utime + stime) * 10))
+}
