@@ -12,7 +12,7 @@
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use maos_core::coord::budget::{Limit, ReserveOutcome, Spend};
+use maos_core::coord::budget::{Limit, Reservation, ReserveOutcome, Spend};
 use maos_core::coord::events::{Event, EventKind};
 use maos_core::coord::journal::{EntryKind, Journal};
 use maos_core::coord::mailbox::Cursor;
@@ -304,12 +304,6 @@ pub async fn run(work: WorkItemRun<'_>) -> Result<Ending, AgentError> {
         if stop.is_some_and(|stop| *stop.borrow()) {
             return Ok(Ending::Interrupted);
         }
-        if let Some(reason) = task.cancelled().await? {
-            return Ok(failed(
-                FailReason::Cancelled,
-                format!("task cancelled: {}", truncate(&reason, 100)),
-            ));
-        }
         if now_ms() >= item.deadline_ms {
             return Ok(failed(
                 FailReason::DeadlineExceeded,
@@ -334,18 +328,6 @@ pub async fn run(work: WorkItemRun<'_>) -> Result<Ending, AgentError> {
             temperature: None,
         };
         let estimated_input = estimate_tokens(&request);
-        if let Some(ending) = wait_for_rate_limit(
-            limiter,
-            estimated_input,
-            u64::from(settings.max_tokens),
-            task,
-            item,
-            stop,
-        )
-        .await?
-        {
-            return Ok(ending);
-        }
         let max_tokens = u64::from(settings.max_tokens);
         let want = Spend {
             tokens: max_tokens + estimated_input,
@@ -354,15 +336,19 @@ pub async fn run(work: WorkItemRun<'_>) -> Result<Ending, AgentError> {
                 .price(&settings.model)
                 .map(|price| price.worst_case_micro_usd(estimated_input, max_tokens)),
         };
-        let reservation = match task.budget().reserve(want).await? {
-            ReserveOutcome::Reserved(reservation) => reservation,
-            ReserveOutcome::Exhausted { limit, remaining } => {
-                limiter.refund(estimated_input, max_tokens).await?;
-                return Ok(failed(
-                    FailReason::BudgetExceeded,
-                    budget_refusal(limit, remaining, &settings.model),
-                ));
-            }
+        let admitted = admit(
+            task,
+            limiter,
+            item,
+            stop,
+            (estimated_input, max_tokens),
+            want,
+            &settings.model,
+        )
+        .await?;
+        let reservation = match admitted {
+            Admitted::Go(reservation) => reservation,
+            Admitted::End(ending) => return Ok(ending),
         };
         let call = async {
             if settings.stream {
@@ -718,6 +704,140 @@ async fn run_tools(
     Ok(finished.then_some(Ending::Finished))
 }
 
+/// What the checks before a model call decided.
+enum Admitted {
+    /// Make the call, under this budget reservation (the rate limiter has taken its share).
+    Go(Reservation),
+    /// Do not: the item ends so.
+    End(Ending),
+}
+
+/// Asks, before a model call, whether the task was cancelled, whether the pool's rate limit
+/// admits the call and whether the task's budget covers it. The three are independent round
+/// trips (the cancel key and the budget on the task's slot, the limiter on the pool's), so
+/// they are sent together, and what one took is given back when another says no; only a call
+/// the rate limit makes wait takes the slower path of asking again.
+async fn admit(
+    task: &Task,
+    limiter: &RateLimiter,
+    item: &WorkItem,
+    stop: Option<&tokio::sync::watch::Receiver<bool>>,
+    (input, output): (u64, u64),
+    want: Spend,
+    model: &str,
+) -> Result<Admitted, AgentError> {
+    let budget = task.budget();
+    let (cancelled, admission, reserved) = tokio::join!(
+        task.cancelled(),
+        limiter.acquire(1, input, output),
+        budget.reserve(want),
+    );
+    let rate_taken = matches!(admission, Ok(Admission::Go));
+    let give_back = |rate: bool, reservation: Option<Reservation>| {
+        let budget = &budget;
+        async move {
+            if rate {
+                limiter.refund(input, output).await?;
+            }
+            if let Some(reservation) = reservation {
+                budget.settle(reservation, 0).await?;
+            }
+            Ok::<_, CoordError>(())
+        }
+    };
+    // A failed round trip fails the item as any coordination failure does, once what the
+    // others took is given back (as far as Redis lets it be).
+    let reserved = match reserved {
+        Ok(reserved) => reserved,
+        Err(err) => {
+            let _ = give_back(rate_taken, None).await;
+            return Err(err.into());
+        }
+    };
+    let reservation = match reserved {
+        ReserveOutcome::Reserved(reservation) => reservation,
+        ReserveOutcome::Exhausted { limit, remaining } => {
+            give_back(rate_taken, None).await?;
+            if let Some(ending) = cancel_ending(cancelled?) {
+                return Ok(Admitted::End(ending));
+            }
+            return Ok(Admitted::End(failed(
+                FailReason::BudgetExceeded,
+                budget_refusal(limit, remaining, model),
+            )));
+        }
+    };
+    let cancelled = match cancelled {
+        Ok(cancelled) => cancelled,
+        Err(err) => {
+            let _ = give_back(rate_taken, Some(reservation)).await;
+            return Err(err.into());
+        }
+    };
+    if let Some(ending) = cancel_ending(cancelled) {
+        give_back(rate_taken, Some(reservation)).await?;
+        return Ok(Admitted::End(ending));
+    }
+    match admission {
+        Ok(Admission::Go) => Ok(Admitted::Go(reservation)),
+        Ok(Admission::Wait(_)) => {
+            // A waiting agent holds no budget another could use meanwhile: it gives the
+            // reservation back and takes it again once the limiter admits the call.
+            give_back(false, Some(reservation)).await?;
+            if let Some(ending) =
+                wait_for_rate_limit(limiter, input, output, task, item, stop).await?
+            {
+                return Ok(Admitted::End(ending));
+            }
+            match budget.reserve(want).await? {
+                ReserveOutcome::Reserved(reservation) => Ok(Admitted::Go(reservation)),
+                ReserveOutcome::Exhausted { limit, remaining } => {
+                    limiter.refund(input, output).await?;
+                    Ok(Admitted::End(failed(
+                        FailReason::BudgetExceeded,
+                        budget_refusal(limit, remaining, model),
+                    )))
+                }
+            }
+        }
+        Err(err) => {
+            let _ = give_back(false, Some(reservation)).await;
+            match rate_refusal(&err) {
+                Some(ending) => Ok(Admitted::End(ending)),
+                None => Err(err.into()),
+            }
+        }
+    }
+}
+
+/// How an item ends when its task was cancelled with `reason`.
+fn cancel_ending(reason: Option<String>) -> Option<Ending> {
+    reason.map(|reason| {
+        failed(
+            FailReason::Cancelled,
+            format!("task cancelled: {}", truncate(&reason, 100)),
+        )
+    })
+}
+
+/// How an item ends when the limiter says its call can never go; `None` for other errors.
+fn rate_refusal(err: &CoordError) -> Option<Ending> {
+    match err {
+        // Waiting can never help: the call is larger than a bucket holds.
+        CoordError::RateRequestTooLarge {
+            bucket,
+            requested,
+            capacity,
+        } => Some(failed(
+            FailReason::ModelError,
+            format!(
+                "a model call needs {requested} {bucket} but the pool's rate limit allows {capacity} per minute"
+            ),
+        )),
+        _ => None,
+    }
+}
+
 /// The longest a waiting agent sleeps before it asks the pool's rate limiter again.
 const RATE_LIMIT_POLL: Duration = Duration::from_millis(500);
 
@@ -737,20 +857,7 @@ async fn wait_for_rate_limit(
         }
         let admission = match limiter.acquire(1, input, output).await {
             Ok(admission) => admission,
-            // Waiting can never help: the call is larger than a bucket holds.
-            Err(CoordError::RateRequestTooLarge {
-                bucket,
-                requested,
-                capacity,
-            }) => {
-                return Ok(Some(failed(
-                    FailReason::ModelError,
-                    format!(
-                        "a model call needs {requested} {bucket} but the pool's rate limit allows {capacity} per minute"
-                    ),
-                )));
-            }
-            Err(err) => return Err(err),
+            Err(err) => return rate_refusal(&err).map(Some).ok_or(err),
         };
         match admission {
             Admission::Go => return Ok(None),
