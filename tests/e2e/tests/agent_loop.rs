@@ -17,7 +17,7 @@ use maos_core::coord::events::EventKind;
 use maos_core::coord::keys::GROUP_OPERATOR;
 use maos_core::coord::queue::{WorkItem, WorkKind};
 use maos_core::coord::ratelimit::{Bucket, RateLimiter, RateLimits};
-use maos_core::coord::{AgentName, Task};
+use maos_core::coord::{AgentName, Pool, Task};
 use maos_core::dag::SubtaskName;
 use maos_core::price::{BilledTokens, default_price_table};
 use maos_e2e::claude_standin::{
@@ -302,6 +302,82 @@ async fn a_wait_for_the_pools_rate_limit_ends_when_its_task_is_cancelled(fx: &Fi
     };
     assert_eq!(*reason, FailReason::Cancelled, "{detail}");
     assert_eq!(s.standin.requests().len(), 1, "no second call");
+}
+
+/// A limiter whose output bucket holds exactly one call's `max_tokens`: a call that is not
+/// made must give its take back, or the next call waits a minute for the bucket to refill.
+fn one_call_of_output(fx: &Fixture, s: &Setup) -> RateLimiter {
+    Pool::new(fx.redis.clone(), s.task.keys().pool()).rate_limiter(RateLimits {
+        requests: Bucket::unlimited(),
+        input_tokens: Bucket::unlimited(),
+        output_tokens: Bucket::per_minute(u64::from(settings().max_tokens)),
+    })
+}
+
+/// Runs an item of a fresh task of the same pool and budget `budget`, and says whether its
+/// first call went out at once (within [`DROPPED_WITHIN`], far less than a refill).
+async fn next_task_calls_at_once(fx: &Fixture, s: &mut Setup, budget: Option<u64>) -> bool {
+    s.task = Pool::new(fx.redis.clone(), s.task.keys().pool()).task(&task_uid());
+    s.task.register(budget).await.expect("register");
+    let before = s.standin.requests().len();
+    let work = item(&s.task, "bench", WorkKind::Work, 1);
+    let running = spawn_run(s, &work, settings(), None);
+    let called = tokio::time::timeout(DROPPED_WITHIN, async {
+        while s.standin.requests().len() == before {
+            // A poll interval; the condition is re-checked each round.
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .is_ok();
+    running.abort();
+    called
+}
+
+async fn a_call_not_made_for_a_cancel_gives_back_its_budget_and_rate_limit(fx: &Fixture) {
+    let mut s = setup(fx, MaosAgent::default(), Some(1_000_000)).await;
+    s.limiter = one_call_of_output(fx, &s);
+    s.task.cancel("Cancelled: deleted").await.expect("cancel");
+    let work = item(&s.task, "bench", WorkKind::Work, 1);
+    let ending = run(&s, "agent-a", &work, &brief(), &settings()).await;
+    assert!(
+        matches!(
+            ending,
+            Ending::Failed {
+                reason: FailReason::Cancelled,
+                ..
+            }
+        ),
+        "{ending:?}"
+    );
+    assert!(s.standin.requests().is_empty(), "no call was made");
+    nothing_reserved(&s).await;
+    assert!(
+        next_task_calls_at_once(fx, &mut s, Some(1_000_000)).await,
+        "the cancelled item kept the rate limiter's output tokens"
+    );
+}
+
+async fn a_call_the_budget_refuses_gives_back_its_rate_limit(fx: &Fixture) {
+    let mut s = setup(fx, MaosAgent::default(), Some(100)).await;
+    s.limiter = one_call_of_output(fx, &s);
+    let work = item(&s.task, "bench", WorkKind::Work, 1);
+    let ending = run(&s, "agent-a", &work, &brief(), &settings()).await;
+    assert!(
+        matches!(
+            ending,
+            Ending::Failed {
+                reason: FailReason::BudgetExceeded,
+                ..
+            }
+        ),
+        "{ending:?}"
+    );
+    assert!(s.standin.requests().is_empty(), "no call was made");
+    assert!(
+        next_task_calls_at_once(fx, &mut s, Some(1_000_000)).await,
+        "the refused item kept the rate limiter's output tokens"
+    );
 }
 
 async fn a_call_in_flight_past_the_items_deadline_fails_with_deadline_exceeded(fx: &Fixture) {
@@ -807,6 +883,8 @@ both_backends!(
     a_call_in_flight_is_dropped_when_its_task_is_cancelled,
     a_retry_wait_is_dropped_when_its_task_is_cancelled,
     a_wait_for_the_pools_rate_limit_ends_when_its_task_is_cancelled,
+    a_call_not_made_for_a_cancel_gives_back_its_budget_and_rate_limit,
+    a_call_the_budget_refuses_gives_back_its_rate_limit,
     a_call_in_flight_past_the_items_deadline_fails_with_deadline_exceeded,
     a_stop_during_a_call_past_the_drain_releases_the_item_unfailed,
     a_call_that_answers_within_the_drain_is_journaled_before_the_agent_stops,
