@@ -35,7 +35,15 @@ fn ms(d: Duration) -> String {
     format!("{:.2}", d.as_secs_f64() * 1000.0)
 }
 
-async fn overhead() -> (Vec<Duration>, Vec<Duration>) {
+/// Where in a subtask an overhead sample falls: before its first call, between two calls (the
+/// answer's writes, the tools, the next call's checks), after its last.
+const POSITIONS: [&str; 3] = [
+    "before the first call (journal read, opening, checks)",
+    "between two calls (writes, tools, checks)",
+    "after the last call (writes, complete_subtask)",
+];
+
+async fn overhead() -> (Vec<(usize, Duration)>, Vec<Duration>) {
     let server = RedisServer::start().expect("redis-server starts");
     let redis = Redis::connect(RedisConfig::new(Topology::Standalone, [server.url()]))
         .await
@@ -127,11 +135,12 @@ async fn overhead() -> (Vec<Duration>, Vec<Duration>) {
         let requests = &standin.requests()[before..];
         // Agent time: before the first call, between an answer and the next call, after the last.
         let mut previous = started;
-        for request in requests {
-            overheads.push(request.at.duration_since(previous));
+        for (index, request) in requests.iter().enumerate() {
+            let position = if index == 0 { 0 } else { 1 };
+            overheads.push((position, request.at.duration_since(previous)));
             previous = request.answered_at.expect("answered");
         }
-        overheads.push(ended.duration_since(previous));
+        overheads.push((2, ended.duration_since(previous)));
     }
     let model: Vec<Duration> = standin
         .requests()
@@ -188,7 +197,8 @@ fn main() {
         .enable_all()
         .build()
         .expect("runtime");
-    let (mut overheads, mut model) = runtime.block_on(overhead());
+    let (samples, mut model) = runtime.block_on(overhead());
+    let mut overheads: Vec<Duration> = samples.iter().map(|(_, d)| *d).collect();
     overheads.sort();
     model.sort();
     let rss = idle_rss_kib();
@@ -205,6 +215,21 @@ fn main() {
         ms(percentile(&overheads, 0.99)),
         overheads.len()
     );
+    for (position, what) in POSITIONS.iter().enumerate() {
+        let mut these: Vec<Duration> = samples
+            .iter()
+            .filter(|(p, _)| *p == position)
+            .map(|(_, d)| *d)
+            .collect();
+        these.sort();
+        println!(
+            "| of which {what} | {} | {} | {} | {} | |",
+            ms(percentile(&these, 0.5)),
+            ms(percentile(&these, 0.95)),
+            ms(percentile(&these, 0.99)),
+            these.len()
+        );
+    }
     println!(
         "| stand-in answer time (reference) | {} | {} | {} | {} | |",
         ms(percentile(&model, 0.5)),
