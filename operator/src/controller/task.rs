@@ -181,15 +181,18 @@ async fn step(
     let outcome = lifecycle::advance(&task.spec, &mut memory.status, &read.facts(generation, now));
 
     // Apply.
+    let timing = effects::Timing {
+        now,
+        accepted_at: read.accepted_at,
+        newest_event_ms: seen.newest_ms,
+    };
     effects::carry_out(
         task,
         ctx,
         &live,
         &mut memory.status,
         outcome.effects,
-        read.accepted_at,
-        seen.newest_ms,
-        now,
+        &timing,
     )
     .await?;
     task_checkpoints::keep_up(

@@ -60,9 +60,8 @@ pub(super) async fn attach(
     now: Timestamp,
 ) -> Result<Attached, Error> {
     if let Err(errors) = task.validate() {
-        let message = errors.to_string();
-        let stop = Stop::refused(reason::INVALID_SPEC, message, Refusal::Permanent);
-        return stop.write(task, ctx, api, memory, before, now).await;
+        let refused = Refused::new(reason::INVALID_SPEC, errors.to_string(), Refusal::Permanent);
+        return refused.show(task, ctx, api, memory, before, now).await;
     }
     // The pool: looked up until the Task is registered; its uid then names the Task's keys.
     let pool_uid = match memory.status.pool_uid.clone() {
@@ -75,59 +74,97 @@ pub(super) async fn attach(
                     task.spec.pool_ref.name,
                     task.namespace().unwrap_or_default()
                 );
-                let stop = Stop::refused(reason::POOL_NOT_FOUND, message, Refusal::Wait);
-                return stop.write(task, ctx, api, memory, before, now).await;
+                let refused = Refused::new(reason::POOL_NOT_FOUND, message, Refusal::Wait);
+                return refused.show(task, ctx, api, memory, before, now).await;
             }
         },
     };
-    let uid = task.uid().ok_or(Error::MissingMetadata("uid"))?;
-    let pool = Pool::new(ctx.redis.clone(), &PoolUid::new(&pool_uid)?);
-    let coord = pool.task(&TaskUid::new(&uid)?);
-    let cached_pool = ctx.pool_cache.get(
-        &ObjectRef::new(&task.spec.pool_ref.name).within(&task.namespace().unwrap_or_default()),
-    );
+    let live = Live::of(task, ctx, &pool_uid)?;
     if memory.status.pool_uid.is_some()
-        && pool_gone(task, ctx, cached_pool.as_deref(), &pool_uid).await?
+        && pool_gone(task, ctx, live.cached_pool.as_deref(), &pool_uid).await?
     {
-        let action = lost::pool_deleted(task, ctx, api, memory, before, &pool, &coord).await?;
+        let action =
+            lost::pool_deleted(task, ctx, api, memory, before, &live.pool, &live.coord).await?;
         return Ok(Attached::Stopped(action));
     }
-    if !memory.registered || memory.status.pool_uid.is_none() {
-        if memory.status.pool_uid.is_some() && !coord.exists().await? {
-            let action = lost::state_lost(task, ctx, api, memory, before, &pool, &coord).await?;
-            return Ok(Attached::Stopped(action));
-        }
-        let start = if memory.status.pool_uid.is_none() && task.spec.resume_from.is_some() {
-            match resume(task, ctx, &coord, memory, now).await? {
-                Ok(resumed) => resumed,
-                Err(stop) => return stop.write(task, ctx, api, memory, before, now).await,
-            }
-        } else {
-            Start::fresh(task)
-        };
-        register(task, &pool, &coord).await?;
-        memory.registered = true;
-        memory.status.pool_uid = Some(pool_uid);
-        lifecycle::set(
-            &mut memory.status,
-            cond::ACCEPTED,
-            "True",
-            start.why,
-            &start.message,
-            task.metadata.generation,
-            now,
+    if memory.status.pool_uid.is_none() {
+        return register_and_accept(task, ctx, api, memory, before, live, pool_uid, now).await;
+    }
+    // Registered before (by this process, or by one that wrote this status): still there?
+    if !live.coord.exists().await? {
+        let action =
+            lost::state_lost(task, ctx, api, memory, before, &live.pool, &live.coord).await?;
+        return Ok(Attached::Stopped(action));
+    }
+    if !memory.registered {
+        // A status from before this process: registration is safe to repeat.
+        register_and_accept(task, ctx, api, memory, before, live, pool_uid, now).await
+    } else {
+        Ok(Attached::Live(live))
+    }
+}
+
+impl Live {
+    /// The Task's place in the pool with uid `pool_uid`.
+    fn of(task: &Task, ctx: &Context, pool_uid: &str) -> Result<Self, Error> {
+        let uid = task.uid().ok_or(Error::MissingMetadata("uid"))?;
+        let pool = Pool::new(ctx.redis.clone(), &PoolUid::new(pool_uid)?);
+        let coord = pool.task(&TaskUid::new(&uid)?);
+        let cached_pool = ctx.pool_cache.get(
+            &ObjectRef::new(&task.spec.pool_ref.name).within(&task.namespace().unwrap_or_default()),
         );
-        let accepted_at = accepted_at(&memory.status, now);
-        enqueue(task, &pool, &coord, start.redispatch, accepted_at, now).await?;
-    } else if !coord.exists().await? {
-        let action = lost::state_lost(task, ctx, api, memory, before, &pool, &coord).await?;
-        return Ok(Attached::Stopped(action));
+        Ok(Self {
+            pool,
+            coord,
+            cached_pool,
+        })
     }
-    Ok(Attached::Live(Live {
-        pool,
-        coord,
-        cached_pool,
-    }))
+}
+
+/// Registers the Task (resumed from its `spec.resumeFrom` when it is new and has one), accepts
+/// it, and dispatches again what a resumed Checkpoint had in flight.
+#[allow(clippy::too_many_arguments)]
+async fn register_and_accept(
+    task: &Task,
+    ctx: &Arc<Context>,
+    api: &Api<Task>,
+    memory: &mut TaskMemory,
+    before: TaskPhase,
+    live: Live,
+    pool_uid: String,
+    now: Timestamp,
+) -> Result<Attached, Error> {
+    let start = if memory.status.pool_uid.is_none() && task.spec.resume_from.is_some() {
+        match resume(task, ctx, &live.coord, memory, now).await? {
+            Ok(resumed) => resumed,
+            Err(refused) => return refused.show(task, ctx, api, memory, before, now).await,
+        }
+    } else {
+        Start::fresh(task)
+    };
+    register(task, &live.pool, &live.coord).await?;
+    memory.registered = true;
+    memory.status.pool_uid = Some(pool_uid);
+    lifecycle::set(
+        &mut memory.status,
+        cond::ACCEPTED,
+        "True",
+        start.why,
+        &start.message,
+        task.metadata.generation,
+        now,
+    );
+    let accepted_at = accepted_at(&memory.status, now);
+    enqueue(
+        task,
+        &live.pool,
+        &live.coord,
+        start.redispatch,
+        accepted_at,
+        now,
+    )
+    .await?;
+    Ok(Attached::Live(live))
 }
 
 /// How a Task is accepted: fresh, or resumed from a Checkpoint with work to dispatch again.
@@ -151,14 +188,14 @@ impl Start {
 }
 
 /// A Task not accepted (yet, or ever): the condition to show, and when to look again.
-struct Stop {
+struct Refused {
     why: &'static str,
     message: String,
     refusal: Refusal,
 }
 
-impl Stop {
-    fn refused(why: &'static str, message: String, refusal: Refusal) -> Self {
+impl Refused {
+    fn new(why: &'static str, message: String, refusal: Refusal) -> Self {
         Self {
             why,
             message,
@@ -167,7 +204,7 @@ impl Stop {
     }
 
     /// Shows the refusal in the status, writes it at once, and says when to look again.
-    async fn write(
+    async fn show(
         self,
         task: &Task,
         ctx: &Arc<Context>,
@@ -235,17 +272,17 @@ async fn resume(
     coord: &maos_core::coord::Task,
     memory: &mut TaskMemory,
     now: Timestamp,
-) -> Result<Result<Start, Stop>, Error> {
+) -> Result<Result<Start, Refused>, Error> {
     let Some(from) = &task.spec.resume_from else {
         return Ok(Ok(Start::fresh(task)));
     };
     let restored = match task_checkpoints::resume(task, ctx, coord.keys(), now).await? {
         Resume::Restored(restored) => restored,
         Resume::Wait { why, message } => {
-            return Ok(Err(Stop::refused(why, message, Refusal::Wait)));
+            return Ok(Err(Refused::new(why, message, Refusal::Wait)));
         }
         Resume::Fail { why, message } => {
-            return Ok(Err(Stop::refused(why, message, Refusal::Permanent)));
+            return Ok(Err(Refused::new(why, message, Refusal::Permanent)));
         }
     };
     let Restored {

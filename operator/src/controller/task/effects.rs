@@ -16,34 +16,34 @@ use super::attach::Live;
 use crate::lifecycle::{Effect, PLAN, WorkOrder};
 use crate::status;
 
-/// Carries out `effects` in order; `newest_event_ms` (the newest event folded this reconcile)
-/// times how long dispatched work waited for the operator.
-#[allow(clippy::too_many_arguments)]
+/// The moments the effects are carried out at.
+pub(super) struct Timing {
+    /// The time of the decision.
+    pub(super) now: Timestamp,
+    /// When the Task was accepted: dispatched work is due by its `activeDeadlineSeconds`.
+    pub(super) accepted_at: Timestamp,
+    /// The stream time (ms) of the newest event folded this reconcile: dispatched work waited
+    /// for the operator since then.
+    pub(super) newest_event_ms: Option<u64>,
+}
+
+/// Carries out `effects` in order.
 pub(super) async fn carry_out(
     task: &Task,
     ctx: &Arc<Context>,
     live: &Live,
     status: &mut TaskStatus,
     effects: Vec<Effect>,
-    accepted_at: Timestamp,
-    newest_event_ms: Option<u64>,
-    now: Timestamp,
+    timing: &Timing,
 ) -> Result<(), Error> {
     for effect in effects {
         match effect {
             Effect::AcceptPlan(subtasks) => accept_plan(live, &subtasks).await?,
             Effect::RejectPlan { feedback } => reject_plan(live, &feedback).await?,
-            Effect::Dispatch(orders) => {
-                let dispatch = Dispatch {
-                    accepted_at,
-                    newest_event_ms,
-                    now,
-                };
-                dispatch.run(task, ctx, live, status, orders).await?;
-            }
+            Effect::Dispatch(orders) => dispatch(task, ctx, live, status, orders, timing).await?,
             Effect::Cancel { reason } => cancel(live, &reason).await?,
             Effect::Complete => {
-                super::super::result::complete(task, ctx, &live.coord, status, now).await?;
+                super::super::result::complete(task, ctx, &live.coord, status, timing.now).await?;
             }
         }
     }
@@ -75,48 +75,39 @@ async fn cancel(live: &Live, reason: &str) -> Result<(), Error> {
     Ok(())
 }
 
-/// When work is dispatched, as the decision saw it.
-struct Dispatch {
-    accepted_at: Timestamp,
-    newest_event_ms: Option<u64>,
-    now: Timestamp,
-}
-
-impl Dispatch {
-    /// Ends each retried attempt's journal, then enqueues the orders and times how long the
-    /// work waited since the event that made it ready.
-    async fn run(
-        &self,
-        task: &Task,
-        ctx: &Context,
-        live: &Live,
-        status: &TaskStatus,
-        orders: Vec<WorkOrder>,
-    ) -> Result<(), Error> {
-        // Before the retry can be claimed: it must not replay the attempt it retries.
-        for (order, why) in retries(status, &orders) {
-            live.coord
-                .journal(&order.subtask)
-                .end_before(order.attempt, why)
-                .await?;
-        }
-        let items = enqueue(
-            task,
-            &live.pool,
-            &live.coord,
-            orders,
-            self.accepted_at,
-            self.now,
-        )
-        .await?;
-        if let Some(ready_ms) = self.newest_event_ms {
-            let waited = unix_ms().saturating_sub(ready_ms);
-            for _ in &items {
-                ctx.metrics.observe_dispatch(waited as f64 / 1000.0);
-            }
-        }
-        Ok(())
+/// Ends each retried attempt's journal, then enqueues the orders and times how long the work
+/// waited since the event that made it ready.
+async fn dispatch(
+    task: &Task,
+    ctx: &Context,
+    live: &Live,
+    status: &TaskStatus,
+    orders: Vec<WorkOrder>,
+    timing: &Timing,
+) -> Result<(), Error> {
+    // Before the retry can be claimed: it must not replay the attempt it retries.
+    for (order, why) in retries(status, &orders) {
+        live.coord
+            .journal(&order.subtask)
+            .end_before(order.attempt, why)
+            .await?;
     }
+    let items = enqueue(
+        task,
+        &live.pool,
+        &live.coord,
+        orders,
+        timing.accepted_at,
+        timing.now,
+    )
+    .await?;
+    if let Some(ready_ms) = timing.newest_event_ms {
+        let waited = unix_ms().saturating_sub(ready_ms);
+        for _ in &items {
+            ctx.metrics.observe_dispatch(waited as f64 / 1000.0);
+        }
+    }
+    Ok(())
 }
 
 /// The retries among `orders` (attempts after the first), each with why the attempt before it
