@@ -179,6 +179,15 @@ pub fn retention_ends(status: &TaskStatus, retention: std::time::Duration) -> Op
     Some(since.checked_add(retention).unwrap_or(Timestamp::MAX))
 }
 
+/// When a finished Task is deleted by its `ttlSecondsAfterFinished` (`ttl`): `completedAt`, or
+/// `now` in a status that lost it, plus `ttl`, as Kubernetes Jobs count it.
+pub fn ttl_ends(status: &TaskStatus, ttl: u32, now: Timestamp) -> Timestamp {
+    let completed = status.completed_at.as_ref().map_or(now, |t| t.0);
+    completed
+        .checked_add(SignedDuration::from_secs(i64::from(ttl)))
+        .unwrap_or(Timestamp::MAX)
+}
+
 /// The one-word summary of the status, for printer columns.
 pub fn phase_of(status: &TaskStatus) -> TaskPhase {
     match find_condition(&status.conditions, cond::SUCCEEDED)
@@ -238,6 +247,47 @@ pub fn finish_failed(
         now,
     );
     finish(status, now);
+}
+
+/// Whether a Task that cannot be accepted now ever can be.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Refusal {
+    /// It may be later (its pool or Checkpoint may yet appear): it stays `Pending`.
+    Wait,
+    /// It never can be (an invalid spec, a failed Checkpoint): it fails with the reason.
+    Permanent,
+}
+
+/// The Task is not accepted: `Accepted=False` with `why` and `message`, and when the refusal is
+/// [`Refusal::Permanent`] the Task fails with them too.
+pub fn refuse(
+    status: &mut TaskStatus,
+    why: &str,
+    message: &str,
+    refusal: Refusal,
+    generation: Option<i64>,
+    now: Timestamp,
+) {
+    set(
+        status,
+        cond::ACCEPTED,
+        "False",
+        why,
+        message,
+        generation,
+        now,
+    );
+    if refusal == Refusal::Permanent {
+        finish_failed(status, why, message, generation, now);
+    }
+}
+
+/// When the Task was accepted (`now` if it is not yet): its `activeDeadlineSeconds` counts
+/// from then.
+pub fn accepted_at(status: &TaskStatus, now: Timestamp) -> Timestamp {
+    find_condition(&status.conditions, cond::ACCEPTED)
+        .filter(|c| c.status == "True")
+        .map_or(now, |c| c.last_transition_time.0)
 }
 
 /// Ends the Task with its result.
@@ -1329,5 +1379,92 @@ mod tests {
         let mut failed = accepted();
         finish_failed(&mut failed, reason::SUBTASK_FAILED, "x", Some(1), at(1));
         assert_eq!(phase_of(&failed), TaskPhase::Failed);
+    }
+
+    #[test]
+    fn a_refusal_to_wait_leaves_the_task_pending_and_unfinished() {
+        let mut status = TaskStatus::default();
+        init_conditions(&mut status, Some(1), at(0));
+        refuse(
+            &mut status,
+            reason::POOL_NOT_FOUND,
+            "AgentPool default not found",
+            Refusal::Wait,
+            Some(1),
+            at(1),
+        );
+        let accepted = find_condition(&status.conditions, cond::ACCEPTED).expect("Accepted");
+        assert_eq!(
+            (accepted.status.as_str(), accepted.reason.as_str()),
+            ("False", reason::POOL_NOT_FOUND)
+        );
+        assert_eq!(accepted.message, "AgentPool default not found");
+        assert!(!is_finished(&status));
+        assert_eq!(phase_of(&status), TaskPhase::Pending);
+    }
+
+    #[test]
+    fn a_permanent_refusal_fails_the_task_with_the_same_reason() {
+        let mut status = TaskStatus::default();
+        init_conditions(&mut status, Some(1), at(0));
+        refuse(
+            &mut status,
+            reason::INVALID_SPEC,
+            "spec.subtasks: a cycle",
+            Refusal::Permanent,
+            Some(1),
+            at(1),
+        );
+        let accepted = find_condition(&status.conditions, cond::ACCEPTED).expect("Accepted");
+        assert_eq!(
+            (accepted.status.as_str(), accepted.reason.as_str()),
+            ("False", reason::INVALID_SPEC)
+        );
+        assert_eq!(
+            reason_of(&status),
+            ("False".to_owned(), reason::INVALID_SPEC.to_owned())
+        );
+        assert_eq!(phase_of(&status), TaskPhase::Failed);
+        assert_eq!(status.completed_at, Some(Time(at(1))));
+    }
+
+    #[test]
+    fn the_task_counts_as_accepted_when_accepted_became_true_and_not_before() {
+        let mut status = TaskStatus::default();
+        init_conditions(&mut status, Some(1), at(0));
+        assert_eq!(accepted_at(&status, at(9)), at(9), "not accepted yet: now");
+        set(
+            &mut status,
+            cond::ACCEPTED,
+            "True",
+            "Registered",
+            "",
+            Some(1),
+            at(3),
+        );
+        assert_eq!(accepted_at(&status, at(9)), at(3));
+        set(
+            &mut status,
+            cond::ACCEPTED,
+            "False",
+            reason::POOL_NOT_FOUND,
+            "",
+            Some(1),
+            at(5),
+        );
+        assert_eq!(accepted_at(&status, at(9)), at(9));
+    }
+
+    #[test]
+    fn a_finished_task_lives_its_ttl_from_its_completion() {
+        let mut status = accepted();
+        finish_succeeded(&mut status, Some(1), at(100));
+        assert_eq!(ttl_ends(&status, 60, at(130)), at(160));
+        status.completed_at = None;
+        assert_eq!(
+            ttl_ends(&status, 60, at(130)),
+            at(190),
+            "without the moment it counts from now"
+        );
     }
 }

@@ -1,4 +1,6 @@
-//! Folding agent events into a Task's status: a pure function over the status and one event.
+//! Folding agent events into a Task's status: a pure function over the status and one event
+//! ([`fold`]), and over a delivered batch with what it showed for metrics and logs
+//! ([`fold_batch`]).
 //!
 //! Events arrive at least once, in stream order, each with its stream entry id; the fold is
 //! told the id of the last entry already folded and skips anything at or before it, so a
@@ -16,6 +18,9 @@ use maos_core::coord::failure::FailReason;
 use maos_core::price::{BilledTokens, PriceTable};
 
 use crate::lifecycle::{PLAN, SYNTHESIZE};
+
+mod batch;
+pub use batch::{Observed, Sighting, fold_batch};
 
 /// Longest subtask message kept in status.
 const MAX_SUBTASK_MESSAGE: usize = 200;
@@ -141,6 +146,16 @@ pub fn fold(
     }
     summarize(status, now);
     Folded::Changed
+}
+
+/// The Task's cost so far in USD (`status.usage.costUSD`), 0 when none is recorded.
+pub fn cost_usd(status: &TaskStatus) -> f64 {
+    status
+        .usage
+        .as_ref()
+        .and_then(|u| u.cost_usd.as_deref())
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0.0)
 }
 
 /// Ends attempt `attempts` of `subtask` as failed: it waits for a retry (`Pending`) while

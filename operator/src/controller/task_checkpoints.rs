@@ -257,6 +257,28 @@ fn index_of(task: &str, checkpoint: &str) -> Option<u64> {
         .ok()
 }
 
+/// The checkpoint timing of one reconcile of a live Task: a periodic Checkpoint when one is
+/// due (for a Task that asks for them and has not finished; `next` is when the next one is),
+/// and the newest Saved one in `status.lastCheckpoint`.
+pub(crate) async fn keep_up(
+    task: &Task,
+    ctx: &Arc<Context>,
+    uid: &str,
+    status: &mut TaskStatus,
+    next: &mut Option<Timestamp>,
+    accepted_at: Timestamp,
+    now: Timestamp,
+) -> Result<(), Error> {
+    if task.spec.checkpoint.is_some() && !crate::lifecycle::is_finished(status) {
+        *next = Some(periodic(task, ctx, *next, accepted_at, now).await?);
+    }
+    let newest = super::newest_checkpoints::last_checkpoint(ctx, uid);
+    if newest.is_some() && newest != status.last_checkpoint {
+        status.last_checkpoint = newest;
+    }
+    Ok(())
+}
+
 /// Takes a periodic Checkpoint when `due` has come and prunes the old ones beyond `keep`.
 /// Returns when the next one is due.
 pub(crate) async fn periodic(
