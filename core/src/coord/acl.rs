@@ -62,8 +62,8 @@ const POOL_USER_READS: [&str; 15] = [
 /// take deliveries from the operator's and the audit log's groups), and what the ack, group
 /// and reclaim functions run (XACK, XDEL, XGROUP CREATE/DELCONSUMER, XPENDING, and XADD, which
 /// puts a released item back: it also lets an agent queue work in its own pool, no more than it
-/// could do to the pool's tasks anyway). On a hash (the heartbeats are a sorted set) the stream
-/// commands fail with WRONGTYPE.
+/// could do to the pool's tasks anyway). On the heartbeats (a sorted set) the stream commands
+/// fail with WRONGTYPE.
 const POOL_USER_WORK: [&str; 8] = [
     "+fcall",
     "+xreadgroup",

@@ -461,6 +461,76 @@ async fn pool_user_cannot_write_its_own_tasks_budget_limits(fx: &Fixture) {
     assert_eq!(usage.limit, Some(1_000));
 }
 
+async fn pool_user_cannot_take_ack_or_delete_its_tasks_events(fx: &Fixture) {
+    let pool = fx.pool();
+    let task = pool.task(&task_uid());
+    task.register(Some(1_000)).await.expect("register");
+    let me = AgentName::new("agent-0").expect("name");
+    let id = task
+        .events()
+        .publish(&Event::new(&me, "s1", 1, EventKind::SubtaskStarted))
+        .await
+        .expect("publish");
+    let creds = pool_user(fx, &pool).await;
+    let events = task.keys().events();
+    let mut node = node_of_key_as(fx, &events, &creds);
+    // What the operator's and the audit log's groups have not consumed stays theirs.
+    let refused: Vec<(&str, redis::Cmd)> = vec![
+        (
+            "XREADGROUP",
+            redis::cmd("XREADGROUP")
+                .arg("GROUP")
+                .arg("audit")
+                .arg("thief")
+                .arg("STREAMS")
+                .arg(&events)
+                .arg(">")
+                .clone(),
+        ),
+        (
+            "XAUTOCLAIM",
+            redis::cmd("XAUTOCLAIM")
+                .arg(&events)
+                .arg("operator")
+                .arg("thief")
+                .arg(0)
+                .arg("0")
+                .clone(),
+        ),
+        (
+            "XACK",
+            redis::cmd("XACK")
+                .arg(&events)
+                .arg("operator")
+                .arg(id.as_str())
+                .clone(),
+        ),
+        (
+            "XDEL",
+            redis::cmd("XDEL").arg(&events).arg(id.as_str()).clone(),
+        ),
+        (
+            "XTRIM",
+            redis::cmd("XTRIM")
+                .arg(&events)
+                .arg("MAXLEN")
+                .arg(0)
+                .clone(),
+        ),
+        (
+            "XGROUP DESTROY",
+            redis::cmd("XGROUP")
+                .arg("DESTROY")
+                .arg(&events)
+                .arg("audit")
+                .clone(),
+        ),
+    ];
+    for (what, cmd) in refused {
+        assert_noperm(what, cmd.query(&mut node));
+    }
+}
+
 /// The remaining token budget: the limit less what is reserved and spent.
 fn remaining(usage: &BudgetUsage) -> u64 {
     usage.limit.unwrap_or(u64::MAX) - usage.reserved - usage.spent
@@ -655,6 +725,7 @@ both_backends!(
     pool_user_exists_on_every_node,
     pool_user_is_refused_scripts_administration_and_keyspace_listing,
     pool_user_cannot_write_its_own_tasks_budget_limits,
+    pool_user_cannot_take_ack_or_delete_its_tasks_events,
     budget_functions_never_give_back_more_than_a_reservation_held,
     a_lost_library_is_loaded_again_by_the_operator_while_agents_wait,
     a_library_of_another_build_is_visible_and_replaced_at_start,
