@@ -82,7 +82,7 @@ pub async fn run(
     let redis = Redis::connect(redis_config).await?;
     let pool = Pool::new(redis.clone(), &pool_uid);
     let queue = pool.queue();
-    queue.ensure_group().await?;
+    until_library_loaded(|| queue.ensure_group(), &mut shutdown).await?;
     // Blocking claims get a connection of their own, so they never hold up anything else.
     let claimer = Pool::new(redis.dedicated(CLAIM_BLOCK).await?, &pool_uid).queue();
     let client = ClaudeClient::new(claude)?.with_retry_counter(metrics.model_retries.clone());
@@ -106,7 +106,7 @@ pub async fn run(
     // Whether this agent's report of a refused key or model is in the pool's status.
     let mut reported_model_error = false;
 
-    queue.heartbeat(&agent).await?;
+    until_library_loaded(|| queue.heartbeat(&agent), &mut shutdown).await?;
     let beats = tokio::spawn(beat(
         queue.clone(),
         agent.clone(),
@@ -355,6 +355,27 @@ async fn beat(
                 }
             }
             _ = shutdown.changed() => return,
+        }
+    }
+}
+
+/// Runs `step` again while it fails for want of the Redis function library: an agent may start
+/// before the operator has loaded it (a Redis that restarted empty) and waits rather than exit.
+async fn until_library_loaded<T, F, Fut>(
+    mut step: F,
+    shutdown: &mut watch::Receiver<bool>,
+) -> Result<T, CoordError>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, CoordError>>,
+{
+    loop {
+        match step().await {
+            Err(err @ CoordError::FunctionsNotLoaded { .. }) if !*shutdown.borrow() => {
+                tracing::warn!(error = %err, "waiting for the operator to load the Redis function library");
+                pause(FAILURE_PAUSE, shutdown).await;
+            }
+            other => return other,
         }
     }
 }

@@ -14,7 +14,7 @@ use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, ListParams};
 use kube::runtime::{Controller, WatchStreamExt as _, watcher};
 use maos_core::api::v1alpha1::{AgentPool, Checkpoint, Task};
-use maos_core::coord::{Redis, RedisConfig, Topology};
+use maos_core::coord::{Redis, RedisConfig, Topology, functions};
 use maos_core::price::load_price_table;
 use maos_operator::config::{LogFormat, OperatorConfig};
 use maos_operator::controller::orphans::{self, Orphans};
@@ -23,6 +23,10 @@ use maos_operator::http::{self, HttpState};
 use maos_operator::leader::{LeaderElector, LeaseSettings};
 use maos_operator::metrics::Metrics;
 use maos_operator::pod::AgentEnvironment;
+
+/// How often the leader checks that every Redis master has the function library (one `FCALL`
+/// per master).
+const LIBRARY_CHECK_INTERVAL: std::time::Duration = std::time::Duration::from_secs(15);
 
 /// The MAOS operator.
 #[derive(Parser)]
@@ -213,6 +217,7 @@ async fn run(config: OperatorConfig) -> anyhow::Result<()> {
         shared.redis.clone(),
         metrics.clone(),
     ));
+    let library = tokio::spawn(keep_library_loaded(shared.redis.clone()));
     let controllers = futures::future::try_join_all(
         scopes
             .into_iter()
@@ -240,6 +245,7 @@ async fn run(config: OperatorConfig) -> anyhow::Result<()> {
     // no longer leads.
     metrics.set_leading(false);
     sweep.abort();
+    library.abort();
     if let Some((elector, _, election)) = elector {
         election.abort();
         if outcome.is_ok() {
@@ -383,6 +389,42 @@ async fn run_scope(
 }
 
 /// Sweeps the keys of objects let go while Redis was unreachable, while this replica leads.
+/// Loads the coordination function library on every master, replacing another build's, and
+/// then checks now and then that each master still has one (a master that restarted empty, a
+/// replica promoted without it): agents can do nothing without it and cannot load it
+/// themselves. A call of the operator's own that finds it missing loads it too, at once.
+async fn keep_library_loaded(redis: Redis) {
+    let mut ticks = tokio::time::interval(LIBRARY_CHECK_INTERVAL);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut replace_other_versions = true;
+    loop {
+        ticks.tick().await;
+        match functions::ensure_loaded(&redis, replace_other_versions).await {
+            Ok(report) => {
+                if report.loaded > 0 {
+                    tracing::info!(
+                        masters = report.loaded,
+                        version = functions::version(),
+                        "loaded the Redis function library"
+                    );
+                }
+                if !report.other_versions.is_empty() {
+                    let action = if replace_other_versions {
+                        "replaced"
+                    } else {
+                        "left in place"
+                    };
+                    tracing::warn!(masters = report.other_versions.len(), found = ?report.other_versions, version = functions::version(), action, "a Redis function library of another MAOS build");
+                }
+                replace_other_versions = false;
+            }
+            Err(error) => {
+                tracing::error!(%error, "cannot load the Redis function library (needs Redis 7.0 or later and FUNCTION LOAD for the operator's user); agents wait until it is loaded")
+            }
+        }
+    }
+}
+
 async fn sweep_orphans(orphans: Arc<Orphans>, redis: Redis, metrics: Arc<Metrics>) {
     let mut ticks = tokio::time::interval(orphans::SWEEP_INTERVAL);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);

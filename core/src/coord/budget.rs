@@ -7,72 +7,98 @@
 //!
 //! Cost is counted in whole micro-dollars ([`crate::price`]): integers add up exactly in Redis.
 
-use std::sync::LazyLock;
-
-use redis::Script;
-
 use super::conn::Redis;
 use super::error::CoordResult;
+use super::functions::Function;
 use super::keys::{TaskKeys, field};
 use super::script::Call;
 
-// KEYS: budget. ARGV: tokens, micro-dollars ('?' when the cost is unknown), reservation field,
-// then the fields token limit, tokens reserved, tokens spent, cost limit, cost reserved, cost
-// spent.
+// KEYS: the task's spend hash (its limits are the `budget` hash next to it, which the caller may
+// only read, so it is not declared: a declared key must be writable; it shares the hash tag, so
+// the same slot). ARGV: reservation id (hex), tokens, micro-dollars ('?' when the cost is
+// unknown).
 // Reply: {1, 0, 0} when reserved, or {0, which, remaining} with which 1 (tokens) or 2 (cost)
-// the limit that cannot cover the call, or 3 when a cost limit is set and the cost unknown. The reservation is recorded under its own field, so a
-// retried call (its first reply lost) finds it and does not reserve twice. Amounts are handed
-// to HINCRBY as the strings they came in: Lua would print a large number as 1e+15.
-static RESERVE: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
-        r"
-if redis.call('HEXISTS', KEYS[1], ARGV[3]) == 1 then return {1, 0, 0} end
-local function num(f) return tonumber(redis.call('HGET', KEYS[1], f)) end
-local want = {ARGV[1], ARGV[2]}
-if want[2] == '?' then
-  if num(ARGV[7]) ~= nil then return {0, 3, 0} end
-  want[2] = '0'
+// the limit that cannot cover the call, or 3 when a cost limit is set and the cost unknown. The
+// reservation is recorded under its own field, so a retried call (its first reply lost) finds it
+// and does not reserve twice. Every field name is spelled out here and every amount checked to
+// be a plain non-negative integer: an agent calls this with arguments of its own choosing.
+// Amounts are handed to HINCRBY as the strings they came in: Lua would print a large number as
+// 1e+15.
+pub(crate) static RESERVE: Function = Function::new(
+    "maos_budget_reserve",
+    r"
+local task = string.match(KEYS[1], '^(maos:pool:[%w%-]+:{task:[%w%-]+}):spend$')
+if not task then return redis.error_reply('ERR maos_budget_reserve: not a spend key') end
+local id, tokens, cost = ARGV[1], ARGV[2], ARGV[3]
+if not (id and string.match(id, '^%x+$') and #id <= 64) then
+  return redis.error_reply('ERR maos_budget_reserve: reservation id must be hex')
 end
+if not (tokens and string.match(tokens, '^%d+$') and #tokens <= 15)
+   or not (cost and (cost == '?' or (string.match(cost, '^%d+$') and #cost <= 15))) then
+  return redis.error_reply('ERR maos_budget_reserve: amounts must be integers')
+end
+local field = 'reservation:' .. id
+if redis.call('HEXISTS', KEYS[1], field) == 1 then return {1, 0, 0} end
+local limits = redis.call('HMGET', task .. ':budget', 'limit', 'costLimitMicroUSD')
+local used = redis.call('HMGET', KEYS[1], 'reserved', 'spent', 'costReservedMicroUSD',
+  'costSpentMicroUSD')
+if cost == '?' then
+  if tonumber(limits[2]) ~= nil then return {0, 3, 0} end
+  cost = '0'
+end
+local want = {tokens, cost}
 for which = 1, 2 do
-  local at = 3 * which + 1
-  local limit = num(ARGV[at])
+  local limit = tonumber(limits[which])
   if limit ~= nil then
-    local remaining = limit - (num(ARGV[at + 1]) or 0) - (num(ARGV[at + 2]) or 0)
+    local remaining = limit - (tonumber(used[2 * which - 1]) or 0)
+      - (tonumber(used[2 * which]) or 0)
     if tonumber(want[which]) > remaining then return {0, which, math.max(remaining, 0)} end
   end
 end
-redis.call('HINCRBY', KEYS[1], ARGV[5], want[1])
-redis.call('HINCRBY', KEYS[1], ARGV[8], want[2])
-redis.call('HSET', KEYS[1], ARGV[3], want[1] .. ':' .. want[2])
+redis.call('HINCRBY', KEYS[1], 'reserved', tokens)
+redis.call('HINCRBY', KEYS[1], 'costReservedMicroUSD', cost)
+redis.call('HSET', KEYS[1], field, tokens .. ':' .. cost)
 return {1, 0, 0}
 ",
-    )
-});
+);
 
-// KEYS: budget. ARGV: tokens used, micro-dollars used, reservation field, then the fields
-// tokens reserved, tokens spent, cost reserved, cost spent.
-// Releases the reservation and adds what was used, once: settling a settled reservation (a
-// retried call) changes nothing. A reservation written before cost was reserved holds tokens
-// only. Reply: {tokens spent, micro-dollars spent} in total.
-static SETTLE: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
-        r"
-local held = redis.call('HGET', KEYS[1], ARGV[3])
-if held then
-  redis.call('HDEL', KEYS[1], ARGV[3])
-  local tokens, cost = string.match(held, '^(%d+):(%d+)$')
-  if tokens == nil then tokens, cost = held, '0' end
-  -- '-0' is not an integer to HINCRBY.
-  if tokens ~= '0' then redis.call('HINCRBY', KEYS[1], ARGV[4], '-' .. tokens) end
-  if cost ~= '0' then redis.call('HINCRBY', KEYS[1], ARGV[6], '-' .. cost) end
-  redis.call('HINCRBY', KEYS[1], ARGV[5], ARGV[1])
-  redis.call('HINCRBY', KEYS[1], ARGV[7], ARGV[2])
+// KEYS: the task's spend hash. ARGV: reservation id, tokens used, micro-dollars used.
+// Releases exactly what the reservation holds and adds what was used, once: settling a settled
+// (or never made) reservation changes nothing, so no call can give back more than was reserved.
+// Reply: {tokens spent, micro-dollars spent} in total.
+pub(crate) static SETTLE: Function = Function::new(
+    "maos_budget_settle",
+    r"
+if not string.match(KEYS[1], '^maos:pool:[%w%-]+:{task:[%w%-]+}:spend$') then
+  return redis.error_reply('ERR maos_budget_settle: not a spend key')
 end
-return {tonumber(redis.call('HGET', KEYS[1], ARGV[5])) or 0,
-        tonumber(redis.call('HGET', KEYS[1], ARGV[7])) or 0}
+local id, tokens, cost = ARGV[1], ARGV[2], ARGV[3]
+if not (id and string.match(id, '^%x+$') and #id <= 64) then
+  return redis.error_reply('ERR maos_budget_settle: reservation id must be hex')
+end
+if not (tokens and string.match(tokens, '^%d+$') and #tokens <= 15)
+   or not (cost and string.match(cost, '^%d+$') and #cost <= 15) then
+  return redis.error_reply('ERR maos_budget_settle: amounts must be integers')
+end
+local field = 'reservation:' .. id
+local held = redis.call('HGET', KEYS[1], field)
+if held then
+  redis.call('HDEL', KEYS[1], field)
+  local held_tokens, held_cost = string.match(held, '^(%d+):(%d+)$')
+  if held_tokens then
+    -- '-0' is not an integer to HINCRBY.
+    if held_tokens ~= '0' then redis.call('HINCRBY', KEYS[1], 'reserved', '-' .. held_tokens) end
+    if held_cost ~= '0' then
+      redis.call('HINCRBY', KEYS[1], 'costReservedMicroUSD', '-' .. held_cost)
+    end
+  end
+  redis.call('HINCRBY', KEYS[1], 'spent', tokens)
+  redis.call('HINCRBY', KEYS[1], 'costSpentMicroUSD', cost)
+end
+return {tonumber(redis.call('HGET', KEYS[1], 'spent')) or 0,
+        tonumber(redis.call('HGET', KEYS[1], 'costSpentMicroUSD')) or 0}
 ",
-    )
-});
+);
 
 /// What a model call may take from a budget, or took: tokens and their cost.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -129,8 +155,9 @@ pub enum Limit {
 #[derive(Debug, PartialEq, Eq)]
 #[must_use = "a reservation holds budget until it is settled"]
 pub struct Reservation {
-    /// The reservation's field in the budget hash (unique per reservation).
-    field: String,
+    /// The reservation's id (hex, unique per reservation); its field in the spend hash is
+    /// [`field::BUDGET_RESERVATION_PREFIX`] and the id.
+    id: String,
     spend: Spend,
 }
 
@@ -232,33 +259,23 @@ impl Budget {
     /// unknown cost is refused only by a task with a cost limit.
     pub async fn reserve(&self, want: impl Into<Spend>) -> CoordResult<ReserveOutcome> {
         let want = want.into();
-        let key = self.keys.budget();
+        let key = self.keys.spend();
         let reservation = Reservation {
-            field: format!(
-                "{}{}",
-                field::BUDGET_RESERVATION_PREFIX,
-                uuid::Uuid::new_v4().simple()
-            ),
+            id: uuid::Uuid::new_v4().simple().to_string(),
             spend: want,
         };
         let (granted, which, remaining): (i64, i64, i64) = self
             .redis
             .run("reserve budget", |mut c| {
-                let (key, reservation_field) = (&key, &reservation.field);
+                let (key, id) = (&key, &reservation.id);
                 async move {
                     let cost = want
                         .cost_micro_usd
                         .map_or_else(|| "?".to_owned(), |c| c.to_string());
-                    Call::new(&RESERVE, &[key], 256)
+                    Call::new(&RESERVE, &[key], 96)
+                        .arg(id)
                         .arg(want.tokens)
                         .arg(cost)
-                        .arg(reservation_field)
-                        .arg(field::BUDGET_LIMIT)
-                        .arg(field::BUDGET_RESERVED)
-                        .arg(field::BUDGET_SPENT)
-                        .arg(field::BUDGET_COST_LIMIT)
-                        .arg(field::BUDGET_COST_RESERVED)
-                        .arg(field::BUDGET_COST_SPENT)
                         .invoke(&mut c)
                         .await
                 }
@@ -286,20 +303,16 @@ impl Budget {
         used: impl Into<Spend>,
     ) -> CoordResult<Spend> {
         let used = used.into();
-        let key = self.keys.budget();
+        let key = self.keys.spend();
         let (tokens, cost): (i64, i64) = self
             .redis
             .run("settle budget", |mut c| {
-                let (key, reservation_field) = (&key, &reservation.field);
+                let (key, id) = (&key, &reservation.id);
                 async move {
-                    Call::new(&SETTLE, &[key], 192)
+                    Call::new(&SETTLE, &[key], 96)
+                        .arg(id)
                         .arg(used.tokens)
                         .arg(used.cost_micro_usd.unwrap_or(0))
-                        .arg(reservation_field)
-                        .arg(field::BUDGET_RESERVED)
-                        .arg(field::BUDGET_SPENT)
-                        .arg(field::BUDGET_COST_RESERVED)
-                        .arg(field::BUDGET_COST_SPENT)
                         .invoke(&mut c)
                         .await
                 }
@@ -313,26 +326,25 @@ impl Budget {
 
     /// The limits, and what is reserved and spent.
     pub async fn usage(&self) -> CoordResult<BudgetUsage> {
-        let key = self.keys.budget();
+        let (limits, spend) = (self.keys.budget(), self.keys.spend());
         type Fields = (
-            Option<u64>,
-            Option<u64>,
-            Option<u64>,
-            Option<u64>,
-            Option<u64>,
-            Option<u64>,
+            (Option<u64>, Option<u64>),
+            (Option<u64>, Option<u64>, Option<u64>, Option<u64>),
         );
-        let (limit, reserved, spent, cost_limit, cost_reserved, cost_spent): Fields = self
+        let ((limit, cost_limit), (reserved, spent, cost_reserved, cost_spent)): Fields = self
             .redis
             .run("budget usage", |mut c| {
-                let key = &key;
+                let (limits, spend) = (&limits, &spend);
                 async move {
-                    redis::cmd("HMGET")
-                        .arg(key)
+                    redis::pipe()
+                        .cmd("HMGET")
+                        .arg(limits)
                         .arg(field::BUDGET_LIMIT)
+                        .arg(field::BUDGET_COST_LIMIT)
+                        .cmd("HMGET")
+                        .arg(spend)
                         .arg(field::BUDGET_RESERVED)
                         .arg(field::BUDGET_SPENT)
-                        .arg(field::BUDGET_COST_LIMIT)
                         .arg(field::BUDGET_COST_RESERVED)
                         .arg(field::BUDGET_COST_SPENT)
                         .query_async(&mut c)
@@ -348,5 +360,34 @@ impl Budget {
             cost_reserved_micro_usd: cost_reserved.unwrap_or(0),
             cost_spent_micro_usd: cost_spent.unwrap_or(0),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_budget_functions_spell_the_protocols_field_names() {
+        for name in [
+            field::BUDGET_LIMIT,
+            field::BUDGET_COST_LIMIT,
+            field::BUDGET_RESERVED,
+            field::BUDGET_SPENT,
+            field::BUDGET_COST_RESERVED,
+            field::BUDGET_COST_SPENT,
+            field::BUDGET_RESERVATION_PREFIX,
+        ] {
+            assert!(RESERVE.body().contains(&format!("'{name}")), "{name}");
+        }
+        for name in [
+            field::BUDGET_RESERVED,
+            field::BUDGET_SPENT,
+            field::BUDGET_COST_RESERVED,
+            field::BUDGET_COST_SPENT,
+            field::BUDGET_RESERVATION_PREFIX,
+        ] {
+            assert!(SETTLE.body().contains(&format!("'{name}")), "{name}");
+        }
     }
 }

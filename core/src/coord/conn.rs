@@ -16,7 +16,7 @@ use redis::cluster::ClusterClientBuilder;
 use redis::{Cmd, Pipeline, RedisFuture, RedisResult, Value};
 
 use super::config::{RedisConfig, RetryPolicy, Topology, node_client};
-use super::error::{CoordError, CoordResult, is_transient};
+use super::error::{CoordError, CoordResult, is_transient, is_transient_link};
 use super::route::{ClusterConn, RouteStats, Router};
 
 /// Reconnect attempts the standalone connection manager makes per failed request.
@@ -159,6 +159,75 @@ impl Redis {
             .await?;
             return Ok(1);
         }
+        let urls = self.node_urls(op, false).await?;
+        for url in &urls {
+            // A fresh connection per try: a failed one is not reused.
+            retry_transient(&self.config.retry, op, || async move {
+                let mut con = self.node_connection(url).await?;
+                cmd.query_async::<Value>(&mut con).await
+            })
+            .await?;
+        }
+        Ok(urls.len())
+    }
+
+    /// On every master (the server, on a standalone Redis), sends `probe`, hands its reply to
+    /// `decide`, and sends `fix` where `decide` says so; returns, per master, what `decide`
+    /// returned. Writes such as `FUNCTION LOAD` go to masters only: a replica refuses
+    /// them and gets them by replication.
+    pub(crate) async fn on_every_master<T>(
+        &self,
+        op: &'static str,
+        probe: &Cmd,
+        decide: impl Fn(&RedisResult<Value>) -> (T, bool),
+        fix: &Cmd,
+    ) -> CoordResult<Vec<T>> {
+        // The probe's own error is an answer (`decide` reads it); only a transient one is
+        // retried, and only one that outlasts the retries fails the whole call.
+        async fn probe_and_fix<T>(
+            policy: &RetryPolicy,
+            op: &'static str,
+            con: &(impl ConnectionLike + Clone),
+            probe: &Cmd,
+            decide: &impl Fn(&RedisResult<Value>) -> (T, bool),
+            fix: &Cmd,
+        ) -> CoordResult<T> {
+            let found = retry_transient(policy, op, || {
+                let mut con = con.clone();
+                async move {
+                    match probe.query_async::<Value>(&mut con).await {
+                        Err(e) if is_transient_link(&e) => Err(e),
+                        other => Ok(other),
+                    }
+                }
+            })
+            .await?;
+            let (decided, needs_fix) = decide(&found);
+            if needs_fix {
+                retry_transient(policy, op, || {
+                    let mut con = con.clone();
+                    async move { fix.query_async::<Value>(&mut con).await }
+                })
+                .await?;
+            }
+            Ok(decided)
+        }
+        if self.config.topology == Topology::Standalone {
+            let one =
+                probe_and_fix(&self.config.retry, op, &self.conn, probe, &decide, fix).await?;
+            return Ok(vec![one]);
+        }
+        let mut outcomes = Vec::new();
+        for url in self.node_urls(op, true).await? {
+            let con =
+                retry_transient(&self.config.retry, op, || self.node_connection(&url)).await?;
+            outcomes.push(probe_and_fix(&self.config.retry, op, &con, probe, &decide, fix).await?);
+        }
+        Ok(outcomes)
+    }
+
+    /// The URL of every cluster node not marked failed, or of the masters only.
+    async fn node_urls(&self, op: &'static str, masters_only: bool) -> CoordResult<Vec<String>> {
         let nodes: String = self
             .run(op, |mut c| async move {
                 redis::cmd("CLUSTER").arg("NODES").query_async(&mut c).await
@@ -168,7 +237,7 @@ impl Redis {
             Some(url) if url.starts_with("rediss://") => "rediss",
             _ => "redis",
         };
-        let mut ran = 0;
+        let mut urls = Vec::new();
         for line in nodes.lines() {
             let fields: Vec<&str> = line.split_whitespace().collect();
             let (Some(addr), Some(flags)) = (fields.get(1), fields.get(2)) else {
@@ -178,6 +247,7 @@ impl Redis {
             if flags
                 .iter()
                 .any(|f| matches!(*f, "fail" | "noaddr" | "handshake"))
+                || (masters_only && !flags.contains(&"master"))
             {
                 continue;
             }
@@ -185,24 +255,20 @@ impl Redis {
             let Some(host_port) = addr.split(['@', ',']).next() else {
                 continue;
             };
-            let url = format!("{scheme}://{host_port}/");
-            let client = standalone_client(&self.config, &url)?;
-            let connection_config = redis::AsyncConnectionConfig::new()
-                .set_connection_timeout(Some(self.config.connection_timeout))
-                .set_response_timeout(Some(self.config.response_timeout));
-            retry_transient(&self.config.retry, op, || {
-                let (client, connection_config) = (&client, &connection_config);
-                async move {
-                    let mut con = client
-                        .get_multiplexed_async_connection_with_config(connection_config)
-                        .await?;
-                    cmd.query_async::<Value>(&mut con).await
-                }
-            })
-            .await?;
-            ran += 1;
+            urls.push(format!("{scheme}://{host_port}/"));
         }
-        Ok(ran)
+        Ok(urls)
+    }
+
+    /// A connection of its own to the one node at `url`.
+    async fn node_connection(&self, url: &str) -> RedisResult<redis::aio::MultiplexedConnection> {
+        let client = node_client(&self.config, url)?;
+        let connection_config = redis::AsyncConnectionConfig::new()
+            .set_connection_timeout(Some(self.config.connection_timeout))
+            .set_response_timeout(Some(self.config.response_timeout));
+        client
+            .get_multiplexed_async_connection_with_config(&connection_config)
+            .await
     }
 }
 

@@ -6,6 +6,8 @@
 
 use redis::{ErrorKind, RedisError, ServerErrorKind};
 
+use super::functions::is_function_missing;
+
 /// Result of a coordination call.
 pub type CoordResult<T> = Result<T, CoordError>;
 
@@ -33,6 +35,13 @@ pub enum CoordError {
     #[error("Redis refused {op}: no permission for this user")]
     NoPermission {
         /// The operation that was refused.
+        op: &'static str,
+    },
+    /// The server does not have the coordination function library (restarted empty, flushed,
+    /// a new master): transient, the operator loads it (`FUNCTION LOAD`, Redis 7.0 or later).
+    #[error("Redis has no MAOS function library loaded during {op} (the operator loads it)")]
+    FunctionsNotLoaded {
+        /// The operation that failed.
         op: &'static str,
     },
     /// The credentials were rejected.
@@ -112,6 +121,7 @@ impl CoordError {
             )
             | ErrorKind::ClusterConnectionNotFound => Self::ClusterUnavailable { op, source },
             _ if is_connection_error(&source) => Self::ConnectionLost { op, source },
+            _ if is_function_missing(&source) => Self::FunctionsNotLoaded { op },
             // A server error whose code redis-rs does not know (e.g. WRONGPASS arrives as an
             // extension error on some paths) is still recognisable by its code.
             _ if source.code() == Some("WRONGPASS") => Self::AuthenticationFailed,
@@ -126,6 +136,7 @@ impl CoordError {
             Self::ConnectionLost { .. } => "ConnectionLost",
             Self::ClusterUnavailable { .. } => "ClusterUnavailable",
             Self::NoPermission { .. } => "NoPermission",
+            Self::FunctionsNotLoaded { .. } => "FunctionsNotLoaded",
             Self::AuthenticationFailed => "AuthenticationFailed",
             Self::ValueTooLarge { .. } => "ValueTooLarge",
             Self::InvalidStateKey { .. } => "InvalidStateKey",
@@ -170,8 +181,15 @@ pub(crate) fn is_topology(kind: ServerErrorKind) -> bool {
 }
 
 /// Whether retrying the same call after a short wait may succeed: lost connections, timeouts,
-/// redirections and failover states. NOPERM, wrong types and script errors are permanent.
+/// redirections and failover states, and a function library not loaded yet (the operator
+/// loads it). NOPERM, wrong types and script errors are permanent.
 pub(crate) fn is_transient(err: &RedisError) -> bool {
+    is_transient_link(err) || is_function_missing(err)
+}
+
+/// Whether retrying may succeed because the link or the cluster recovers: [`is_transient`]
+/// without the missing function library (which only the operator's loading cures).
+pub(crate) fn is_transient_link(err: &RedisError) -> bool {
     matches!(err.kind(), ErrorKind::Server(kind) if is_topology(kind))
         || err.kind() == ErrorKind::ClusterConnectionNotFound
         || (is_connection_error(err)
@@ -186,7 +204,11 @@ mod tests {
     use super::*;
 
     fn server_error(code: &str) -> RedisError {
-        redis::make_extension_error(code.to_owned(), Some("detail".to_owned()))
+        server_error_with(code, "detail")
+    }
+
+    fn server_error_with(code: &str, detail: &str) -> RedisError {
+        redis::make_extension_error(code.to_owned(), Some(detail.to_owned()))
     }
 
     #[test]
@@ -221,6 +243,16 @@ mod tests {
         assert!(matches!(
             CoordError::from_redis("claim", err),
             CoordError::ConnectionLost { op: "claim", .. }
+        ));
+    }
+
+    #[test]
+    fn missing_function_library_is_transient_and_typed() {
+        let err = server_error_with("ERR", "Function not found");
+        assert!(is_transient(&err));
+        assert!(matches!(
+            CoordError::from_redis("heartbeat", err),
+            CoordError::FunctionsNotLoaded { op: "heartbeat" }
         ));
     }
 

@@ -16,10 +16,10 @@ use redis::{Script, Value};
 
 use super::conn::{Conn, Redis};
 use super::error::{CoordError, CoordResult};
+use super::functions::Function;
 use super::keys::{AgentName, TaskKeys, field};
 use super::queue::EntryId;
 use super::script::Call;
-use super::wake::WAKE_CHANNEL;
 
 // KEYS: the events stream. Deletes the entries every reading group is done with: below each
 // group's oldest pending (delivered, unacked) entry, or, with none pending, below its last
@@ -57,22 +57,24 @@ return redis.call('XTRIM', KEYS[1], 'MINID', floor)
     )
 });
 
-// KEYS: the events stream. ARGV: the wake channel, the task's key prefix, the event field, then
-// one JSON event each. Appends the events, then wakes the operator; a wake that cannot be sent
-// (an ACL without the channel) is only a lost hint, so it must not fail the append, which
-// has happened by then.
-static PUBLISH: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
-        r"
+// KEYS: the events stream. ARGV: one JSON event each. Appends the events, then wakes the
+// operator with the task's key prefix on `maos:wake` ([`super::wake`]); a wake that cannot be
+// sent (an ACL without the channel) is only a lost hint, so it must not fail the append, which
+// has happened by then. The channel, the field and the prefix are the function's own, not
+// arguments: an agent calls it with arguments of its choosing.
+pub(crate) static PUBLISH: Function = Function::new(
+    "maos_events_publish",
+    r"
+local prefix = string.match(KEYS[1], '^(maos:pool:[%w%-]+:{task:[%w%-]+}):events$')
+if not prefix then return redis.error_reply('ERR maos_events_publish: not an events key') end
 local ids = {}
-for i = 4, #ARGV do
-  ids[#ids + 1] = redis.call('XADD', KEYS[1], '*', ARGV[3], ARGV[i])
+for i = 1, #ARGV do
+  ids[#ids + 1] = redis.call('XADD', KEYS[1], '*', 'event', ARGV[i])
 end
-redis.pcall('PUBLISH', ARGV[1], ARGV[2])
+redis.pcall('PUBLISH', 'maos:wake', prefix)
 return ids
 ",
-    )
-});
+);
 
 /// What happened, as told by an agent.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -194,18 +196,10 @@ impl EventLog {
             return Ok(Vec::new());
         }
         let key = self.keys.events();
-        let prefix = self.keys.prefix();
         // The JSON is written straight into the command's buffer, sized for typical events:
         // publishing is the hottest path of the bus, and allocations were most of its client
         // CPU.
-        let mut call = Call::new(
-            &PUBLISH,
-            &[&key],
-            prefix.len() + events.len() * EVENT_BYTES_HINT,
-        )
-        .arg(WAKE_CHANNEL)
-        .arg(prefix)
-        .arg(field::EVENT);
+        let mut call = Call::new(&PUBLISH, &[&key], events.len() * EVENT_BYTES_HINT);
         for event in events {
             call = call
                 .json_arg(event)
@@ -456,6 +450,21 @@ fn stream_entries(reply: Value) -> Vec<RawEntry> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_publish_function_spells_the_protocols_names() {
+        assert!(
+            PUBLISH
+                .body()
+                .contains(&format!("'{}'", super::super::wake::WAKE_CHANNEL))
+        );
+        assert!(PUBLISH.body().contains(&format!("'{}'", field::EVENT)));
+        let keys = TaskKeys::new(
+            &super::super::PoolUid::new("pool-1").expect("uid"),
+            &super::super::TaskUid::new("task-1").expect("uid"),
+        );
+        assert_eq!(format!("{}:events", keys.prefix()), keys.events());
+    }
 
     #[test]
     fn event_encodes_with_a_type_tag_and_round_trips() {

@@ -15,8 +15,10 @@ use redis::streams::StreamRangeReply;
 use super::conn::Redis;
 use super::entry;
 use super::error::{CoordError, CoordResult};
+use super::functions::Function;
 use super::keys::{TaskKeys, field};
 use super::queue::EntryId;
+use super::script::Call;
 use crate::dag::SubtaskName;
 
 /// Entries read per XRANGE page when replaying.
@@ -107,6 +109,16 @@ impl Conversation {
     }
 }
 
+// KEYS: the journal stream, the journal index. ARGV: subtask, then the entry's field/value
+// pairs. The index first, so cleanup always knows a journal that exists. Reply: the entry id.
+pub(crate) static APPEND: Function = Function::new(
+    "maos_journal_append",
+    r"
+redis.call('SADD', KEYS[2], ARGV[1])
+return redis.call('XADD', KEYS[1], '*', unpack(ARGV, 2))
+",
+);
+
 /// One subtask's journal.
 #[derive(Clone, Debug)]
 pub struct Journal {
@@ -128,31 +140,28 @@ impl Journal {
     /// Appends an entry written by `attempt`.
     pub async fn append(&self, attempt: u32, kind: &EntryKind, body: &str) -> CoordResult<EntryId> {
         let (stream, index) = (self.keys.journal(&self.subtask), self.keys.journal_index());
-        let mut pipe = redis::pipe();
-        // The index first: if the append is cut short, cleanup still knows the journal.
-        pipe.cmd("SADD")
-            .arg(&index)
-            .arg(self.subtask.as_str())
-            .ignore();
-        pipe.cmd("XADD")
-            .arg(&stream)
-            .arg("*")
-            .arg(field::ENTRY_KIND)
-            .arg(kind.tag())
-            .arg(field::ATTEMPT)
-            .arg(attempt)
-            .arg(field::TOOL_USE_ID)
-            .arg(match kind {
-                EntryKind::ToolResult { tool_use_id } => tool_use_id.as_str(),
-                EntryKind::Opening | EntryKind::ModelResponse | EntryKind::Ended => "",
-            })
-            .arg(field::BODY)
-            .arg(body);
-        let (id,): (String,) = self
+        let tool_use_id = match kind {
+            EntryKind::ToolResult { tool_use_id } => tool_use_id.as_str(),
+            EntryKind::Opening | EntryKind::ModelResponse | EntryKind::Ended => "",
+        };
+        let id: String = self
             .redis
             .run("append journal", |mut c| {
-                let pipe = &pipe;
-                async move { pipe.query_async(&mut c).await }
+                let (stream, index) = (&stream, &index);
+                async move {
+                    Call::new(&APPEND, &[stream, index], body.len() + 128)
+                        .arg(self.subtask.as_str())
+                        .arg(field::ENTRY_KIND)
+                        .arg(kind.tag())
+                        .arg(field::ATTEMPT)
+                        .arg(attempt)
+                        .arg(field::TOOL_USE_ID)
+                        .arg(tool_use_id)
+                        .arg(field::BODY)
+                        .arg(body)
+                        .invoke(&mut c)
+                        .await
+                }
             })
             .await?;
         Ok(EntryId::from_raw(id))

@@ -44,19 +44,20 @@ pub mod field {
     pub const ENTRY_KIND: &str = "kind";
     /// Journal entry: the tool-use id a tool result answers.
     pub const TOOL_USE_ID: &str = "tool_use_id";
-    /// Budget hash: the token limit (absent: unlimited).
+    /// Budget hash: the token limit (absent: unlimited). The budget functions spell every
+    /// budget field out themselves (a caller cannot name another), a test keeps them equal.
     pub const BUDGET_LIMIT: &str = "limit";
-    /// Budget hash: tokens reserved by calls in flight.
+    /// Spend hash: tokens reserved by calls in flight.
     pub const BUDGET_RESERVED: &str = "reserved";
-    /// Budget hash: tokens spent by finished calls.
+    /// Spend hash: tokens spent by finished calls.
     pub const BUDGET_SPENT: &str = "spent";
     /// Budget hash: the cost limit in micro-dollars (absent: unlimited).
     pub const BUDGET_COST_LIMIT: &str = "costLimitMicroUSD";
-    /// Budget hash: micro-dollars reserved by calls in flight.
+    /// Spend hash: micro-dollars reserved by calls in flight.
     pub const BUDGET_COST_RESERVED: &str = "costReservedMicroUSD";
-    /// Budget hash: micro-dollars spent by finished calls.
+    /// Spend hash: micro-dollars spent by finished calls.
     pub const BUDGET_COST_SPENT: &str = "costSpentMicroUSD";
-    /// Budget hash: prefix of one in-flight reservation's field (value: `<tokens>:<micro-USD>`).
+    /// Spend hash: prefix of one in-flight reservation's field (value: `<tokens>:<micro-USD>`).
     pub const BUDGET_RESERVATION_PREFIX: &str = "reservation:";
     /// Meta hash: the pool uid.
     pub const META_POOL: &str = "pool";
@@ -234,6 +235,28 @@ impl PoolKeys {
             format!("maos:pool:{}:*", self.pool),
         ]
     }
+
+    /// The ACL key patterns of the keys an agent writes (through the library functions): every
+    /// key of the pool and its tasks except the operator's own (the task's identity and plan,
+    /// its budget limits, its cancel flag, the dispatch markers) and the work stream, which
+    /// has a selector of its own ([`super::acl`]).
+    pub fn acl_agent_write_patterns(&self) -> [String; 12] {
+        let task = |suffix: &str| format!("maos:pool:{}:*:{suffix}", self.pool);
+        [
+            self.heartbeats(),
+            self.rate_limit(),
+            self.model_errors(),
+            task("kv"),
+            task("kv:ver"),
+            task("events"),
+            task("bus"),
+            task("results"),
+            task("journal:*"),
+            task("journals"),
+            task("applied"),
+            task("spend"),
+        ]
+    }
 }
 
 /// The keys of one Task: `maos:pool:<pool-uid>:{task:<task-uid>}:…`, all in one cluster slot.
@@ -310,9 +333,16 @@ impl TaskKeys {
         format!("{}:journals", self.prefix)
     }
 
-    /// Budget hash (tokens and micro-dollars: limit, reserved, spent).
+    /// Budget limits hash (tokens and micro-dollars), written by the operator only: a pool user
+    /// may read it and not write it, so an agent cannot raise its own limit.
     pub fn budget(&self) -> String {
         format!("{}:budget", self.prefix)
+    }
+
+    /// What the task's model calls reserved and spent (hash: tokens and micro-dollars, and one
+    /// field per reservation in flight), written by the agents through the library functions.
+    pub fn spend(&self) -> String {
+        format!("{}:spend", self.prefix)
     }
 
     /// Set when the task is cancelled or suspended.
@@ -329,13 +359,14 @@ impl TaskKeys {
     /// The keys a finished task keeps until the Task is deleted: what its status, its result
     /// and a later Checkpoint or resume read (identity and plan, shared state, results, budget,
     /// and the cancel reason, which tells an agent still holding an item to stop).
-    pub fn retained(&self) -> [String; 6] {
+    pub fn retained(&self) -> [String; 7] {
         [
             self.meta(),
             self.kv(),
             self.kv_versions(),
             self.results(),
             self.budget(),
+            self.spend(),
             self.cancel(),
         ]
     }
@@ -354,7 +385,7 @@ impl TaskKeys {
     }
 
     /// Every key of the task with a fixed name (journals are listed in [`Self::journal_index`]).
-    pub fn fixed(&self) -> [String; 10] {
+    pub fn fixed(&self) -> [String; 11] {
         [
             self.meta(),
             self.applied(),
@@ -364,6 +395,7 @@ impl TaskKeys {
             self.bus(),
             self.results(),
             self.budget(),
+            self.spend(),
             self.cancel(),
             // Last, so a cleanup interrupted half-way still finds the journals it must remove.
             self.journal_index(),
@@ -628,5 +660,36 @@ mod tests {
         assert!(!glob_matches("a[^b-d]e", "ace"));
         assert!(glob_matches("a\\*", "a*"));
         assert!(!glob_matches("a\\*", "ab"));
+    }
+
+    #[test]
+    fn agents_may_write_every_key_they_use_and_none_of_the_operators() {
+        let p = PoolKeys::new(&PoolUid::new("p-1").expect("uid"));
+        let t = p.task(&TaskUid::new("t-9").expect("uid"));
+        let subtask = SubtaskName::new("budget").expect("subtask");
+        let writable = |key: &str| {
+            p.acl_agent_write_patterns()
+                .iter()
+                .any(|pattern| glob_matches(pattern, key))
+        };
+        for key in [
+            p.heartbeats(),
+            p.rate_limit(),
+            p.model_errors(),
+            t.kv(),
+            t.kv_versions(),
+            t.events(),
+            t.bus(),
+            t.results(),
+            t.journal(&subtask),
+            t.journal_index(),
+            t.applied(),
+            t.spend(),
+        ] {
+            assert!(writable(&key), "{key}");
+        }
+        for key in [t.budget(), t.meta(), t.cancel(), p.dispatched(), p.work()] {
+            assert!(!writable(&key), "{key}");
+        }
     }
 }

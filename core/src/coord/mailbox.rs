@@ -1,14 +1,12 @@
 //! A task's message bus between agents: broadcasts and direct messages on one stream, read by
 //! each agent from its own cursor.
 
-use std::sync::LazyLock;
-
-use redis::Script;
 use redis::streams::StreamRangeReply;
 
 use super::conn::Redis;
 use super::entry;
 use super::error::CoordResult;
+use super::functions::Function;
 use super::keys::{AgentName, TaskKeys, field};
 use super::queue::EntryId;
 use super::script::Call;
@@ -19,17 +17,28 @@ use super::script::Call;
 /// misses the oldest ones.
 pub const BUS_MAX_LEN: usize = 10_000;
 
-// KEYS: bus stream, applied-effects hash. ARGV: effect id, the bus cap, then field/value pairs
-// of the entry. Marks the effect applied and sends in one step, so a replay of the same tool
-// call sends nothing. Returns the new entry id, or false when the effect was applied before.
-static SEND_ONCE: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
-        r"
-if redis.call('HSETNX', KEYS[2], ARGV[1], '1') == 0 then return false end
-return redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[2], '*', unpack(ARGV, 3))
+// KEYS: bus stream. ARGV: the bus cap, then field/value pairs of the entry. The cap is at
+// least 1000 whatever the caller says, so a call cannot be used to empty the bus (`MAXLEN ~ 0`).
+// Returns the new entry id.
+pub(crate) static SEND: Function = Function::new(
+    "maos_bus_send",
+    r"
+local cap = math.max(tonumber(ARGV[1]) or 0, 1000)
+return redis.call('XADD', KEYS[1], 'MAXLEN', '~', cap, '*', unpack(ARGV, 2))
 ",
-    )
-});
+);
+
+// KEYS: bus stream, applied-effects hash. ARGV: effect id, the bus cap, then field/value pairs
+// of the entry (the cap as in SEND). Marks the effect applied and sends in one step, so a replay of the same tool
+// call sends nothing. Returns the new entry id, or false when the effect was applied before.
+pub(crate) static SEND_ONCE: Function = Function::new(
+    "maos_bus_send_once",
+    r"
+if redis.call('HSETNX', KEYS[2], ARGV[1], '1') == 0 then return false end
+local cap = math.max(tonumber(ARGV[2]) or 0, 1000)
+return redis.call('XADD', KEYS[1], 'MAXLEN', '~', cap, '*', unpack(ARGV, 3))
+",
+);
 
 /// Where an agent has read the bus up to; start from [`Cursor::start`].
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -95,19 +104,15 @@ impl Mailbox {
             .run("send message", |mut c| {
                 let key = &key;
                 async move {
-                    redis::cmd("XADD")
-                        .arg(key)
-                        .arg("MAXLEN")
-                        .arg("~")
+                    Call::new(&SEND, &[key], body.len() + 64)
                         .arg(BUS_MAX_LEN)
-                        .arg("*")
                         .arg(field::FROM)
                         .arg(from.as_str())
                         .arg(field::TO)
                         .arg(to.map(AgentName::as_str).unwrap_or(""))
                         .arg(field::BODY)
                         .arg(body)
-                        .query_async(&mut c)
+                        .invoke(&mut c)
                         .await
                 }
             })

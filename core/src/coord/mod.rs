@@ -19,6 +19,7 @@ mod entry;
 pub mod error;
 pub mod events;
 pub mod failure;
+pub mod functions;
 pub mod journal;
 pub mod keys;
 pub mod mailbox;

@@ -11,7 +11,9 @@ use serde::{Deserialize, Serialize};
 use super::conn::Redis;
 use super::error::{CoordError, CoordResult};
 use super::failure::FailReason;
+use super::functions::Function;
 use super::keys::{AgentName, PoolKeys};
+use super::script::Call;
 
 /// One agent's latest refusal.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -44,6 +46,22 @@ impl ModelErrorReport {
     }
 }
 
+// KEYS: the pool's model-error hash. ARGV: agent, report (JSON).
+pub(crate) static REPORT: Function = Function::new(
+    "maos_model_error_report",
+    r"
+return redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+",
+);
+
+// KEYS: the pool's model-error hash. ARGV: the agents whose reports go.
+pub(crate) static CLEAR: Function = Function::new(
+    "maos_model_error_clear",
+    r"
+return redis.call('HDEL', KEYS[1], unpack(ARGV))
+",
+);
+
 /// The model-error reports of one pool.
 #[derive(Clone, Debug)]
 pub struct ModelErrors {
@@ -73,11 +91,10 @@ impl ModelErrors {
             .run("report model error", |mut c| {
                 let (key, value) = (&self.key, &value);
                 async move {
-                    redis::cmd("HSET")
-                        .arg(key)
+                    Call::new(&REPORT, &[key], value.len() + 64)
                         .arg(agent.as_str())
                         .arg(value)
-                        .query_async::<()>(&mut c)
+                        .invoke::<()>(&mut c)
                         .await
                 }
             })
@@ -93,10 +110,9 @@ impl ModelErrors {
             .run("clear model errors", |mut c| {
                 let key = &self.key;
                 async move {
-                    redis::cmd("HDEL")
-                        .arg(key)
+                    Call::new(&CLEAR, &[key], 64 * agents.len())
                         .arg(agents)
-                        .query_async::<()>(&mut c)
+                        .invoke::<()>(&mut c)
                         .await
                 }
             })

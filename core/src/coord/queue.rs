@@ -21,6 +21,7 @@ use redis::{Script, Value};
 use super::conn::Redis;
 use super::entry;
 use super::error::{CoordError, CoordResult};
+use super::functions::Function;
 use super::keys::{AgentName, GROUP_AGENTS, PoolKeys, TaskUid, field};
 use super::script::Call;
 use crate::dag::SubtaskName;
@@ -273,17 +274,45 @@ const PENDING_BATCH: usize = 500;
 /// Dispatch markers one HSCAN step of [`WorkQueue::purge_task`] asks for.
 const DISPATCHED_SCAN_BATCH: usize = 500;
 
+// KEYS: work. ARGV: group. Creates the stream and its group; an existing group is fine.
+pub(crate) static ENSURE_GROUP: Function = Function::new(
+    "maos_work_ensure_group",
+    r"
+local r = redis.pcall('XGROUP', 'CREATE', KEYS[1], ARGV[1], '0', 'MKSTREAM')
+if type(r) == 'table' and r.err and not string.find(r.err, '^BUSYGROUP') then
+  return redis.error_reply(r.err)
+end
+return 0
+",
+);
+
+// KEYS: work. ARGV: group, then the entry ids. Acks and deletes them in one step.
+pub(crate) static ACK: Function = Function::new(
+    "maos_work_ack",
+    r"
+redis.call('XACK', KEYS[1], ARGV[1], unpack(ARGV, 2))
+return redis.call('XDEL', KEYS[1], unpack(ARGV, 2))
+",
+);
+
+// KEYS: heartbeats. ARGV: agent. Removes the agent's beat (a clean shutdown).
+pub(crate) static FORGET: Function = Function::new(
+    "maos_agent_forget",
+    r"
+return redis.call('ZREM', KEYS[1], ARGV[1])
+",
+);
+
 // KEYS: heartbeats. ARGV: agent. Uses the Redis server's clock so agents' clocks never matter.
-static HEARTBEAT: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
-        r"
+pub(crate) static HEARTBEAT: Function = Function::new(
+    "maos_agent_heartbeat",
+    r"
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 redis.call('ZADD', KEYS[1], now, ARGV[1])
 return now
 ",
-    )
-});
+);
 
 // KEYS: heartbeats, work. ARGV: threshold ms, group.
 // Dead: last heartbeat older than the threshold, or never heartbeated while holding work idle
@@ -316,11 +345,14 @@ return dead
 
 // KEYS: work, heartbeats. ARGV: group, agent, attempt field name, batch size.
 // Moves up to `batch` pending entries of `agent` back to the stream with attempt+1. Atomic, so
-// a racing second reaper finds nothing pending and moves nothing.
-static RECLAIM: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
-        r"
-local batch = tonumber(ARGV[4])
+// a racing second reaper finds nothing pending and moves nothing. A library function, not an
+// operator script: an agent shutting down (or failing) hands its own items back with it at
+// once. Any agent of the pool could name another one of the same pool; that is no more than it
+// could do to the pool's tasks anyway.
+pub(crate) static RECLAIM: Function = Function::new(
+    "maos_work_reclaim",
+    r"
+local batch = math.min(tonumber(ARGV[4]) or 0, 1000)
 local moved = {}
 local pending = redis.call('XPENDING', KEYS[1], ARGV[1], '-', '+', batch, ARGV[2])
 for _, p in ipairs(pending) do
@@ -348,8 +380,7 @@ if #pending < batch then
 end
 return moved
 ",
-    )
-});
+);
 
 // KEYS: work. ARGV: group, task field name, task uid, start (exclusive range bound), count.
 // Removes (acks and deletes) the entries of one task among the next `count` entries.
@@ -388,10 +419,6 @@ pub struct WorkQueue {
     keys: PoolKeys,
 }
 
-fn is_busy_group(err: &redis::RedisError) -> bool {
-    err.code() == Some("BUSYGROUP")
-}
-
 fn is_no_group(err: &redis::RedisError) -> bool {
     err.code() == Some("NOGROUP")
 }
@@ -414,18 +441,10 @@ impl WorkQueue {
             .run("create work group", |mut c| {
                 let work = &work;
                 async move {
-                    let created: redis::RedisResult<()> = redis::cmd("XGROUP")
-                        .arg("CREATE")
-                        .arg(work)
+                    Call::new(&ENSURE_GROUP, &[work], 16)
                         .arg(GROUP_AGENTS)
-                        .arg("0")
-                        .arg("MKSTREAM")
-                        .query_async(&mut c)
-                        .await;
-                    match created {
-                        Err(e) if is_busy_group(&e) => Ok(()),
-                        other => other,
-                    }
+                        .invoke::<()>(&mut c)
+                        .await
                 }
             })
             .await
@@ -589,27 +608,23 @@ impl WorkQueue {
         Ok(claimed)
     }
 
-    /// Acks finished items (and deletes them from the stream) in one pipelined round trip.
+    /// Acks finished items and deletes them from the stream, in one function call.
     pub async fn ack(&self, ids: &[EntryId]) -> CoordResult<()> {
         if ids.is_empty() {
             return Ok(());
         }
         let work = self.keys.work();
-        let mut pipe = redis::pipe();
-        pipe.cmd("XACK").arg(&work).arg(GROUP_AGENTS);
-        for id in ids {
-            pipe.arg(id.as_str());
-        }
-        pipe.ignore();
-        pipe.cmd("XDEL").arg(&work);
-        for id in ids {
-            pipe.arg(id.as_str());
-        }
-        pipe.ignore();
+        let id_bytes: usize = ids.iter().map(|id| id.as_str().len() + 16).sum();
         self.redis
             .run("ack", |mut c| {
-                let pipe = &pipe;
-                async move { pipe.query_async::<()>(&mut c).await }
+                let work = &work;
+                async move {
+                    let mut call = Call::new(&ACK, &[work], id_bytes).arg(GROUP_AGENTS);
+                    for id in ids {
+                        call = call.arg(id.as_str());
+                    }
+                    call.invoke::<()>(&mut c).await
+                }
             })
             .await
     }
@@ -638,10 +653,9 @@ impl WorkQueue {
             .run("forget agent", |mut c| {
                 let hb = &hb;
                 async move {
-                    redis::cmd("ZREM")
-                        .arg(hb)
+                    Call::new(&FORGET, &[hb], 64)
                         .arg(agent.as_str())
-                        .query_async::<()>(&mut c)
+                        .invoke::<()>(&mut c)
                         .await
                 }
             })

@@ -5,13 +5,11 @@
 //! or from none, so concurrent agents can never together exceed a bucket's capacity plus its
 //! refill, and agents' clocks never matter.
 
-use std::sync::LazyLock;
 use std::time::Duration;
-
-use redis::Script;
 
 use super::conn::Redis;
 use super::error::{CoordError, CoordResult};
+use super::functions::Function;
 use super::keys::PoolKeys;
 use super::script::Call;
 
@@ -25,12 +23,13 @@ const BUCKET_OUTPUT: &str = "output_tokens";
 // KEYS: rate-limit hash. ARGV: bucket count, then per bucket: name, rate per minute, capacity,
 // amount. A bucket with rate 0 is unlimited and skipped by the caller.
 // Reply: 0 if every bucket had enough (all were taken from), else the ms until they will.
-static ACQUIRE: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
-        r"
+pub(crate) static ACQUIRE: Function = Function::new(
+    "maos_ratelimit_acquire",
+    r"
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + tonumber(t[2]) / 1000
-local n = tonumber(ARGV[1])
+-- Never more buckets than the arguments hold.
+local n = math.min(tonumber(ARGV[1]) or 0, math.floor((#ARGV - 1) / 4))
 local wait = 0
 local levels = {}
 for i = 0, n - 1 do
@@ -58,15 +57,14 @@ for i = 0, n - 1 do
 end
 return wait
 ",
-    )
-});
+);
 
 // KEYS: rate-limit hash. ARGV: bucket count, then per bucket: name, capacity, amount.
 // Puts back tokens taken by an estimate that the real usage undercut, never above capacity.
-static REFUND: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
-        r"
-local n = tonumber(ARGV[1])
+pub(crate) static REFUND: Function = Function::new(
+    "maos_ratelimit_refund",
+    r"
+local n = math.min(tonumber(ARGV[1]) or 0, math.floor((#ARGV - 1) / 3))
 for i = 0, n - 1 do
   local name = ARGV[2 + i * 3]
   local cap = tonumber(ARGV[3 + i * 3])
@@ -78,8 +76,7 @@ for i = 0, n - 1 do
 end
 return 0
 ",
-    )
-});
+);
 
 /// One bucket: refills at `per_minute`, holds at most `burst`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

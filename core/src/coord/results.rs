@@ -6,26 +6,23 @@
 //! if the winner is its own (attempt, agent), which also makes a retried call after a lost reply
 //! report the truth.
 
-use std::sync::LazyLock;
-
-use redis::Script;
 use serde::{Deserialize, Serialize};
 
 use super::conn::Redis;
 use super::error::{CoordError, CoordResult};
+use super::functions::Function;
 use super::keys::{AgentName, TaskKeys};
 use super::script::Call;
 use crate::dag::SubtaskName;
 
 // KEYS: results. ARGV: subtask, encoded result. Reply: the stored encoded result (ours if we won).
-static RECORD: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
-        r"
+pub(crate) static RECORD: Function = Function::new(
+    "maos_result_record",
+    r"
 if redis.call('HSETNX', KEYS[1], ARGV[1], ARGV[2]) == 1 then return ARGV[2] end
 return redis.call('HGET', KEYS[1], ARGV[1])
 ",
-    )
-});
+);
 
 /// A recorded subtask result.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

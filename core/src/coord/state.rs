@@ -5,13 +5,12 @@
 //! Versions only grow, also across deletes, so a CAS on a deleted-then-recreated key can never
 //! succeed against a stale version (no ABA).
 
-use std::sync::LazyLock;
-
-use redis::{Script, Value};
+use redis::Value;
 
 use super::conn::Redis;
 use super::entry::parse;
 use super::error::{CoordError, CoordResult};
+use super::functions::Function;
 use super::keys::TaskKeys;
 use super::script::Call;
 
@@ -21,31 +20,29 @@ pub const DEFAULT_MAX_VALUE_BYTES: usize = 1024 * 1024;
 pub const MAX_KEY_BYTES: usize = 1024;
 
 // KEYS: kv, kv:ver. ARGV: key. Reply: {value or nil, version}.
-static GET: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
-        r"
+pub(crate) static GET: Function = Function::new(
+    "maos_state_get",
+    r"
 local v = redis.call('HGET', KEYS[1], ARGV[1])
 local ver = redis.call('HGET', KEYS[2], ARGV[1])
 return {v, tonumber(ver) or 0}
 ",
-    )
-});
+);
 
 // KEYS: kv, kv:ver. ARGV: key, value. Reply: new version.
-static PUT: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
-        r"
+pub(crate) static PUT: Function = Function::new(
+    "maos_state_put",
+    r"
 redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
 return redis.call('HINCRBY', KEYS[2], ARGV[1], 1)
 ",
-    )
-});
+);
 
 // KEYS: kv, kv:ver. ARGV: key, expected version, value.
 // Reply: {1, new version} on success, {0, current version, current value or nil} on a lost race.
-static CAS: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
-        r"
+pub(crate) static CAS: Function = Function::new(
+    "maos_state_cas",
+    r"
 local cur = tonumber(redis.call('HGET', KEYS[2], ARGV[1])) or 0
 if cur ~= tonumber(ARGV[2]) then
   return {0, cur, redis.call('HGET', KEYS[1], ARGV[1])}
@@ -53,20 +50,18 @@ end
 redis.call('HSET', KEYS[1], ARGV[1], ARGV[3])
 return {1, redis.call('HINCRBY', KEYS[2], ARGV[1], 1)}
 ",
-    )
-});
+);
 
 // KEYS: kv, kv:ver. ARGV: key. Reply: 1 if a value was removed. The version is bumped, not
 // removed, so versions stay monotonic.
-static DELETE: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
-        r"
+pub(crate) static DELETE: Function = Function::new(
+    "maos_state_delete",
+    r"
 local removed = redis.call('HDEL', KEYS[1], ARGV[1])
 if removed == 1 then redis.call('HINCRBY', KEYS[2], ARGV[1], 1) end
 return removed
 ",
-    )
-});
+);
 
 /// A value with the version it was read at; `value` is `None` when the key has no value (never
 /// written, or deleted).

@@ -70,6 +70,8 @@ pub(crate) struct PoolMemory {
     written: Option<(AgentPoolStatus, Instant)>,
     /// Agents the autoscaler removed: one whose heartbeat outlives its pod is not lost.
     scaled_down: HashSet<String>,
+    /// The agent pods that were live at the end of the last pass.
+    live: HashSet<String>,
     /// Pod creations and deletions the pod cache does not show yet.
     expect: Expectations,
     /// The hash of the API-key Secret's data, as last read while it held a usable key.
@@ -275,6 +277,19 @@ async fn step(
         .iter()
         .filter(|agent| !memory.scaled_down.contains(*agent))
         .count();
+    // And an agent whose pod vanished without the operator deleting it (force-deleted, evicted)
+    // after it had time to clean up after itself: its heartbeat is gone too, so the dead-agent
+    // pass above does not see it, yet the pool lost an agent.
+    lost += memory
+        .live
+        .iter()
+        .filter(|agent| {
+            !pod_names.contains(*agent)
+                && !replaced.contains(*agent)
+                && !memory.scaled_down.contains(*agent)
+                && !memory.expect.is_deleted(agent)
+        })
+        .count();
     for pod in &owned {
         let pod_name = pod.name_any();
         if pod.metadata.deletion_timestamp.is_some()
@@ -441,6 +456,7 @@ async fn step(
     memory
         .idle_since
         .retain(|agent, _| live.iter().any(|p| p.name_any() == *agent));
+    memory.live = live.iter().map(|p| p.name_any()).collect();
     memory.restarts.retain(|agent, _| pod_names.contains(agent));
     // Forgotten once neither its pod nor its heartbeat is left.
     memory

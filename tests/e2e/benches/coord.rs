@@ -1,6 +1,6 @@
 //! Coordination layer throughput and latency (`maos_core::coord`) against a baseline measured
 //! in the same run on the same server: the real `redis-benchmark` doing the equivalent raw
-//! commands (XADD for the bus, EVALSHA of the layer's own CAS script for shared state).
+//! commands (XADD for the bus, FCALL of the layer's own CAS function for shared state).
 //!
 //! Prints a Markdown section for BENCHMARKS.md (`make bench` collects it); diagnostics go to
 //! stderr. Targets (DESIGN.md §8): ≥ 70 % of raw Redis at equal pipelining; bus p95 ≤ 5 ms at
@@ -45,17 +45,6 @@ const ROW_DEADLINE: Duration = Duration::from_secs(30);
 const RAW_TIMEOUT: Duration = Duration::from_secs(60);
 /// The value written by every CAS (ours and raw).
 const CAS_VALUE: &str = "value-0123456789abcdef0123456789ab";
-
-/// Byte-identical copy of the CAS script in core/src/coord/state.rs; whether it really is the
-/// same is checked at run time (`SCRIPT EXISTS` after the layer has loaded its own).
-const CAS_SCRIPT: &str = r"
-local cur = tonumber(redis.call('HGET', KEYS[2], ARGV[1])) or 0
-if cur ~= tonumber(ARGV[2]) then
-  return {0, cur, redis.call('HGET', KEYS[1], ARGV[1])}
-end
-redis.call('HSET', KEYS[1], ARGV[1], ARGV[3])
-return {1, redis.call('HINCRBY', KEYS[2], ARGV[1], 1)}
-";
 
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
     if sorted.is_empty() {
@@ -327,23 +316,6 @@ fn raw_ids(reply: redis::Value) -> Vec<Vec<u8>> {
             _ => None,
         })
         .collect()
-}
-
-/// Loads the CAS script on every node (replicas included) and returns its SHA1.
-fn load_cas_script(target: &Target) -> String {
-    let mut sha = String::new();
-    for url in &target.urls {
-        let client = redis::Client::open(url.as_str()).expect("redis URL parses");
-        let mut conn = client
-            .get_connection_with_timeout(Duration::from_secs(2))
-            .expect("connect to a node for SCRIPT LOAD");
-        sha = redis::cmd("SCRIPT")
-            .arg("LOAD")
-            .arg(CAS_SCRIPT)
-            .query(&mut conn)
-            .expect("SCRIPT LOAD");
-    }
-    sha
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -714,26 +686,16 @@ fn suite(runtime: &tokio::runtime::Runtime, target: &Target, scratch: &Path) -> 
         .map(|s| (*s).to_owned())
         .collect();
 
-    // CAS: the layer loads its script on first use; then check our copy is the same script.
+    // CAS: the layer loads its function library on first use; the raw baseline calls the same
+    // function.
     let cas_task = runtime.block_on(fresh_task(&pool, "bench-cas"));
     let _ = runtime
         .block_on(cas_task.state().cas("warm-up", 0, CAS_VALUE.as_bytes()))
         .expect("warm-up cas");
-    let sha = load_cas_script(target);
-    let mut conn = redis.connection();
-    let same: Vec<i64> = runtime
-        .block_on(
-            redis::cmd("SCRIPT")
-                .arg("EXISTS")
-                .arg(&sha)
-                .query_async(&mut conn),
-        )
-        .unwrap_or_default();
-    let identical = same.first() == Some(&1);
     let (kv, ver) = (cas_task.keys().kv(), cas_task.keys().kv_versions());
-    let evalsha: Vec<String> = [
-        "EVALSHA",
-        &sha,
+    let fcall: Vec<String> = [
+        "FCALL",
+        "maos_state_cas",
         "2",
         &kv,
         &ver,
@@ -762,10 +724,10 @@ fn suite(runtime: &tokio::runtime::Runtime, target: &Target, scratch: &Path) -> 
         del(&raw_stream);
         let xadd_p = redis_benchmark(xadd_port, scratch, PIPELINE, N_PIPELINED, &[], &xadd);
         del(&raw_stream);
-        let cas_1 = redis_benchmark(cas_port, scratch, 1, N_SINGLE, &rand, &evalsha);
+        let cas_1 = redis_benchmark(cas_port, scratch, 1, N_SINGLE, &rand, &fcall);
         del(&kv);
         del(&ver);
-        let cas_p = redis_benchmark(cas_port, scratch, PIPELINE, N_PIPELINED, &rand, &evalsha);
+        let cas_p = redis_benchmark(cas_port, scratch, PIPELINE, N_PIPELINED, &rand, &fcall);
         del(&kv);
         del(&ver);
         let pc = raw_publish_consume(runtime, pc_port, scratch, &pc_stream, &payload);
@@ -846,7 +808,7 @@ fn suite(runtime: &tokio::runtime::Runtime, target: &Target, scratch: &Path) -> 
     m.cpu = cpu;
     rows.push(Row {
         what: "shared state: `SharedState::cas` (write path)".into(),
-        setup: format!("{CLIENTS} tasks, 1 shared conn ↔ raw EVALSHA -c {CLIENTS} -P 1"),
+        setup: format!("{CLIENTS} tasks, 1 shared conn ↔ raw FCALL -c {CLIENTS} -P 1"),
         ours: m,
         raw: Some(RAW_CAS_1),
         target: "≥ 70 % of raw; p95 ≤ 2 ms; ≥ 50 k ops/s",
@@ -857,7 +819,7 @@ fn suite(runtime: &tokio::runtime::Runtime, target: &Target, scratch: &Path) -> 
     rows.push(Row {
         what: "shared state: `SharedState::cas` (write path)".into(),
         setup: format!(
-            "{deep} tasks, 1 shared conn (auto-pipelined) ↔ raw EVALSHA -c {CLIENTS} -P {PIPELINE}"
+            "{deep} tasks, 1 shared conn (auto-pipelined) ↔ raw FCALL -c {CLIENTS} -P {PIPELINE}"
         ),
         ours: m,
         raw: Some(RAW_CAS_P),
@@ -914,11 +876,6 @@ fn suite(runtime: &tokio::runtime::Runtime, target: &Target, scratch: &Path) -> 
             "The same raw run differed by up to {spread:.1}× between before and after ours: other jobs share this machine's cores. Ratios use the better raw run, which is the harder comparison for our layer."
         ));
     }
-    if !identical {
-        notes.push(
-            "The bench's copy of the CAS script is NOT byte-identical to the layer's (SCRIPT EXISTS said no): update CAS_SCRIPT from core/src/coord/state.rs.".into(),
-        );
-    }
     let floor = |raw: Option<Raw>, floor: f64, what: &str, setup: &str| match raw {
         Some(r) if r.rps < floor => Some(format!(
             "Raw Redis itself reaches only {} {what} ({setup}) here, below the {} floor, so the floor cannot apply to that row.",
@@ -942,21 +899,21 @@ fn suite(runtime: &tokio::runtime::Runtime, target: &Target, scratch: &Path) -> 
     notes.extend(floor(
         raw_cas_1,
         50_000.0,
-        "EVALSHA/s",
+        "FCALL/s",
         &format!("-c {CLIENTS} -P 1"),
     ));
     notes.extend(floor(
         raw_cas_p,
         50_000.0,
-        "EVALSHA/s",
+        "FCALL/s",
         &format!("-c {CLIENTS} -P {PIPELINE}"),
     ));
 
     let names = [
         format!("XADD, -c {CLIENTS} -P 1"),
         format!("XADD, -c {CLIENTS} -P {PIPELINE}"),
-        format!("EVALSHA of the CAS script (write path), -c {CLIENTS} -P 1"),
-        format!("EVALSHA of the CAS script (write path), -c {CLIENTS} -P {PIPELINE}"),
+        format!("FCALL of the CAS function (write path), -c {CLIENTS} -P 1"),
+        format!("FCALL of the CAS function (write path), -c {CLIENTS} -P {PIPELINE}"),
         format!(
             "XADD -c {CLIENTS} -P {PIPELINE} while a bare consumer drains the stream, msgs consumed/s (latency: XADD's)"
         ),
@@ -1092,7 +1049,7 @@ fn main() {
 
     println!("## Coordination layer (maos_core::coord)\n");
     println!(
-        "One run, each table on one fresh server: the real `redis-benchmark` ({CLIENTS} connections, `--csv`) doing the raw equivalent, then our layer with the same concurrency ({CLIENTS} tokio tasks sharing the layer's ONE multiplexed connection, which pipelines whatever is in flight; consumers get one dedicated connection), then `redis-benchmark` again. Client, server and redis-benchmark share the machine's cores. {version}. Raw XADD values are as long as our event JSON; the raw CAS is EVALSHA of the layer's own script on the same two keys, each call on a fresh field (`__rand_int__`), as ours — both take the write path. Bus consumers read with COUNT {CONSUME_COUNT} and ack each batch with one XACK. On the cluster, redis-benchmark talks straight to the master that owns the key (one task's keys live on one master, as ours do), not with `--cluster`, which would spread its load over all masters; our shared handle does the same (`maos_core::coord::route`: a request whose keys share a slot goes over a multiplexed connection to that slot's master, not through redis-rs's cluster task), so on the cluster \"1 shared conn\" means one per master.\n"
+        "One run, each table on one fresh server: the real `redis-benchmark` ({CLIENTS} connections, `--csv`) doing the raw equivalent, then our layer with the same concurrency ({CLIENTS} tokio tasks sharing the layer's ONE multiplexed connection, which pipelines whatever is in flight; consumers get one dedicated connection), then `redis-benchmark` again. Client, server and redis-benchmark share the machine's cores. {version}. Raw XADD values are as long as our event JSON; the raw CAS is FCALL of the layer's own function (`maos_state_cas`) on the same two keys, each call on a fresh field (`__rand_int__`), as ours — both take the write path. Bus consumers read with COUNT {CONSUME_COUNT} and ack each batch with one XACK. On the cluster, redis-benchmark talks straight to the master that owns the key (one task's keys live on one master, as ours do), not with `--cluster`, which would spread its load over all masters; our shared handle does the same (`maos_core::coord::route`: a request whose keys share a slot goes over a multiplexed connection to that slot's master, not through redis-rs's cluster task), so on the cluster \"1 shared conn\" means one per master.\n"
     );
     println!(
         "Equal concurrency means equal requests in flight. `redis-benchmark -P 1` keeps {CLIENTS} connections with one request each; ours keeps {CLIENTS} requests in flight on one multiplexed connection, which the client writes (and the server reads) in batches, so our unpipelined rows can beat raw `-P 1`: that is the multiplexer, not a shortcut. The `-P {PIPELINE}` comparisons have {} commands in flight on each side (ours: {CLIENTS} `publish_many` calls of {PIPELINE}, or that many concurrent `cas` calls).\n",

@@ -1,7 +1,8 @@
 //! `maos-agent` as a process, as it runs in a pod: it works queued items, exits 0 on SIGTERM
 //! having released its work (dropping a model call that outlasts its grace, unfailed), a
 //! SIGKILLed agent's item is reclaimed and finished by another agent that continues the
-//! conversation, and the API key appears in none of its output.
+//! conversation, the API key appears in none of its output, and an agent that finds no function
+//! library waits for the operator to load it.
 
 #[macro_use]
 mod coord_common;
@@ -12,7 +13,9 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use coord_common::{Backend, Fixture, eventually, task_uid};
 use maos_core::api::v1alpha1::SubtaskSpec;
+use maos_core::coord::acl::Acl;
 use maos_core::coord::events::EventKind;
+use maos_core::coord::functions;
 use maos_core::coord::keys::GROUP_OPERATOR;
 use maos_core::coord::plan::Goal;
 use maos_core::coord::queue::{WorkItem, WorkKind};
@@ -358,8 +361,68 @@ async fn an_agent_stopped_mid_call_drops_it_past_its_grace_and_releases_the_item
     let _ = std::fs::remove_file(log);
 }
 
+async fn an_agent_as_its_pool_user_waits_for_the_function_library_and_then_works(fx: &Fixture) {
+    let standin = ClaudeStandIn::start(StandInConfig::new(KEY)).expect("stand-in");
+    let pool = fx.pool();
+    let (task, item) = queued_task(&pool).await;
+    let creds = Acl::new(fx.redis.clone())
+        .create_pool_user(pool.keys(), &Acl::generate_password())
+        .await
+        .expect("pool user");
+    // A Redis that restarted empty, before the operator's next check.
+    let mut con = fx.redis.connection();
+    let _: () = redis::cmd("FUNCTION")
+        .arg("FLUSH")
+        .query_async(&mut con)
+        .await
+        .expect("FUNCTION FLUSH");
+    let log = temp_log("no-library");
+    let mut agent = spawn_agent_with(
+        fx,
+        &pool,
+        &standin,
+        "agent-a",
+        &log,
+        &[
+            ("MAOS_REDIS_USERNAME", &creds.username),
+            ("MAOS_REDIS_PASSWORD", creds.password.expose()),
+        ],
+    );
+
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert!(
+        agent.0.try_wait().expect("wait").is_none(),
+        "the agent waits for the library rather than exit: {}",
+        std::fs::read_to_string(&log).unwrap_or_default()
+    );
+    assert!(
+        task.results()
+            .get(&item.subtask)
+            .await
+            .expect("get")
+            .is_none()
+    );
+
+    functions::ensure_loaded(&fx.redis, false)
+        .await
+        .expect("the operator loads the library");
+    let result = eventually("the result", Duration::from_secs(60), || async {
+        task.results().get(&item.subtask).await.ok().flatten()
+    })
+    .await;
+    assert_eq!(result.agent, "agent-a");
+    kill(Pid::from_raw(agent.0.id() as i32), Signal::SIGTERM).expect("SIGTERM");
+    assert_eq!(
+        wait_exit(&mut agent.0, Duration::from_secs(15)),
+        Some(0),
+        "exits 0 on SIGTERM"
+    );
+    let _ = std::fs::remove_file(log);
+}
+
 both_backends!(
     an_agent_stopped_mid_call_drops_it_past_its_grace_and_releases_the_item_unfailed,
     an_agent_works_a_queued_item_and_exits_cleanly_on_sigterm,
     a_killed_agents_item_is_reclaimed_and_finished_by_another,
+    an_agent_as_its_pool_user_waits_for_the_function_library_and_then_works,
 );

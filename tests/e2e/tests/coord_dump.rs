@@ -78,6 +78,7 @@ async fn a_dump_restored_under_another_uid_reads_back_identical(fx: &Fixture) {
         "bus",
         "results",
         "budget",
+        "spend",
         "journals",
         "journal:s1",
         "journal:s2",

@@ -241,6 +241,13 @@ async fn a_finished_tasks_transient_keys_expire_and_retiring_keeps_only_what_it_
     let uid = task_uid();
     let task = pool.task(&uid);
     task.register(Some(1_000)).await.expect("register");
+    // A model call's spend, so every retained key exists.
+    let maos_core::coord::budget::ReserveOutcome::Reserved(call) =
+        task.budget().reserve(10).await.expect("reserve")
+    else {
+        panic!("the budget covers 10 tokens");
+    };
+    task.budget().settle(call, 5).await.expect("settle");
     task.state().put("k", b"v").await.expect("put");
     task.results()
         .record(&subtask("s1"), 1, &agent("a"), "the answer")

@@ -21,7 +21,9 @@ const MANY_DEADLINE: Duration = Duration::from_secs(600);
 /// How many Tasks the memory test runs.
 const TASKS: usize = 200;
 /// What a finished Task keeps (the part of its keys after the hash tag).
-const RETAINED: [&str; 6] = ["meta", "kv", "kv:ver", "results", "budget", "cancel"];
+const RETAINED: [&str; 7] = [
+    "meta", "kv", "kv:ver", "results", "budget", "spend", "cancel",
+];
 
 fn finished(task: &Task) -> bool {
     condition(task, "Succeeded").is_some_and(|c| c.status != "Unknown")

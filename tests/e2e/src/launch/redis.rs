@@ -73,6 +73,10 @@ impl Node {
                 "no",
                 "--repl-diskless-sync-delay",
                 "0",
+                // Redis 7 refuses DEBUG to everyone by default; allowed here (from loopback),
+                // a pool user's refusal in the ACL tests is the ACL's own.
+                "--enable-debug-command",
+                "local",
             ]
             .iter()
             .map(|s| (*s).to_owned())
