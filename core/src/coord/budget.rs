@@ -16,7 +16,9 @@ use super::script::Call;
 // KEYS: the task's spend hash (its limits are the `budget` hash next to it, which the caller may
 // only read, so it is not declared: a declared key must be writable; it shares the hash tag, so
 // the same slot). ARGV: reservation id (hex), tokens, micro-dollars ('?' when the cost is
-// unknown).
+// unknown), the Unix ms the reservation lapses at. Lapsed reservations are released first: an
+// agent killed mid-call never settles its own, and its item's deadline (past which no call of
+// it runs) is when it lapses.
 // Reply: {1, 0, 0} when reserved, or {0, which, remaining} with which 1 (tokens) or 2 (cost)
 // the limit that cannot cover the call, or 3 when a cost limit is set and the cost unknown. The
 // reservation is recorded under its own field, so a retried call (its first reply lost) finds it
@@ -37,8 +39,26 @@ if not (tokens and string.match(tokens, '^%d+$') and #tokens <= 15)
    or not (cost and (cost == '?' or (string.match(cost, '^%d+$') and #cost <= 15))) then
   return redis.error_reply('ERR maos_budget_reserve: amounts must be integers')
 end
+local lapses = ARGV[4]
+if not (lapses and string.match(lapses, '^%d+$') and #lapses <= 15) then
+  return redis.error_reply('ERR maos_budget_reserve: the lapse time must be Unix ms')
+end
 local field = 'reservation:' .. id
 if redis.call('HEXISTS', KEYS[1], field) == 1 then return {1, 0, 0} end
+local clock = redis.call('TIME')
+local now_ms = tonumber(clock[1]) * 1000 + math.floor(tonumber(clock[2]) / 1000)
+local held = redis.call('HGETALL', KEYS[1])
+for i = 1, #held, 2 do
+  if string.sub(held[i], 1, 12) == 'reservation:' then
+    local t, c, at = string.match(held[i + 1], '^(%d+):(%d+):(%d+)$')
+    if at and tonumber(at) < now_ms then
+      redis.call('HDEL', KEYS[1], held[i])
+      -- '-0' is not an integer to HINCRBY.
+      if t ~= '0' then redis.call('HINCRBY', KEYS[1], 'reserved', '-' .. t) end
+      if c ~= '0' then redis.call('HINCRBY', KEYS[1], 'costReservedMicroUSD', '-' .. c) end
+    end
+  end
+end
 local limits = redis.call('HMGET', task .. ':budget', 'limit', 'costLimitMicroUSD')
 local used = redis.call('HMGET', KEYS[1], 'reserved', 'spent', 'costReservedMicroUSD',
   'costSpentMicroUSD')
@@ -57,7 +77,7 @@ for which = 1, 2 do
 end
 redis.call('HINCRBY', KEYS[1], 'reserved', tokens)
 redis.call('HINCRBY', KEYS[1], 'costReservedMicroUSD', cost)
-redis.call('HSET', KEYS[1], field, tokens .. ':' .. cost)
+redis.call('HSET', KEYS[1], field, tokens .. ':' .. cost .. ':' .. lapses)
 return {1, 0, 0}
 ",
 );
@@ -84,7 +104,7 @@ local field = 'reservation:' .. id
 local held = redis.call('HGET', KEYS[1], field)
 if held then
   redis.call('HDEL', KEYS[1], field)
-  local held_tokens, held_cost = string.match(held, '^(%d+):(%d+)$')
+  local held_tokens, held_cost = string.match(held, '^(%d+):(%d+)')
   if held_tokens then
     -- '-0' is not an integer to HINCRBY.
     if held_tokens ~= '0' then redis.call('HINCRBY', KEYS[1], 'reserved', '-' .. held_tokens) end
@@ -99,6 +119,11 @@ return {tonumber(redis.call('HGET', KEYS[1], 'spent')) or 0,
         tonumber(redis.call('HGET', KEYS[1], 'costSpentMicroUSD')) or 0}
 ",
 );
+
+/// The longest an unsettled reservation holds budget: longer than any model call can last
+/// (the client's request time-out times its attempts, with their waits), so only a call whose
+/// agent died is outlived.
+pub const LONGEST_RESERVATION: std::time::Duration = std::time::Duration::from_secs(2 * 3600);
 
 /// What a model call may take from a budget, or took: tokens and their cost.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -256,9 +281,27 @@ impl Budget {
     }
 
     /// Reserves `want` (tokens and their cost) if both limits still cover it; a call of
-    /// unknown cost is refused only by a task with a cost limit.
+    /// unknown cost is refused only by a task with a cost limit. Lapses after
+    /// [`LONGEST_RESERVATION`] if never settled.
     pub async fn reserve(&self, want: impl Into<Spend>) -> CoordResult<ReserveOutcome> {
+        self.reserve_until(want, u64::MAX).await
+    }
+
+    /// [`Budget::reserve`] for a call that cannot run past `deadline_ms` (Unix ms; its item's
+    /// deadline): unsettled, the reservation lapses then (at most [`LONGEST_RESERVATION`]
+    /// from now), and the next reservation on the task gives it back. So a budget does not
+    /// shrink for good by the calls of agents killed mid-call.
+    pub async fn reserve_until(
+        &self,
+        want: impl Into<Spend>,
+        deadline_ms: u64,
+    ) -> CoordResult<ReserveOutcome> {
         let want = want.into();
+        let longest = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |now| now.as_millis() as u64)
+            .saturating_add(LONGEST_RESERVATION.as_millis() as u64);
+        let lapses = deadline_ms.min(longest);
         let key = self.keys.spend();
         let reservation = Reservation {
             id: uuid::Uuid::new_v4().simple().to_string(),
@@ -272,10 +315,11 @@ impl Budget {
                     let cost = want
                         .cost_micro_usd
                         .map_or_else(|| "?".to_owned(), |c| c.to_string());
-                    Call::new(&RESERVE, &[key], 96)
+                    Call::new(&RESERVE, &[key], 112)
                         .arg(id)
                         .arg(want.tokens)
                         .arg(cost)
+                        .arg(lapses)
                         .invoke(&mut c)
                         .await
                 }

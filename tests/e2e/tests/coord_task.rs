@@ -136,6 +136,57 @@ async fn twenty_concurrent_reservations_against_a_budget_for_ten_admit_exactly_t
     );
 }
 
+async fn a_reservation_never_settled_lapses_at_its_deadline_and_is_given_back(fx: &Fixture) {
+    let budget = fx.pool().task(&task_uid()).budget();
+    budget.set_limit(1_000).await.expect("limit");
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_millis() as u64;
+    // An agent killed mid-call: its reservation is never settled. Its item's deadline is past.
+    let ReserveOutcome::Reserved(_killed) = budget
+        .reserve_until(800, now_ms.saturating_sub(1))
+        .await
+        .expect("reserve")
+    else {
+        panic!("the first reservation fits");
+    };
+    // One of a live call, lapsing an hour from now, is kept whatever the others do.
+    let ReserveOutcome::Reserved(live) = budget
+        .reserve_until(100, now_ms + 3_600_000)
+        .await
+        .expect("reserve")
+    else {
+        panic!("the lapsed reservation was given back");
+    };
+    assert_eq!(
+        budget.usage().await.expect("usage").reserved,
+        100,
+        "only the live call's reservation holds budget"
+    );
+    let ReserveOutcome::Reserved(more) = budget.reserve(900).await.expect("reserve") else {
+        panic!("what the lapsed reservation held is free again");
+    };
+    assert_eq!(
+        budget.reserve(1).await.expect("reserve"),
+        ReserveOutcome::Exhausted {
+            limit: Limit::Tokens,
+            remaining: 0
+        }
+    );
+    budget.settle(live, 50).await.expect("settle");
+    budget.settle(more, 0).await.expect("settle");
+    assert_eq!(
+        budget.usage().await.expect("usage"),
+        BudgetUsage {
+            limit: Some(1_000),
+            reserved: 0,
+            spent: 50,
+            ..BudgetUsage::default()
+        }
+    );
+}
+
 async fn spent_budget_refuses_further_reservations(fx: &Fixture) {
     let budget = fx.pool().task(&task_uid()).budget();
     budget.set_limit(100).await.expect("limit");
@@ -593,6 +644,7 @@ both_backends!(
     later_attempt_cannot_replace_a_recorded_result,
     twenty_concurrent_reservations_against_a_budget_for_ten_admit_exactly_ten,
     spent_budget_refuses_further_reservations,
+    a_reservation_never_settled_lapses_at_its_deadline_and_is_given_back,
     task_without_a_budget_reserves_freely_and_tracks_spend,
     a_reservation_needs_both_limits_and_takes_nothing_when_either_refuses,
     twenty_concurrent_reservations_against_a_cost_budget_for_ten_admit_exactly_ten,
