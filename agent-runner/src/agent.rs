@@ -730,7 +730,7 @@ async fn admit(
     let (cancelled, admission, reserved) = tokio::join!(
         task.cancelled(),
         limiter.acquire(1, input, output),
-        budget.reserve(want),
+        budget.reserve_until(want, item.deadline_ms),
     );
     let rate_taken = matches!(admission, Ok(Admission::Go));
     let give_back = |rate: bool, reservation: Option<Reservation>| {
@@ -789,7 +789,7 @@ async fn admit(
             {
                 return Ok(Admitted::End(ending));
             }
-            match budget.reserve(want).await? {
+            match budget.reserve_until(want, item.deadline_ms).await? {
                 ReserveOutcome::Reserved(reservation) => Ok(Admitted::Go(reservation)),
                 ReserveOutcome::Exhausted { limit, remaining } => {
                     limiter.refund(input, output).await?;
