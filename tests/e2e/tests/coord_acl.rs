@@ -548,7 +548,9 @@ async fn budget_functions_never_give_back_more_than_a_reservation_held(fx: &Fixt
         cmd.arg(function).arg(1).arg(&spend).arg(args);
         cmd
     };
-    let reserved: Vec<i64> = fcall("maos_budget_reserve", &["aa", "600", "0"])
+    // Lapsing far beyond the test (Unix ms).
+    const LATER: &str = "9999999999999";
+    let reserved: Vec<i64> = fcall("maos_budget_reserve", &["aa", "600", "0", LATER])
         .query(&mut node)
         .expect("reserve");
     assert_eq!(reserved, [1, 0, 0]);
@@ -566,16 +568,20 @@ async fn budget_functions_never_give_back_more_than_a_reservation_held(fx: &Fixt
     let _: Vec<i64> = fcall("maos_budget_settle", &["bb", "0", "0"])
         .query(&mut node)
         .expect("settle of nothing");
-    for (function, args) in [
-        ("maos_budget_settle", ["aa", "-500", "0"]),
-        ("maos_budget_reserve", ["cc", "-500", "0"]),
-        ("maos_budget_reserve", ["cc", "1e3", "0"]),
-        ("maos_budget_reserve", ["cc", "10", "-1"]),
+    let refusals: [(&str, &[&str]); 8] = [
+        ("maos_budget_settle", &["aa", "-500", "0"]),
+        ("maos_budget_reserve", &["cc", "-500", "0", LATER]),
+        ("maos_budget_reserve", &["cc", "1e3", "0", LATER]),
+        ("maos_budget_reserve", &["cc", "10", "-1", LATER]),
+        // A lapse time that is not Unix ms, or none.
+        ("maos_budget_reserve", &["cc", "10", "0", "-1"]),
+        ("maos_budget_reserve", &["cc", "10", "0"]),
         // A reservation id that would name another field.
-        ("maos_budget_reserve", ["limit", "10", "0"]),
-        ("maos_budget_settle", ["x:y", "0", "0"]),
-    ] {
-        let refused: redis::RedisResult<redis::Value> = fcall(function, &args).query(&mut node);
+        ("maos_budget_reserve", &["limit", "10", "0", LATER]),
+        ("maos_budget_settle", &["x:y", "0", "0"]),
+    ];
+    for (function, args) in refusals {
+        let refused: redis::RedisResult<redis::Value> = fcall(function, args).query(&mut node);
         assert!(refused.is_err(), "{function} {args:?}");
     }
     // Another of the pool's keys passed as the spend hash: its "limits" would be the agent's own.
@@ -588,6 +594,7 @@ async fn budget_functions_never_give_back_more_than_a_reservation_held(fx: &Fixt
         .arg("dd")
         .arg(10)
         .arg(0)
+        .arg(LATER)
         .query(&mut kv_node);
     assert!(wrong_key.is_err(), "{wrong_key:?}");
     assert_eq!(task.budget().usage().await.expect("usage"), after_settle);

@@ -12,6 +12,7 @@ use std::time::Duration;
 use coord_common::{Fixture, task_uid};
 use maos_core::coord::acl::Acl;
 use maos_core::coord::events::{Event, EventKind, EventLog};
+use maos_core::coord::functions;
 use maos_core::coord::queue::{AgentState, EntryId, QueueStats, WorkItem, WorkKind, WorkQueue};
 use maos_core::coord::wake::Wakes;
 use maos_core::coord::{AgentName, CoordError, Pool, Redis, TaskUid};
@@ -326,6 +327,10 @@ async fn a_pool_user_wakes_the_operator_but_cannot_listen(fx: &Fixture) {
     )
     .await
     .expect("connect as the pool user");
+    // As the operator does at start: an agent may call the library, not load it.
+    functions::ensure_loaded(&fx.redis, true)
+        .await
+        .expect("load the function library");
     let mut wakes = fx.redis.subscribe_wakes().await.expect("subscribe");
     let task = task_uid();
     let log = Pool::new(agent.clone(), pool.keys().pool())
