@@ -190,13 +190,53 @@ fn tasks_api(stack: &Stack) -> Api<Task> {
 }
 
 /// Creates the Task; returns when (Instant and Unix ms, read just before the create call).
+/// Once the operator registered it, a consumer joins the Task's `audit` group, as the audit
+/// writer's will: the operator then keeps every event the bench reads at the end (it trims only
+/// what every reading group has acked).
 async fn create_task(stack: &Stack, task: &Task) -> (Instant, f64) {
     let at = (Instant::now(), unix_ms_now());
-    tasks_api(stack)
-        .create(&PostParams::default(), task)
+    let api = tasks_api(stack);
+    api.create(&PostParams::default(), task)
         .await
         .expect("create the Task");
+    let name = task.metadata.name.as_deref().expect("a named Task");
+    let api = &api;
+    let registered = poll(
+        &format!("Task {name} to be registered"),
+        Duration::from_millis(5),
+        Duration::from_secs(60),
+        || async move {
+            let task = api.get(name).await.ok()?;
+            task.status.as_ref()?.pool_uid.as_ref()?;
+            Some(task)
+        },
+    )
+    .await;
+    let key = events_key(&registered);
+    let redis = stack.redis().await.expect("connect to Redis");
+    let mut connection = redis.connection();
+    let _: i64 = redis::cmd("XGROUP")
+        .arg("CREATECONSUMER")
+        .arg(&key)
+        .arg("audit")
+        .arg("bench")
+        .query_async(&mut connection)
+        .await
+        .expect("a consumer in the audit group");
     at
+}
+
+/// The Task's events stream key.
+fn events_key(task: &Task) -> String {
+    let pool_uid = task
+        .status
+        .as_ref()
+        .and_then(|s| s.pool_uid.clone())
+        .expect("status.poolUID");
+    let task_uid = task.metadata.uid.clone().expect("uid");
+    PoolKeys::new(&PoolUid::new(&pool_uid).expect("pool uid"))
+        .task(&TaskUid::new(&task_uid).expect("task uid"))
+        .events()
 }
 
 fn finished(task: &Task) -> bool {
@@ -238,17 +278,9 @@ struct StreamEvent {
 }
 
 async fn stream_events(stack: &Stack, task: &Task) -> Vec<StreamEvent> {
-    let pool_uid = task
-        .status
-        .as_ref()
-        .and_then(|s| s.pool_uid.clone())
-        .expect("status.poolUID");
-    let task_uid = task.metadata.uid.clone().expect("uid");
     let redis = stack.redis().await.expect("connect to Redis");
     let mut connection = redis.connection();
-    let key = PoolKeys::new(&PoolUid::new(&pool_uid).expect("pool uid"))
-        .task(&TaskUid::new(&task_uid).expect("task uid"))
-        .events();
+    let key = events_key(task);
     let entries: redis::streams::StreamRangeReply = redis::cmd("XRANGE")
         .arg(&key)
         .arg("-")
