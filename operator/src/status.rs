@@ -327,13 +327,14 @@ fn speedup(
     (work > 0.0).then(|| format!("{:.1}", work / wall))
 }
 
+/// The tests' fixtures, shared with [`batch`]'s.
 #[cfg(test)]
 mod tests {
     use super::*;
     use k8s_openapi::jiff::SignedDuration;
     use maos_core::price::Price;
 
-    fn at(seconds: i64) -> Timestamp {
+    pub(super) fn at(seconds: i64) -> Timestamp {
         Timestamp::from_second(1_000_000 + seconds).expect("valid")
     }
 
@@ -341,7 +342,7 @@ mod tests {
         EntryPosition::parse(&format!("1700000000000-{n}")).expect("id")
     }
 
-    fn status_with(names: &[&str]) -> TaskStatus {
+    pub(super) fn status_with(names: &[&str]) -> TaskStatus {
         TaskStatus {
             subtasks: names
                 .iter()
@@ -361,7 +362,7 @@ mod tests {
         }
     }
 
-    fn event(subtask: &str, attempt: u32, kind: EventKind) -> Event {
+    pub(super) fn event(subtask: &str, attempt: u32, kind: EventKind) -> Event {
         Event {
             id: format!("e-{subtask}-{attempt}"),
             agent: "agent-a".into(),
@@ -371,7 +372,7 @@ mod tests {
         }
     }
 
-    fn prices() -> PriceTable {
+    pub(super) fn prices() -> PriceTable {
         PriceTable(vec![Price {
             model: "claude-sonnet-*".into(),
             input: 3.0,

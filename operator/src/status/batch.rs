@@ -146,47 +146,13 @@ pub fn fold_batch<'a>(
 
 #[cfg(test)]
 mod tests {
+    use super::super::tests::{at, event, prices, status_with};
     use super::*;
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
-    use maos_core::api::v1alpha1::{SubtaskPhase, SubtaskStatus};
-    use maos_core::price::Price;
-
-    fn at(seconds: i64) -> Timestamp {
-        Timestamp::from_second(1_000_000 + seconds).expect("valid")
-    }
+    use maos_core::api::v1alpha1::SubtaskPhase;
 
     fn id(n: u64) -> String {
         format!("1700000000{n:03}-0")
-    }
-
-    fn status_with(names: &[&str]) -> TaskStatus {
-        TaskStatus {
-            subtasks: names
-                .iter()
-                .map(|n| SubtaskStatus {
-                    name: (*n).to_owned(),
-                    phase: SubtaskPhase::Queued,
-                    depends_on: vec![],
-                    agent: None,
-                    attempts: Some(1),
-                    started_at: None,
-                    finished_at: None,
-                    tokens: None,
-                    message: None,
-                })
-                .collect(),
-            ..TaskStatus::default()
-        }
-    }
-
-    fn event(subtask: &str, attempt: u32, kind: EventKind) -> Event {
-        Event {
-            id: format!("e-{subtask}-{attempt}"),
-            agent: "agent-a".into(),
-            subtask: subtask.into(),
-            attempt,
-            kind,
-        }
     }
 
     fn tokens(input: u64, output: u64) -> EventKind {
@@ -197,16 +163,6 @@ mod tests {
             cache_read: 0,
             cache_creation: 0,
         }
-    }
-
-    fn prices() -> PriceTable {
-        PriceTable(vec![Price {
-            model: "claude-sonnet-*".into(),
-            input: 3.0,
-            output: 15.0,
-            cache_read: 0.3,
-            cache_write: 3.75,
-        }])
     }
 
     fn fold_ids(status: &mut TaskStatus, events: &[(String, Event)], now: Timestamp) -> Observed {

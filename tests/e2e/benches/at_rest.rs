@@ -149,17 +149,5 @@ async fn run() -> String {
 }
 
 fn main() {
-    let load_before = procfs::load_average();
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("runtime");
-    let mut section = runtime.block_on(run());
-    let _ = writeln!(
-        section,
-        "Load average before: {load_before}; after: {}.\n",
-        procfs::load_average()
-    );
-    print!("{section}");
+    procfs::print_section(run());
 }

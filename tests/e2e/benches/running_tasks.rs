@@ -62,22 +62,13 @@ struct Sample {
     reached_in: Option<Duration>,
 }
 
-fn redis_ports(stack: &Stack) -> Vec<u16> {
-    stack
-        .redis_backend()
-        .urls()
-        .iter()
-        .filter_map(|url| url.rsplit(':').next()?.trim_end_matches('/').parse().ok())
-        .collect()
-}
-
 fn sample(
     stack: &mut Stack,
     tasks: usize,
     cpu_share: Option<f64>,
     reached_in: Option<Duration>,
 ) -> Sample {
-    let ports = redis_ports(stack);
+    let ports = stack.redis_backend().ports();
     let pid = stack.operator(0).pid().expect("the operator runs");
     Sample {
         tasks,
@@ -214,17 +205,5 @@ async fn run() -> String {
 }
 
 fn main() {
-    let load_before = procfs::load_average();
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("runtime");
-    let mut section = runtime.block_on(run());
-    let _ = writeln!(
-        section,
-        "Load average before: {load_before}; after: {}.\n",
-        procfs::load_average()
-    );
-    print!("{section}");
+    procfs::print_section(run());
 }

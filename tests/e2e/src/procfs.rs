@@ -80,3 +80,22 @@ pub fn cpu_time(pid: u32) -> Option<std::time::Duration> {
     let stime: u64 = fields.get(12)?.parse().ok()?;
     Some(std::time::Duration::from_millis((utime + stime) * 10))
 }
+
+/// Runs a benchmark's `section` on the runtime the benches use (two workers, as the machine
+/// has two cores) and prints it with the load average before and after.
+pub fn print_section<F: std::future::Future<Output = String>>(section: F) {
+    use std::fmt::Write as _;
+    let load_before = load_average();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let mut text = runtime.block_on(section);
+    let _ = writeln!(
+        text,
+        "Load average before: {load_before}; after: {}.\n",
+        load_average()
+    );
+    print!("{text}");
+}

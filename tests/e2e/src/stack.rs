@@ -394,6 +394,14 @@ impl RedisBackend {
         }
     }
 
+    /// Every node's port on 127.0.0.1.
+    pub fn ports(&self) -> Vec<u16> {
+        self.urls()
+            .iter()
+            .filter_map(|url| url.rsplit(':').next()?.trim_end_matches('/').parse().ok())
+            .collect()
+    }
+
     /// The certificates of a TLS-only server.
     pub fn tls_files(&self) -> Option<&TlsFiles> {
         match self {

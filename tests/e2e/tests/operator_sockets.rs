@@ -33,12 +33,7 @@ spec:
 
 /// The operator's established connections to any node of the stack's Redis.
 fn redis_sockets(stack: &mut Stack) -> usize {
-    let ports: Vec<u16> = stack
-        .redis_backend()
-        .urls()
-        .iter()
-        .filter_map(|url| url.rsplit(':').next()?.trim_end_matches('/').parse().ok())
-        .collect();
+    let ports = stack.redis_backend().ports();
     let pid = stack.operator(0).pid().expect("the operator runs");
     procfs::loopback_peer_ports(pid)
         .into_iter()
