@@ -21,6 +21,8 @@ declare -A NEEDED=(
   [file]=file                 # tells a static binary from a dynamic one
   [openssl]=openssl           # a throwaway CA and TLS server for the images' TLS check
   [ip]=iproute2               # the loopback of that check's network namespace
+  [node]=nodejs               # runs the reference MCP server the MCP tests use
+  [npm]=npm                   # installs it from its lockfile
 )
 
 missing=()
@@ -45,6 +47,21 @@ fi
 # shellcheck source=scripts/lib/pip-venv.sh
 . scripts/lib/pip-venv.sh
 pip_venv "${CARGO_TARGET_DIR:-target}/moto-venv" moto 'moto[server]==5.2.5'
+
+# Real MCP servers for the MCP tool tests (maos_e2e::launch::mcp): tests/e2e/mcp/fixture_server.py
+# runs on the official Python SDK, and the reference server-everything comes from npm, pinned by
+# tests/e2e/mcp/package-lock.json (`npm ci` installs exactly it; skipped when it already did).
+pip_venv "${CARGO_TARGET_DIR:-target}/mcp-venv" mcp 'mcp==2.3.0'
+mcp_node="${CARGO_TARGET_DIR:-target}/mcp-node"
+if ! cmp -s tests/e2e/mcp/package-lock.json "$mcp_node/package-lock.json" ||
+  [ ! -f "$mcp_node/node_modules/@modelcontextprotocol/server-everything/dist/index.js" ]; then
+  mkdir -p "$mcp_node"
+  cp tests/e2e/mcp/package.json tests/e2e/mcp/package-lock.json "$mcp_node/"
+  (cd "$mcp_node" && npm ci --ignore-scripts --no-audit --no-fund --loglevel=error)
+  echo "mcp: installed server-everything into $mcp_node"
+else
+  echo "mcp: $mcp_node already has server-everything"
+fi
 
 # The end-to-end tests drive the real kubectl. Debian's own archive has no kubectl package, so
 # it cannot be installed from here: it comes with the machine image (Google Cloud's `kubectl`

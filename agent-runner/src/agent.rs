@@ -44,6 +44,7 @@ pub enum AgentError {
 }
 use crate::claude::sse::Progress;
 use crate::claude::{ClaudeClient, ClaudeError};
+use crate::mcp::{Granted, McpTools};
 use crate::metrics::AgentMetrics;
 use crate::tools::{self, ToolContext, ToolOutcome};
 
@@ -58,6 +59,8 @@ pub struct Brief {
     pub dependency_results: Vec<(String, String)>,
     /// The planner's bound on the number of subtasks.
     pub max_subtasks: u32,
+    /// The MCP tools the Task grants (`spec.tools`): `<server>` or `<server>/<tool>`.
+    pub tools: Vec<String>,
 }
 
 /// How the agent calls the model.
@@ -119,6 +122,8 @@ pub struct WorkItemRun<'a> {
     pub stop: Option<&'a tokio::sync::watch::Receiver<bool>>,
     /// Where model calls, tokens and tool errors are counted.
     pub metrics: &'a AgentMetrics,
+    /// The pool's MCP servers; the item gets the tools its Task grants.
+    pub mcp: &'a McpTools,
 }
 
 /// The system prompt of a work item of `kind`.
@@ -215,6 +220,7 @@ pub async fn run(work: WorkItemRun<'_>) -> Result<Ending, AgentError> {
         settings,
         stop,
         metrics,
+        mcp,
     } = work;
     let journal = task.journal(&item.subtask);
     let mailbox = task.mailbox();
@@ -265,7 +271,8 @@ pub async fn run(work: WorkItemRun<'_>) -> Result<Ending, AgentError> {
         subtask: item.subtask.to_string(),
         detail,
     })?;
-    let tools = tools::definitions(item.kind);
+    let mut tools = tools::definitions(item.kind);
+    tools.extend(mcp.definitions(&brief.tools));
     let system = vec![TextBlock::new(system_prompt(item.kind)).cached()];
 
     // A takeover goes on from where the dead agent stopped: unanswered tool calls, a final
@@ -277,8 +284,12 @@ pub async fn run(work: WorkItemRun<'_>) -> Result<Ending, AgentError> {
             Tail::Finished => return Ok(Ending::Finished),
             Tail::RunTools => {
                 let mut ctx = tool_context(task, agent, item, brief, &mut cursor);
+                let granted = Mcp {
+                    tools: mcp,
+                    granted: &brief.tools,
+                };
                 if let Some(ending) =
-                    run_tools(item, &journal, &mut ctx, &mut messages, metrics).await?
+                    run_tools(item, &journal, &mut ctx, &granted, &mut messages, metrics).await?
                 {
                     return Ok(ending);
                 }
@@ -641,6 +652,7 @@ async fn run_tools(
     item: &WorkItem,
     journal: &Journal,
     ctx: &mut ToolContext<'_>,
+    mcp: &Mcp<'_>,
     messages: &mut Vec<Message>,
     metrics: &AgentMetrics,
 ) -> Result<Option<Ending>, AgentError> {
@@ -658,11 +670,14 @@ async fn run_tools(
     let mut finished = replay::finished_by_tool(messages);
     let mut results = Vec::new();
     for (id, name, input) in calls {
-        let outcome = match tools::parse(&name, &input, item.kind) {
-            Ok(call) => tools::execute(call, &id, ctx).await?,
-            Err(refused) => ToolOutcome::Reply {
-                content: refused.to_string(),
-                is_error: true,
+        let outcome = match mcp.tools.find(mcp.granted, &name) {
+            Some(tool) => call_mcp(item, ctx, &tool, &input, metrics).await?,
+            None => match tools::parse(&name, &input, item.kind) {
+                Ok(call) => tools::execute(call, &id, ctx).await?,
+                Err(refused) => ToolOutcome::Reply {
+                    content: refused.to_string(),
+                    is_error: true,
+                },
             },
         };
         let (content, is_error) = match outcome {
@@ -702,6 +717,41 @@ async fn run_tools(
         );
     }
     Ok(finished.then_some(Ending::Finished))
+}
+
+/// The MCP tools of a work item: the pool's servers and what its Task grants.
+struct Mcp<'a> {
+    tools: &'a McpTools,
+    granted: &'a [String],
+}
+
+/// Calls an MCP tool and says so in the task's events (server, tool, duration, outcome; never
+/// the arguments or the result) and the agent's metrics.
+async fn call_mcp(
+    item: &WorkItem,
+    ctx: &ToolContext<'_>,
+    tool: &Granted,
+    input: &serde_json::Value,
+    metrics: &AgentMetrics,
+) -> Result<ToolOutcome, AgentError> {
+    let report = tool.call(input).await;
+    metrics.mcp_call(tool.server.name(), report.outcome, report.duration);
+    let event = Event::new(
+        ctx.agent,
+        item.subtask.as_str(),
+        item.attempt,
+        EventKind::ToolCalled {
+            server: tool.server.name().to_owned(),
+            tool: tool.tool.clone(),
+            duration_ms: u64::try_from(report.duration.as_millis()).unwrap_or(u64::MAX),
+            outcome: report.outcome.to_owned(),
+        },
+    );
+    ctx.task.events().publish(&event).await?;
+    Ok(ToolOutcome::Reply {
+        content: report.text,
+        is_error: report.is_error,
+    })
 }
 
 /// What the checks before a model call decided.
@@ -964,6 +1014,7 @@ mod tests {
             prompt: "Benchmark Qdrant.".into(),
             dependency_results: vec![("sources".into(), "a list".into())],
             max_subtasks: 6,
+            tools: Vec::new(),
         }
     }
 

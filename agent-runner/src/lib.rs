@@ -5,6 +5,7 @@ pub mod agent;
 pub mod claude;
 pub mod config;
 pub mod http;
+pub mod mcp;
 pub mod metrics;
 pub mod replay;
 pub mod tools;

@@ -28,6 +28,22 @@ pub struct ToolLabel {
     pub tool: String,
 }
 
+/// Label of an MCP tool call: its server and how it ended.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct McpCallLabel {
+    /// The pool's name for the server.
+    pub server: String,
+    /// `ok`, `error`, `timeout`, `unavailable` or `failed`.
+    pub outcome: String,
+}
+
+/// Label of an MCP server.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ServerLabel {
+    /// The pool's name for the server.
+    pub server: String,
+}
+
 /// Every metric the agent keeps.
 #[derive(Debug)]
 pub struct AgentMetrics {
@@ -46,6 +62,10 @@ pub struct AgentMetrics {
     pub subtask_seconds: Histogram,
     /// 1 while the agent works an item.
     pub busy: Gauge,
+    /// MCP tool calls, by server and outcome.
+    pub mcp_calls: Family<McpCallLabel, Counter>,
+    /// How long MCP tool calls took, by server, in seconds.
+    pub mcp_call_seconds: Family<ServerLabel, Histogram, fn() -> Histogram>,
 }
 
 impl Default for AgentMetrics {
@@ -58,6 +78,20 @@ impl Default for AgentMetrics {
         let subtasks = Family::<OutcomeLabel, Counter>::default();
         let subtask_seconds = Histogram::new(exponential_buckets(0.5, 2.0, 14));
         let busy = Gauge::default();
+        let mcp_calls = Family::<McpCallLabel, Counter>::default();
+        let mcp_call_seconds = Family::<ServerLabel, Histogram>::new_with_constructor(
+            (|| Histogram::new(exponential_buckets(0.005, 2.0, 16))) as fn() -> Histogram,
+        );
+        registry.register(
+            "mcp_calls",
+            "MCP tool calls, by server and outcome",
+            mcp_calls.clone(),
+        );
+        registry.register(
+            "mcp_call_duration_seconds",
+            "Time of one MCP tool call, by server",
+            mcp_call_seconds.clone(),
+        );
         registry.register(
             "model_requests",
             "Model calls, by outcome",
@@ -90,6 +124,8 @@ impl Default for AgentMetrics {
             subtasks,
             subtask_seconds,
             busy,
+            mcp_calls,
+            mcp_call_seconds,
         }
     }
 }
@@ -118,6 +154,21 @@ impl AgentMetrics {
                 })
                 .inc_by(n);
         }
+    }
+
+    /// Counts one MCP tool call and its time.
+    pub fn mcp_call(&self, server: &str, outcome: &str, took: std::time::Duration) {
+        self.mcp_calls
+            .get_or_create(&McpCallLabel {
+                server: server.to_owned(),
+                outcome: outcome.to_owned(),
+            })
+            .inc();
+        self.mcp_call_seconds
+            .get_or_create(&ServerLabel {
+                server: server.to_owned(),
+            })
+            .observe(took.as_secs_f64());
     }
 
     /// Counts a refused or failed tool call.

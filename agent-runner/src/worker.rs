@@ -7,12 +7,14 @@ use std::time::Duration;
 use maos_core::coord::events::{Event, EventKind};
 use maos_core::coord::model_errors::{ModelErrorReport, ModelErrors};
 use maos_core::coord::queue::{Claimed, WorkItem, WorkKind};
+use maos_core::coord::tool_errors::ServerDown;
 use maos_core::coord::{AgentName, CoordError, Pool, PoolUid, Redis, RedisConfig, Task, Topology};
 use tokio::sync::watch;
 
 use crate::agent::{self, AgentError, Brief, Ending, ModelSettings, WorkItemRun};
 use crate::claude::{ClaudeClient, ClaudeError, ClientConfig};
 use crate::config::AgentConfig;
+use crate::mcp::McpTools;
 use crate::metrics::{AgentMetrics, OutcomeLabel};
 
 /// How long one claim waits for work before the loop checks for shutdown again.
@@ -102,6 +104,9 @@ pub async fn run(
         drain_on_stop: drain_on_stop(config.shutdown_grace()),
     };
 
+    // Connecting goes on in the background: a server that is down never holds up the agent.
+    let mcp = McpTools::from_env().map_err(|e| WorkerError::Config(e.to_string()))?;
+
     let model_errors = pool.model_errors();
     // Whether this agent's report of a refused key or model is in the pool's status.
     let mut reported_model_error = false;
@@ -109,6 +114,13 @@ pub async fn run(
     until_library_loaded(|| queue.heartbeat(&agent), &mut shutdown).await?;
     let beats = tokio::spawn(beat(
         queue.clone(),
+        agent.clone(),
+        config.heartbeat(),
+        shutdown.clone(),
+    ));
+    let tool_reports = tokio::spawn(report_tools(
+        mcp.clone(),
+        pool.tool_errors(),
         agent.clone(),
         config.heartbeat(),
         shutdown.clone(),
@@ -161,6 +173,7 @@ pub async fn run(
                         settings: &settings,
                         stop: Some(&shutdown),
                         metrics: &metrics,
+                        mcp: &mcp,
                     };
                     match agent::run(run).await {
                         // Interrupted by shutdown: released below.
@@ -207,6 +220,7 @@ pub async fn run(
     // whatever is left once the heartbeats stop.
     let _ = tokio::time::timeout(CLEANUP_TIMEOUT, release(&queue, &agent)).await;
     beats.abort();
+    tool_reports.abort();
     match tokio::time::timeout(CLEANUP_TIMEOUT, queue.forget(&agent)).await {
         Ok(Ok(())) => {}
         _ => tracing::warn!(
@@ -265,6 +279,7 @@ pub async fn brief(task: &Task, item: &WorkItem) -> Result<Result<Brief, Ending>
         prompt,
         dependency_results,
         max_subtasks: goal.max_subtasks,
+        tools: goal.tools,
     }))
 }
 
@@ -355,6 +370,39 @@ async fn beat(
                 }
             }
             _ = shutdown.changed() => return,
+        }
+    }
+}
+
+/// Keeps the pool's view of this agent's MCP servers current: on each beat, when the set of
+/// servers it cannot use changed, it reports them (none: its report goes), for the pool's
+/// `ToolsDegraded` condition. Nothing is sent while the set stays the same.
+async fn report_tools(
+    mcp: McpTools,
+    reports: maos_core::coord::tool_errors::ToolErrors,
+    agent: AgentName,
+    every: Duration,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let mut ticker = tokio::time::interval(every);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut reported: Vec<ServerDown> = Vec::new();
+    loop {
+        tokio::select! {
+            _ = ticker.tick() => {}
+            _ = shutdown.changed() => return,
+        }
+        let down: Vec<ServerDown> = mcp
+            .down()
+            .into_iter()
+            .map(|(server, why)| ServerDown { server, why })
+            .collect();
+        if down == reported {
+            continue;
+        }
+        match reports.report(&agent, &down).await {
+            Ok(()) => reported = down,
+            Err(err) => tracing::warn!(error = %err, "reporting MCP servers failed; retrying"),
         }
     }
 }

@@ -8,6 +8,7 @@ pub mod api;
 pub mod coord;
 pub mod dag;
 pub mod field_error;
+pub mod mcp;
 pub mod meta;
 pub mod price;
 pub mod validate;

@@ -19,6 +19,7 @@ use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::Resource as _;
 use maos_core::api::v1alpha1::AgentPool;
 use maos_core::coord::{PoolKeys, PoolUid};
+use maos_core::mcp;
 use maos_core::meta::{
     ANNOTATION_TEMPLATE_HASH, LABEL_COMPONENT, LABEL_MANAGED_BY, LABEL_POOL, MANAGED_BY,
 };
@@ -194,6 +195,21 @@ pub fn agent_pod(
     }
     if let Some(ca) = &env.redis_ca_pem {
         environment.push(value("MAOS_REDIS_CA_PEM", ca.clone()));
+    }
+    if let Some(tools) = spec.tools.as_ref().filter(|t| !t.mcp_servers.is_empty()) {
+        // Serializing plain strings and numbers cannot fail.
+        let servers = serde_json::to_string(&mcp::server_configs(tools)).unwrap_or_default();
+        environment.push(value(mcp::MCP_SERVERS_ENV, servers));
+        for (i, server) in tools.mcp_servers.iter().enumerate() {
+            for (j, header) in server.headers.iter().enumerate() {
+                let secret = &header.value_from.secret_key_ref;
+                environment.push(from_secret(
+                    &mcp::header_env(i, j),
+                    &secret.name,
+                    &secret.key,
+                ));
+            }
+        }
     }
 
     let labels: BTreeMap<String, String> = [
@@ -397,6 +413,51 @@ mod tests {
         assert_eq!(
             find(&env, "MAOS_REDIS_USERNAME").value.as_deref(),
             Some("maos-pool-6f1c2a7e-0000-4000-8000-000000000001")
+        );
+    }
+
+    #[test]
+    fn mcp_servers_reach_the_agent_with_header_values_only_from_secrets() {
+        let mut with_tools = pool();
+        with_tools.spec.tools = Some(
+            serde_json::from_value(serde_json::json!({"mcpServers": [{
+                "name": "search", "url": "http://search:8080/mcp", "timeoutSeconds": 5,
+                "headers": [{"name": "Authorization",
+                             "valueFrom": {"secretKeyRef": {"name": "search-token", "key": "token"}}}]
+            }]}))
+            .expect("tools"),
+        );
+        let env =
+            env_of(&agent_pod(&with_tools, "research-x7k2p", "abc", &environment()).expect("pod"));
+        let servers: Vec<mcp::ServerConfig> = serde_json::from_str(
+            find(&env, mcp::MCP_SERVERS_ENV)
+                .value
+                .as_deref()
+                .expect("json"),
+        )
+        .expect("servers");
+        assert_eq!(
+            (servers[0].name.as_str(), servers[0].timeout_seconds),
+            ("search", 5)
+        );
+        let header = find(&env, &servers[0].headers[0].env);
+        assert_eq!(header.value, None);
+        let selector = header
+            .value_from
+            .as_ref()
+            .and_then(|v| v.secret_key_ref.as_ref())
+            .expect("secretKeyRef");
+        assert_eq!(
+            (selector.name.as_str(), selector.key.as_str()),
+            ("search-token", "token")
+        );
+        // A pool without servers gives its agents none, and a new server rolls the agents.
+        let plain =
+            env_of(&agent_pod(&pool(), "research-x7k2p", "abc", &environment()).expect("pod"));
+        assert!(!plain.iter().any(|e| e.name.starts_with("MAOS_MCP_")));
+        assert_ne!(
+            template_hash("s", &pool(), &environment()).expect("hash"),
+            template_hash("s", &with_tools, &environment()).expect("hash")
         );
     }
 

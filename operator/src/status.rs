@@ -142,7 +142,9 @@ pub fn fold(
                 now,
             );
         }
-        EventKind::PlanSubmitted { .. } | EventKind::MessageSent { .. } => return Folded::NoChange,
+        EventKind::PlanSubmitted { .. }
+        | EventKind::MessageSent { .. }
+        | EventKind::ToolCalled { .. } => return Folded::NoChange,
     }
     summarize(status, now);
     Folded::Changed

@@ -119,6 +119,17 @@ pub enum EventKind {
         /// The receiving agent, `None` for a broadcast.
         to: Option<String>,
     },
+    /// The agent called a tool of an MCP server (never with its arguments or result).
+    ToolCalled {
+        /// The pool's name for the server.
+        server: String,
+        /// The server's name for the tool.
+        tool: String,
+        /// How long the call took, in milliseconds.
+        duration_ms: u64,
+        /// `ok`, `error` (the tool said so), `timeout`, `unavailable` or `failed`.
+        outcome: String,
+    },
 }
 
 /// One event about a subtask.

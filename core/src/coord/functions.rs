@@ -68,6 +68,8 @@ pub(crate) static LIBRARY: &[&Function] = &[
     &super::mailbox::SEND_ONCE,
     &super::model_errors::REPORT,
     &super::model_errors::CLEAR,
+    &super::tool_errors::REPORT,
+    &super::tool_errors::CLEAR,
     &super::queue::ENSURE_GROUP,
     &super::queue::ACK,
     &super::queue::HEARTBEAT,

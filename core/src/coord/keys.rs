@@ -216,6 +216,11 @@ impl PoolKeys {
         format!("{}:modelerrors", self.prefix)
     }
 
+    /// Agents' reports of the pool's MCP servers they cannot use (hash: agent → report).
+    pub fn tool_errors(&self) -> String {
+        format!("{}:toolerrors", self.prefix)
+    }
+
     /// The keys of task `task` of this pool.
     pub fn task(&self, task: &TaskUid) -> TaskKeys {
         TaskKeys::new(&self.pool, task)
@@ -240,12 +245,13 @@ impl PoolKeys {
     /// key of the pool and its tasks except the operator's own (the task's identity and plan,
     /// its budget limits, its cancel flag, the dispatch markers) and the work stream, which
     /// has a selector of its own ([`super::acl`]).
-    pub fn acl_agent_write_patterns(&self) -> [String; 12] {
+    pub fn acl_agent_write_patterns(&self) -> [String; 13] {
         let task = |suffix: &str| format!("maos:pool:{}:*:{suffix}", self.pool);
         [
             self.heartbeats(),
             self.rate_limit(),
             self.model_errors(),
+            self.tool_errors(),
             task("kv"),
             task("kv:ver"),
             task("events"),
@@ -592,6 +598,7 @@ mod tests {
             p.rate_limit(),
             p.dispatched(),
             p.model_errors(),
+            p.tool_errors(),
         ];
         keys.extend(task_keys(&p, "t1"));
         keys.extend(task_keys(&p, "t2"));
@@ -676,6 +683,7 @@ mod tests {
             p.heartbeats(),
             p.rate_limit(),
             p.model_errors(),
+            p.tool_errors(),
             t.kv(),
             t.kv_versions(),
             t.events(),

@@ -34,6 +34,7 @@ mod script;
 pub mod state;
 pub mod task;
 pub mod tls;
+pub mod tool_errors;
 pub mod wake;
 
 pub use config::{RedisConfig, RetryPolicy, Secret, Topology};

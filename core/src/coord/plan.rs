@@ -19,6 +19,8 @@ use crate::api::v1alpha1::SubtaskSpec;
 const FIELD_GOAL: &str = "goal";
 /// Meta field: the planner's bound on the number of subtasks.
 const FIELD_MAX_SUBTASKS: &str = "maxSubtasks";
+/// Meta field: the MCP tools the task's agents may use (`spec.tools`, a JSON array).
+const FIELD_TOOLS: &str = "tools";
 /// Meta field: why the operator rejected the planner's last plan, for the next planner.
 const FIELD_PLAN_FEEDBACK: &str = "planFeedback";
 /// Meta field prefix: `subtask:<name>` holds the subtask's spec as JSON.
@@ -31,6 +33,8 @@ pub struct Goal {
     pub prompt: String,
     /// The planner's bound on the number of subtasks.
     pub max_subtasks: u32,
+    /// The pool's MCP tools the task's agents may use: `<server>` or `<server>/<tool>`.
+    pub tools: Vec<String>,
 }
 
 /// A task's goal and plan.
@@ -49,9 +53,11 @@ impl TaskPlan {
     /// Records the goal (the operator, at registration). Safe to repeat.
     pub async fn set_goal(&self, goal: &Goal) -> CoordResult<()> {
         let meta = self.keys.meta();
+        let tools = serde_json::to_string(&goal.tools)
+            .map_err(|e| CoordError::protocol("set goal", e.to_string()))?;
         self.redis
             .run("set goal", |mut c| {
-                let meta = &meta;
+                let (meta, tools) = (&meta, &tools);
                 async move {
                     redis::cmd("HSET")
                         .arg(meta)
@@ -59,6 +65,8 @@ impl TaskPlan {
                         .arg(&goal.prompt)
                         .arg(FIELD_MAX_SUBTASKS)
                         .arg(goal.max_subtasks)
+                        .arg(FIELD_TOOLS)
+                        .arg(tools)
                         .query_async::<()>(&mut c)
                         .await
                 }
@@ -69,7 +77,7 @@ impl TaskPlan {
     /// The goal, if the task has one registered.
     pub async fn goal(&self) -> CoordResult<Option<Goal>> {
         let meta = self.keys.meta();
-        let (prompt, max): (Option<String>, Option<u32>) = self
+        let (prompt, max, tools): (Option<String>, Option<u32>, Option<String>) = self
             .redis
             .run("read goal", |mut c| {
                 let meta = &meta;
@@ -78,14 +86,23 @@ impl TaskPlan {
                         .arg(meta)
                         .arg(FIELD_GOAL)
                         .arg(FIELD_MAX_SUBTASKS)
+                        .arg(FIELD_TOOLS)
                         .query_async(&mut c)
                         .await
                 }
             })
             .await?;
+        // A task registered before tools existed has none.
+        let tools = match tools {
+            Some(json) => serde_json::from_str(&json).map_err(|e| {
+                CoordError::protocol("read goal", format!("the tools field is not a list: {e}"))
+            })?,
+            None => Vec::new(),
+        };
         Ok(prompt.map(|prompt| Goal {
             prompt,
             max_subtasks: max.unwrap_or(crate::api::v1alpha1::limits::MAX_SUBTASKS),
+            tools,
         }))
     }
 

@@ -44,6 +44,11 @@ impl Pool {
         ModelErrors::new(self.redis.clone(), &self.keys)
     }
 
+    /// The agents' reports of MCP servers they cannot use.
+    pub fn tool_errors(&self) -> super::tool_errors::ToolErrors {
+        super::tool_errors::ToolErrors::new(self.redis.clone(), &self.keys)
+    }
+
     /// The handle of task `task` of this pool.
     pub fn task(&self, task: &TaskUid) -> Task {
         Task::new(self.redis.clone(), self.keys.task(task))
@@ -83,6 +88,7 @@ impl Pool {
             self.keys.rate_limit(),
             self.keys.dispatched(),
             self.keys.model_errors(),
+            self.keys.tool_errors(),
         ];
         // All carry the pool's hash tag: one slot, one command.
         self.redis

@@ -23,6 +23,7 @@ use maos_core::api::v1alpha1::{AgentPhase, AgentPool, AgentPoolStatus, AgentStat
 use maos_core::coord::acl::Acl;
 use maos_core::coord::failure::FailReason;
 use maos_core::coord::model_errors::ModelErrorReport;
+use maos_core::coord::tool_errors::ServerDown;
 use maos_core::coord::{AgentName, Pool, PoolUid, Secret as Password};
 use maos_core::meta::{
     ANNOTATION_TEMPLATE_HASH, FIELD_MANAGER, FINALIZER_POOL, LABEL_MANAGED_BY, LABEL_POOL,
@@ -269,6 +270,29 @@ async fn step(
             });
     let gone: Vec<&str> = gone.iter().map(|(agent, _)| agent.as_str()).collect();
     model_errors.clear(&gone).await?;
+    let has_servers = pool
+        .spec
+        .tools
+        .as_ref()
+        .is_some_and(|t| !t.mcp_servers.is_empty());
+    let tools_down = if has_servers {
+        let tool_errors = coord.tool_errors();
+        let (down, gone): (Vec<_>, Vec<_>) =
+            tool_errors
+                .all()
+                .await?
+                .into_iter()
+                .partition(|(agent, _)| {
+                    pod_names.contains(agent)
+                        && heartbeats.contains_key(agent.as_str())
+                        && !replaced.contains(agent)
+                });
+        let gone: Vec<&str> = gone.iter().map(|(agent, _)| agent.as_str()).collect();
+        tool_errors.clear(&gone).await?;
+        Some(down)
+    } else {
+        None
+    };
 
     // Pods: finished or stuck ones are replaced; pods of an old API key roll once idle.
     let mut live: Vec<&Pod> = Vec::new();
@@ -577,6 +601,25 @@ async fn step(
             String::new(),
         ),
     }
+    match tools_down.as_deref().map(tools_degraded) {
+        Some(Some(message)) => set(
+            &mut status,
+            cond::TOOLS_DEGRADED,
+            "True",
+            "ServersUnavailable",
+            message,
+        ),
+        Some(None) => set(
+            &mut status,
+            cond::TOOLS_DEGRADED,
+            "False",
+            "ServersReachable",
+            String::new(),
+        ),
+        None => status
+            .conditions
+            .retain(|c| c.type_ != cond::TOOLS_DEGRADED),
+    }
     write_status(pool, api, memory, status, false).await?;
     let beat = Duration::from_secs(u64::from(pool.spec.heartbeat_seconds.max(1)));
     Ok(Action::requeue(beat))
@@ -804,6 +847,32 @@ fn model_refusal(reports: &[(String, ModelErrorReport)]) -> Option<(&'static str
     ))
 }
 
+/// What `ToolsDegraded` says about live agents' reports of MCP servers they cannot use: each
+/// server, how many agents report it and the first one's reason; nothing when none does.
+fn tools_degraded(reports: &[(String, Vec<ServerDown>)]) -> Option<String> {
+    let mut servers: std::collections::BTreeMap<&str, (usize, &str)> = Default::default();
+    for (_, down) in reports {
+        for server in down {
+            let entry = servers.entry(&server.server).or_insert((0, &server.why));
+            entry.0 += 1;
+        }
+    }
+    if servers.is_empty() {
+        return None;
+    }
+    let parts: Vec<String> = servers
+        .iter()
+        .map(|(server, (agents, why))| {
+            format!("MCP server {server} unavailable to {agents} agent(s): {why}")
+        })
+        .collect();
+    let message = format!(
+        "{}; its tools are not offered until it is reachable",
+        parts.join("; ")
+    );
+    Some(crate::status::truncate(&message, 900))
+}
+
 fn has_key(secret: &Secret, key: &str) -> bool {
     key_value(secret, key).is_some()
 }
@@ -917,6 +986,33 @@ async fn cleanup(pool: &AgentPool, ctx: &Context) -> Result<Action, Error> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn tools_degraded_names_each_server_once_with_how_many_agents_miss_it() {
+        let down = |server: &str, why: &str| ServerDown {
+            server: server.into(),
+            why: why.into(),
+        };
+        assert_eq!(tools_degraded(&[]), None);
+        assert_eq!(tools_degraded(&[("a".into(), vec![])]), None);
+        let message = tools_degraded(&[
+            ("a".into(), vec![down("search", "connection refused")]),
+            (
+                "b".into(),
+                vec![down("search", "timed out"), down("wiki", "401")],
+            ),
+        ])
+        .expect("degraded");
+        assert!(
+            message.starts_with(
+                "MCP server search unavailable to 2 agent(s): connection refused; MCP server wiki unavailable to 1 agent(s): 401"
+            ),
+            "{message}"
+        );
+        let long =
+            tools_degraded(&[("a".into(), vec![down("s", &"x".repeat(5_000))])]).expect("degraded");
+        assert!(long.chars().count() <= 901, "bounded: {}", long.len());
+    }
 
     fn secret(data: &[(&str, &str)], string_data: &[(&str, &str)]) -> Secret {
         Secret {

@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 
 use maos_agent_runner::agent::{self, Brief, Ending, ModelSettings, WorkItemRun};
 use maos_agent_runner::claude::{ApiKey, ClaudeClient, ClientConfig};
+use maos_agent_runner::mcp::McpTools;
 use maos_agent_runner::metrics::AgentMetrics;
 use maos_core::api::v1alpha1::SubtaskSpec;
 use maos_core::coord::plan::Goal;
@@ -89,6 +90,7 @@ async fn overhead() -> (Vec<(usize, Duration)>, Vec<Duration>) {
             .set_goal(&Goal {
                 prompt: "Benchmark the agent.".into(),
                 max_subtasks: 4,
+                tools: Vec::new(),
             })
             .await
             .expect("goal");
@@ -114,6 +116,7 @@ async fn overhead() -> (Vec<(usize, Duration)>, Vec<Duration>) {
             prompt: spec.prompt.clone(),
             dependency_results: vec![],
             max_subtasks: 4,
+            tools: Vec::new(),
         };
         let before = standin.requests().len();
         let started = Instant::now();
@@ -127,6 +130,7 @@ async fn overhead() -> (Vec<(usize, Duration)>, Vec<Duration>) {
             settings: &settings,
             stop: None,
             metrics: &metrics,
+            mcp: &McpTools::none(),
         })
         .await
         .expect("no coordination failure");

@@ -75,6 +75,7 @@ fn task(name: &str) -> Task {
             suspend: false,
             shutdown: None,
             ttl_seconds_after_finished: None,
+            tools: Vec::new(),
         },
     )
 }

@@ -11,6 +11,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use coord_common::{Fixture, eventually, task_uid};
 use maos_agent_runner::agent::{self, Brief, Ending, FailReason, ModelSettings, WorkItemRun};
 use maos_agent_runner::claude::{ApiKey, ClaudeClient, ClientConfig, RetryPolicy};
+use maos_agent_runner::mcp::McpTools;
 use maos_agent_runner::metrics::AgentMetrics;
 use maos_core::coord::budget::{BudgetUsage, Limits};
 use maos_core::coord::events::EventKind;
@@ -93,6 +94,7 @@ fn brief() -> Brief {
         prompt: "Benchmark Qdrant.".into(),
         dependency_results: vec![],
         max_subtasks: 6,
+        tools: Vec::new(),
     }
 }
 
@@ -125,6 +127,7 @@ async fn run(
         settings,
         stop: None,
         metrics: &AgentMetrics::default(),
+        mcp: &McpTools::none(),
     })
     .await
     .expect("no coordination failure")
@@ -156,6 +159,7 @@ fn spawn_run(
             settings: &settings,
             stop: stop.as_ref(),
             metrics: &AgentMetrics::default(),
+            mcp: &McpTools::none(),
         })
         .await
         .expect("no coordination failure")
@@ -783,6 +787,7 @@ async fn a_takeover_continues_the_dead_agents_conversation(fx: &Fixture) {
                 settings: &settings,
                 stop: None,
                 metrics: &AgentMetrics::default(),
+                mcp: &McpTools::none(),
             })
             .await
         })

@@ -28,6 +28,9 @@ pub mod pool {
     pub const SCALING: &str = "Scaling";
     /// Agents are being replaced or cannot be started.
     pub const DEGRADED: &str = "Degraded";
+    /// Some agents cannot reach some of the pool's MCP servers: their tools are not offered.
+    /// Present only on pools with MCP servers.
+    pub const TOOLS_DEGRADED: &str = "ToolsDegraded";
 }
 
 /// Condition types of a Checkpoint.
@@ -44,6 +47,8 @@ pub mod reason {
     pub const INVALID_SPEC: &str = "InvalidSpec";
     /// The Task's AgentPool does not exist.
     pub const POOL_NOT_FOUND: &str = "PoolNotFound";
+    /// The Task names MCP tools (`spec.tools`) its pool does not offer; it waits for the pool.
+    pub const TOOLS_UNAVAILABLE: &str = "ToolsUnavailable";
     /// No plan was accepted: the operator rejected the planner's DAG twice, or `submit_plan`
     /// refused it on every attempt.
     pub const PLAN_REJECTED: &str = "PlanRejected";

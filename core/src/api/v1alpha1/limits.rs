@@ -55,3 +55,20 @@ pub const MAX_PREFIX_LEN: u32 = 512;
 pub const MAX_LOCATION_LEN: u32 = 1_024;
 /// Most checkpoints a Task keeps.
 pub const MAX_CHECKPOINTS_KEPT: u32 = 100;
+/// Most MCP servers one pool may offer.
+pub const MAX_MCP_SERVERS: u32 = 16;
+/// Longest MCP server name: `<server>__<tool>` must leave room for the tool in the model's
+/// 64-character tool names.
+pub const MAX_MCP_SERVER_NAME_LEN: u32 = 24;
+/// Most headers sent to one MCP server.
+pub const MAX_MCP_HEADERS: u32 = 16;
+/// Most entries of an MCP server's `allowedTools`.
+pub const MAX_MCP_TOOLS: u32 = 128;
+/// Longest MCP tool name (the MCP specification's bound).
+pub const MAX_MCP_TOOL_NAME_LEN: u32 = 128;
+/// Longest URL of an MCP server.
+pub const MAX_URL_LEN: u32 = 2_048;
+/// Longest entry of a Task's `spec.tools` (`<server>/<tool>`).
+pub const MAX_TOOL_REF_LEN: u32 = MAX_MCP_SERVER_NAME_LEN + 1 + MAX_MCP_TOOL_NAME_LEN;
+/// Most entries of a Task's `spec.tools` (their uniqueness rule is quadratic in CEL).
+pub const MAX_TASK_TOOLS: u32 = 32;

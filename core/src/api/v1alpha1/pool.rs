@@ -82,6 +82,11 @@ pub struct AgentPoolSpec {
     /// Default: 50 requests, 40000 input and 8000 output tokens per minute.
     #[serde(default)]
     pub rate_limits: RateLimits,
+
+    /// Tools the agents may use besides MAOS's own: remote MCP servers. A Task's agents get
+    /// only those the Task names in its spec.tools.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tools: Option<super::PoolTools>,
 }
 
 /// The range the autoscaler keeps a pool's agent count in.

@@ -34,7 +34,8 @@ use super::schema;
     validation = Rule::new("self.prompt == oldSelf.prompt").message("prompt is immutable: create a new Task for a new goal").field_path(".prompt"),
     validation = Rule::new("self.poolRef == oldSelf.poolRef").message("poolRef is immutable").field_path(".poolRef"),
     validation = Rule::new("has(self.subtasks) == has(oldSelf.subtasks) && (!has(self.subtasks) || self.subtasks == oldSelf.subtasks)").message("subtasks are immutable").field_path(".subtasks"),
-    validation = Rule::new("has(self.resumeFrom) == has(oldSelf.resumeFrom) && (!has(self.resumeFrom) || self.resumeFrom == oldSelf.resumeFrom)").message("resumeFrom is immutable").field_path(".resumeFrom")
+    validation = Rule::new("has(self.resumeFrom) == has(oldSelf.resumeFrom) && (!has(self.resumeFrom) || self.resumeFrom == oldSelf.resumeFrom)").message("resumeFrom is immutable").field_path(".resumeFrom"),
+    validation = Rule::new("has(self.tools) == has(oldSelf.tools) && (!has(self.tools) || self.tools == oldSelf.tools)").message("tools are immutable: agents already work with the tools the Task was accepted with").field_path(".tools")
 )]
 #[serde(rename_all = "camelCase")]
 pub struct TaskSpec {
@@ -106,6 +107,15 @@ pub struct TaskSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 0, max = MAX_SECONDS))]
     pub ttl_seconds_after_finished: Option<u32>,
+
+    /// The pool's MCP tools this Task's agents may use: a server's name (all the tools the pool
+    /// allows of it) or <server>/<tool>. Default: none, so a server added to a pool changes
+    /// nothing for the Tasks on it. A name the pool does not offer holds the Task with
+    /// condition Accepted=False, reason ToolsUnavailable, until the pool offers it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = MAX_TASK_TOOLS), inner(length(min = 1, max = MAX_TOOL_REF_LEN), pattern(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(/[^/]+)?$")))]
+    #[x_kube(validation = Rule::new("self.all(t, self.exists_one(u, u == t))").message(kube::core::Message::Expression("'spec.tools must not list ' + self.filter(t, self.filter(u, u == t).size() > 1)[0] + ' twice'".into())))]
+    pub tools: Vec<String>,
 }
 
 /// A reference to an AgentPool in the same namespace.

@@ -13,7 +13,7 @@ use kube::runtime::controller::Action;
 use kube::runtime::events::EventType;
 use kube::runtime::reflector::ObjectRef;
 use maos_core::api::v1alpha1::conditions::{reason, task as cond};
-use maos_core::api::v1alpha1::{AgentPool, SubtaskPhase, Task, TaskPhase};
+use maos_core::api::v1alpha1::{AgentPool, SubtaskPhase, Task, TaskPhase, unserved_tools};
 use maos_core::coord::budget::Limits;
 use maos_core::coord::plan::Goal;
 use maos_core::coord::{Pool, PoolUid, TaskUid};
@@ -67,7 +67,14 @@ pub(super) async fn attach(
     let pool_uid = match memory.status.pool_uid.clone() {
         Some(uid) => uid,
         None => match find_pool(task, ctx).await? {
-            Some(uid) => uid,
+            Some(pool) => {
+                // Checked until the Task is accepted: an edit of the pool wakes it.
+                if let Some(message) = unserved_tools(&task.spec.tools, pool.spec.tools.as_ref()) {
+                    let refused = Refused::new(reason::TOOLS_UNAVAILABLE, message, Refusal::Wait);
+                    return refused.show(task, ctx, api, memory, before, now).await;
+                }
+                pool.uid().ok_or(Error::MissingMetadata("pool uid"))?
+            }
             None => {
                 let message = format!(
                     "AgentPool {} not found in namespace {}; waiting for it",
@@ -229,14 +236,11 @@ impl Refused {
     }
 }
 
-/// The uid of the Task's AgentPool, if it exists.
-async fn find_pool(task: &Task, ctx: &Context) -> Result<Option<String>, Error> {
+/// The Task's AgentPool, if it exists.
+async fn find_pool(task: &Task, ctx: &Context) -> Result<Option<AgentPool>, Error> {
     let pools: Api<AgentPool> =
         Api::namespaced(ctx.client.clone(), &task.namespace().unwrap_or_default());
-    match pools.get_opt(&task.spec.pool_ref.name).await? {
-        Some(pool) => Ok(Some(pool.uid().ok_or(Error::MissingMetadata("pool uid"))?)),
-        None => Ok(None),
-    }
+    Ok(pools.get_opt(&task.spec.pool_ref.name).await?)
 }
 
 /// Whether the Task's pool (uid `pool_uid`) is gone: the cache says so and the API server
@@ -334,6 +338,7 @@ pub(super) async fn register(
         .set_goal(&Goal {
             prompt: task.spec.prompt.clone(),
             max_subtasks: task.spec.max_subtasks,
+            tools: task.spec.tools.clone(),
         })
         .await?;
     pool.queue().ensure_group().await?;

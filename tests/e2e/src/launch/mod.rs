@@ -1,6 +1,7 @@
 //! Launchers for the services the testbed and the tests need, as real processes on free
 //! 127.0.0.1 ports in temporary directories, stopped by PID when their handle is dropped.
 
+pub mod mcp;
 pub mod redis;
 pub mod redis_tls;
 pub mod s3;
