@@ -23,7 +23,7 @@ use maos_core::price::{BilledTokens, PriceTable};
 use serde_json::json;
 
 use crate::claude::types::{
-    ContentBlock, Message, MessageResponse, MessagesRequest, Role, StopReason, TextBlock,
+    ContentBlock, Message, MessageResponse, MessagesRequest, Role, StopReason, TextBlock, Thinking,
 };
 use crate::replay::{self, Replayed, Tail};
 
@@ -58,6 +58,9 @@ pub struct Brief {
     pub dependency_results: Vec<(String, String)>,
     /// The planner's bound on the number of subtasks.
     pub max_subtasks: u32,
+    /// The Task's extended-thinking budget, overriding the pool's
+    /// ([`ModelSettings::thinking_budget_tokens`]).
+    pub thinking_budget_tokens: Option<u32>,
 }
 
 /// How the agent calls the model.
@@ -65,8 +68,12 @@ pub struct Brief {
 pub struct ModelSettings {
     /// The model.
     pub model: String,
-    /// `max_tokens` of each call, reserved against the task budget before the call.
+    /// `max_tokens` of each call for the answer, reserved against the task budget before the
+    /// call; a call with thinking may take its thinking budget on top.
     pub max_tokens: u32,
+    /// The pool's extended-thinking budget for its agents' calls (a Task's own wins); none:
+    /// no thinking.
+    pub thinking_budget_tokens: Option<u32>,
     /// The most model calls for one subtask.
     pub max_turns: u32,
     /// Stream answers (progress as text arrives) rather than wait for whole answers.
@@ -267,6 +274,11 @@ pub async fn run(work: WorkItemRun<'_>) -> Result<Ending, AgentError> {
     })?;
     let tools = tools::definitions(item.kind);
     let system = vec![TextBlock::new(system_prompt(item.kind)).cached()];
+    let thinking = brief
+        .thinking_budget_tokens
+        .or(settings.thinking_budget_tokens)
+        .map(Thinking::enabled);
+    let per_call_max_tokens = call_max_tokens(settings.max_tokens, thinking);
 
     // A takeover goes on from where the dead agent stopped: unanswered tool calls, a final
     // answer it did not record, a result it recorded but did not report.
@@ -318,7 +330,7 @@ pub async fn run(work: WorkItemRun<'_>) -> Result<Ending, AgentError> {
         }
         let request = MessagesRequest {
             model: settings.model.clone(),
-            max_tokens: settings.max_tokens,
+            max_tokens: per_call_max_tokens,
             system: system.clone(),
             messages: messages.clone(),
             tools: tools.clone(),
@@ -326,9 +338,10 @@ pub async fn run(work: WorkItemRun<'_>) -> Result<Ending, AgentError> {
             stream: settings.stream,
             stop_sequences: Vec::new(),
             temperature: None,
+            thinking,
         };
         let estimated_input = estimate_tokens(&request);
-        let max_tokens = u64::from(settings.max_tokens);
+        let max_tokens = u64::from(per_call_max_tokens);
         let want = Spend {
             tokens: max_tokens + estimated_input,
             cost_micro_usd: settings
@@ -373,9 +386,7 @@ pub async fn run(work: WorkItemRun<'_>) -> Result<Ending, AgentError> {
             Err(err) => {
                 metrics.model_request(err.reason());
                 task.budget().settle(reservation, 0).await?;
-                limiter
-                    .refund(estimated_input, u64::from(settings.max_tokens))
-                    .await?;
+                limiter.refund(estimated_input, max_tokens).await?;
                 return Ok(model_failure(&err, item));
             }
         };
@@ -423,7 +434,7 @@ pub async fn run(work: WorkItemRun<'_>) -> Result<Ending, AgentError> {
                 estimated_input.saturating_sub(
                     response.usage.input_tokens + response.usage.cache_creation_input_tokens,
                 ),
-                u64::from(settings.max_tokens).saturating_sub(response.usage.output_tokens),
+                max_tokens.saturating_sub(response.usage.output_tokens),
             ),
             events.publish(&tokens_used),
             journal.append(item.attempt, &EntryKind::ModelResponse, &body),
@@ -436,6 +447,12 @@ pub async fn run(work: WorkItemRun<'_>) -> Result<Ending, AgentError> {
         replay::push(&mut messages, response.to_message());
         next = replay::tail(&messages, response.stop_reason);
     }
+}
+
+/// The `max_tokens` of a call: the answer's, and with thinking the thinking budget on top, as
+/// the API counts thinking in `max_tokens` and wants the budget below it.
+fn call_max_tokens(answer: u32, thinking: Option<Thinking>) -> u32 {
+    answer.saturating_add(thinking.map_or(0, |t| t.budget_tokens()))
 }
 
 /// What the subtask is told when the budget refuses its next call.
@@ -592,7 +609,9 @@ async fn stream_with_progress(
     let answer = client
         .stream(request, |progress| {
             let chars = match progress {
-                Progress::Text(piece) | Progress::ToolInput(piece) => piece.chars().count(),
+                Progress::Text(piece) | Progress::ToolInput(piece) | Progress::Thinking(piece) => {
+                    piece.chars().count()
+                }
                 Progress::Nothing => 0,
             };
             let _ = arrived.send(chars);
@@ -620,9 +639,7 @@ async fn finish_without_tool(
             ),
         });
     }
-    let text = replay::last_turn(messages)
-        .map(Message::text)
-        .unwrap_or_default();
+    let text = replay::final_answer(messages);
     if text.trim().is_empty() {
         return Ok(failed(
             FailReason::NoAnswer,
@@ -964,6 +981,7 @@ mod tests {
             prompt: "Benchmark Qdrant.".into(),
             dependency_results: vec![("sources".into(), "a list".into())],
             max_subtasks: 6,
+            thinking_budget_tokens: None,
         }
     }
 
@@ -974,6 +992,15 @@ mod tests {
         assert!(text.contains("Benchmark Qdrant."));
         assert!(text.contains("## sources\na list"));
         assert!(first_message(WorkKind::Plan, &brief()).contains("at most 6 subtasks"));
+    }
+
+    #[test]
+    fn a_call_with_thinking_has_its_budget_below_max_tokens_and_keeps_the_answers_room() {
+        assert_eq!(call_max_tokens(4_096, None), 4_096);
+        let thinking = Thinking::enabled(Thinking::MIN_BUDGET_TOKENS);
+        let max = call_max_tokens(4_096, Some(thinking));
+        assert_eq!(max, 4_096 + 1_024);
+        assert!(thinking.budget_tokens() < max);
     }
 
     #[test]

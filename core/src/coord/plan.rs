@@ -19,6 +19,8 @@ use crate::api::v1alpha1::SubtaskSpec;
 const FIELD_GOAL: &str = "goal";
 /// Meta field: the planner's bound on the number of subtasks.
 const FIELD_MAX_SUBTASKS: &str = "maxSubtasks";
+/// Meta field: the Task's extended-thinking budget in tokens; empty when it sets none.
+const FIELD_THINKING_BUDGET: &str = "thinkingBudgetTokens";
 /// Meta field: why the operator rejected the planner's last plan, for the next planner.
 const FIELD_PLAN_FEEDBACK: &str = "planFeedback";
 /// Meta field prefix: `subtask:<name>` holds the subtask's spec as JSON.
@@ -31,6 +33,9 @@ pub struct Goal {
     pub prompt: String,
     /// The planner's bound on the number of subtasks.
     pub max_subtasks: u32,
+    /// The Task's extended-thinking budget for its agents' model calls (`spec.thinking`),
+    /// overriding its pool's; none: the pool's.
+    pub thinking_budget_tokens: Option<u32>,
 }
 
 /// A task's goal and plan.
@@ -59,6 +64,13 @@ impl TaskPlan {
                         .arg(&goal.prompt)
                         .arg(FIELD_MAX_SUBTASKS)
                         .arg(goal.max_subtasks)
+                        // Written empty rather than deleted, so one HSET stays the whole write.
+                        .arg(FIELD_THINKING_BUDGET)
+                        .arg(
+                            goal.thinking_budget_tokens
+                                .map(|n| n.to_string())
+                                .unwrap_or_default(),
+                        )
                         .query_async::<()>(&mut c)
                         .await
                 }
@@ -69,7 +81,7 @@ impl TaskPlan {
     /// The goal, if the task has one registered.
     pub async fn goal(&self) -> CoordResult<Option<Goal>> {
         let meta = self.keys.meta();
-        let (prompt, max): (Option<String>, Option<u32>) = self
+        let (prompt, max, thinking): (Option<String>, Option<u32>, Option<String>) = self
             .redis
             .run("read goal", |mut c| {
                 let meta = &meta;
@@ -78,6 +90,7 @@ impl TaskPlan {
                         .arg(meta)
                         .arg(FIELD_GOAL)
                         .arg(FIELD_MAX_SUBTASKS)
+                        .arg(FIELD_THINKING_BUDGET)
                         .query_async(&mut c)
                         .await
                 }
@@ -86,6 +99,7 @@ impl TaskPlan {
         Ok(prompt.map(|prompt| Goal {
             prompt,
             max_subtasks: max.unwrap_or(crate::api::v1alpha1::limits::MAX_SUBTASKS),
+            thinking_budget_tokens: thinking.and_then(|n| n.parse().ok()),
         }))
     }
 

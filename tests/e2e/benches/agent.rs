@@ -74,6 +74,7 @@ async fn overhead() -> (Vec<(usize, Duration)>, Vec<Duration>) {
     let settings = ModelSettings {
         model: "claude-sonnet-4-5".into(),
         max_tokens: 1024,
+        thinking_budget_tokens: None,
         max_turns: 10,
         stream: false,
         prices: maos_core::price::default_price_table(),
@@ -89,6 +90,7 @@ async fn overhead() -> (Vec<(usize, Duration)>, Vec<Duration>) {
             .set_goal(&Goal {
                 prompt: "Benchmark the agent.".into(),
                 max_subtasks: 4,
+                thinking_budget_tokens: None,
             })
             .await
             .expect("goal");
@@ -114,6 +116,7 @@ async fn overhead() -> (Vec<(usize, Duration)>, Vec<Duration>) {
             prompt: spec.prompt.clone(),
             dependency_results: vec![],
             max_subtasks: 4,
+            thinking_budget_tokens: None,
         };
         let before = standin.requests().len();
         let started = Instant::now();

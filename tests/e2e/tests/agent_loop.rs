@@ -93,6 +93,7 @@ fn brief() -> Brief {
         prompt: "Benchmark Qdrant.".into(),
         dependency_results: vec![],
         max_subtasks: 6,
+        thinking_budget_tokens: None,
     }
 }
 
@@ -100,6 +101,7 @@ fn settings() -> ModelSettings {
     ModelSettings {
         model: "claude-sonnet-4-5".into(),
         max_tokens: 1024,
+        thinking_budget_tokens: None,
         max_turns: 10,
         stream: true,
         prices: maos_core::price::default_price_table(),

@@ -94,6 +94,7 @@ async fn queued_task(pool: &Pool) -> (Task, WorkItem) {
         .set_goal(&Goal {
             prompt: "Compare vector databases.".into(),
             max_subtasks: 4,
+            thinking_budget_tokens: None,
         })
         .await
         .expect("goal");

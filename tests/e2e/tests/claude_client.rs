@@ -46,6 +46,7 @@ fn request() -> MessagesRequest {
         stream: false,
         stop_sequences: vec![],
         temperature: None,
+        thinking: None,
     }
 }
 

@@ -334,6 +334,7 @@ pub(super) async fn register(
         .set_goal(&Goal {
             prompt: task.spec.prompt.clone(),
             max_subtasks: task.spec.max_subtasks,
+            thinking_budget_tokens: None,
         })
         .await?;
     pool.queue().ensure_group().await?;
