@@ -15,7 +15,9 @@ mod pool;
 mod schema;
 #[allow(clippy::duplicated_attributes)]
 mod task;
+mod thinking;
 
 pub use checkpoint::*;
 pub use pool::*;
 pub use task::*;
+pub use thinking::*;

@@ -82,6 +82,10 @@ pub struct AgentPoolSpec {
     /// Default: 50 requests, 40000 input and 8000 output tokens per minute.
     #[serde(default)]
     pub rate_limits: RateLimits,
+
+    /// Extended thinking for this pool's agents (a Task's own `thinking` wins); omit for none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub thinking: Option<super::ThinkingConfig>,
 }
 
 /// The range the autoscaler keeps a pool's agent count in.

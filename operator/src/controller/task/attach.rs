@@ -334,7 +334,7 @@ pub(super) async fn register(
         .set_goal(&Goal {
             prompt: task.spec.prompt.clone(),
             max_subtasks: task.spec.max_subtasks,
-            thinking_budget_tokens: None,
+            thinking_budget_tokens: task.spec.thinking.as_ref().map(|t| t.budget_tokens),
         })
         .await?;
     pool.queue().ensure_group().await?;
