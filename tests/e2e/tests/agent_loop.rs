@@ -566,7 +566,9 @@ async fn a_cost_budget_refuses_a_model_without_a_price_naming_it(fx: &Fixture) {
     };
     let s = setup_with(fx, MaosAgent::default(), limits, Duration::ZERO).await;
     let mut unpriced = settings();
-    unpriced.model = "claude-unpriced-1".into();
+    // A model the API serves (the stand-in refuses made-up ones) that the built-in price table
+    // has no price for.
+    unpriced.model = "claude-3-haiku-20240307".into();
     let work = item(&s.task, "bench", WorkKind::Work, 1);
     let ending = run(&s, "agent-a", &work, &brief(), &unpriced).await;
     let Ending::Failed { reason, detail } = &ending else {
@@ -574,7 +576,7 @@ async fn a_cost_budget_refuses_a_model_without_a_price_naming_it(fx: &Fixture) {
     };
     assert_eq!(*reason, FailReason::BudgetExceeded, "{detail}");
     assert!(
-        detail.contains("claude-unpriced-1") && detail.contains("no price"),
+        detail.contains("claude-3-haiku-20240307") && detail.contains("no price"),
         "{detail}"
     );
     assert!(
@@ -874,6 +876,113 @@ async fn messages_sent_before_the_start_are_in_the_opening_message(fx: &Fixture)
     assert_eq!(read["content"], "{\"messages\":[]}");
 }
 
+/// Every request the stand-in answered was accepted (none refused as malformed).
+fn all_accepted(s: &Setup) {
+    let statuses: Vec<u16> = s.standin.requests().iter().map(|r| r.status).collect();
+    assert!(statuses.iter().all(|st| *st == 200), "{statuses:?}");
+}
+
+async fn a_subtask_with_thinking_sends_its_signed_thinking_back_every_turn(fx: &Fixture) {
+    let s = setup(fx, MaosAgent::default(), None).await;
+    let work = item(&s.task, "bench", WorkKind::Work, 1);
+    let pool_thinking = ModelSettings {
+        thinking_budget_tokens: Some(1024),
+        ..settings()
+    };
+    assert_eq!(
+        run(&s, "agent-a", &work, &brief(), &pool_thinking).await,
+        Ending::Finished
+    );
+    // The stand-in signs the thinking it emits and refuses a tool loop's turn without it, or
+    // with it changed: four accepted calls mean it went back unchanged each time.
+    all_accepted(&s);
+    let requests = s.standin.requests();
+    assert_eq!(requests.len(), 4);
+    for request in &requests {
+        let body = request.body.as_ref().expect("body");
+        assert_eq!(
+            body["thinking"],
+            json!({"type": "enabled", "budget_tokens": 1024})
+        );
+        assert_eq!(body["max_tokens"], 1024 + 1024, "the answer keeps its room");
+        assert!(body.get("temperature").is_none());
+    }
+    let last = requests.last().and_then(|r| r.body.as_ref()).expect("body");
+    let turns: Vec<&Value> = last["messages"]
+        .as_array()
+        .expect("messages")
+        .iter()
+        .filter(|m| m["role"] == "assistant")
+        .collect();
+    assert_eq!(turns.len(), 3);
+    assert!(
+        turns.iter().all(|t| t["content"][0]["type"] == "thinking"),
+        "{turns:?}"
+    );
+}
+
+async fn a_tasks_thinking_budget_overrides_its_pools(fx: &Fixture) {
+    let s = setup(fx, MaosAgent::default(), None).await;
+    let work = item(&s.task, "bench", WorkKind::Work, 1);
+    let pool_thinking = ModelSettings {
+        thinking_budget_tokens: Some(1024),
+        ..settings()
+    };
+    let task_thinking = Brief {
+        thinking_budget_tokens: Some(3000),
+        ..brief()
+    };
+    assert_eq!(
+        run(&s, "agent-a", &work, &task_thinking, &pool_thinking).await,
+        Ending::Finished
+    );
+    all_accepted(&s);
+    let first = s.standin.requests()[0].body.clone().expect("body");
+    assert_eq!(first["thinking"]["budget_tokens"], 3000);
+    assert_eq!(first["max_tokens"], 1024 + 3000);
+}
+
+async fn empty_text_blocks_of_answers_are_never_sent_back(fx: &Fixture) {
+    let s = setup(fx, MaosAgent::default(), None).await;
+    let work = item(&s.task, "bench", WorkKind::Work, 1);
+    // Every answer starts with an empty text block, as the real API's sometimes do.
+    let marked = Brief {
+        goal: "Compare vector databases. [[answer:empty-text]]".into(),
+        ..brief()
+    };
+    assert_eq!(
+        run(&s, "agent-a", &work, &marked, &settings()).await,
+        Ending::Finished
+    );
+    all_accepted(&s);
+    assert_eq!(s.standin.requests().len(), 4);
+}
+
+async fn an_answer_of_only_empty_text_leaves_a_valid_conversation(fx: &Fixture) {
+    let s = setup(
+        fx,
+        Scripted::new(
+            [Outcome::Reply(Reply::text("").stopping(
+                maos_e2e::claude_standin::StopReason::PauseTurn,
+            ))],
+            MaosAgent::default(),
+        ),
+        None,
+    )
+    .await;
+    let work = item(&s.task, "bench", WorkKind::Work, 1);
+    assert_eq!(
+        run(&s, "agent-a", &work, &brief(), &settings()).await,
+        Ending::Finished
+    );
+    all_accepted(&s);
+    assert_eq!(
+        s.standin.requests().len(),
+        5,
+        "the paused call and four more"
+    );
+}
+
 both_backends!(
     messages_sent_before_the_start_are_in_the_opening_message,
     a_subtask_is_worked_through_tools_to_its_result,
@@ -893,4 +1002,8 @@ both_backends!(
     a_cost_budget_that_cannot_cover_the_worst_case_refuses_the_call_unmade,
     a_cost_budget_is_settled_with_what_each_answer_cost_at_the_operators_prices,
     a_cost_budget_refuses_a_model_without_a_price_naming_it,
+    a_subtask_with_thinking_sends_its_signed_thinking_back_every_turn,
+    a_tasks_thinking_budget_overrides_its_pools,
+    empty_text_blocks_of_answers_are_never_sent_back,
+    an_answer_of_only_empty_text_leaves_a_valid_conversation,
 );
