@@ -144,9 +144,15 @@ pub fn system_prompt(kind: WorkKind) -> String {
     format!("{role}\nBe concise and factual. Tool results are JSON.")
 }
 
+/// The goal's section of the first user message: the same for every agent of the Task, so
+/// it ends the prefix they all share (tools, system prompt, goal).
+fn goal_section(goal: &str) -> String {
+    format!("# Goal\n{goal}\n")
+}
+
 /// The first user message: the goal, the subtask, and the results it builds on.
 pub fn first_message(kind: WorkKind, brief: &Brief) -> String {
-    let mut text = format!("# Goal\n{}\n", brief.goal);
+    let mut text = goal_section(&brief.goal);
     match kind {
         WorkKind::Plan => text.push_str(&format!(
             "\n# Your task\nPlan this goal into at most {} subtasks.\n{}\n",
@@ -332,7 +338,7 @@ pub async fn run(work: WorkItemRun<'_>) -> Result<Ending, AgentError> {
             model: settings.model.clone(),
             max_tokens: per_call_max_tokens,
             system: system.clone(),
-            messages: messages.clone(),
+            messages: with_cache_breakpoints(&messages, &brief.goal),
             tools: tools.clone(),
             tool_choice: None,
             stream: settings.stream,
@@ -447,6 +453,36 @@ pub async fn run(work: WorkItemRun<'_>) -> Result<Ending, AgentError> {
         replay::push(&mut messages, response.to_message());
         next = replay::tail(&messages, response.stop_reason);
     }
+}
+
+/// The conversation as sent, with prompt-caching breakpoints where they pay, besides the
+/// system prompt's (which caches the tools before it too): after the goal, which every agent of
+/// the Task sends after the same tools and system prompt, so they share that prefix; and at the
+/// end, so each call reads what the call before it wrote. Three of the API's four.
+fn with_cache_breakpoints(messages: &[Message], goal: &str) -> Vec<Message> {
+    let mut messages = messages.to_vec();
+    let shared = goal_section(goal);
+    if let Some(first) = messages.first_mut() {
+        let rest = match first.content.as_slice() {
+            [ContentBlock::Text { text, .. }] => text
+                .strip_prefix(&shared)
+                .filter(|rest| !rest.trim().is_empty())
+                .map(str::to_owned),
+            _ => None,
+        };
+        if let Some(rest) = rest {
+            first.content = vec![
+                ContentBlock::text(shared).cached(),
+                ContentBlock::text(rest),
+            ];
+        }
+    }
+    if let Some(last) = messages.last_mut().filter(|m| m.role == Role::User)
+        && let Some(block) = last.content.pop()
+    {
+        last.content.push(block.cached());
+    }
+    messages
 }
 
 /// The `max_tokens` of a call: the answer's, and with thinking the thinking budget on top, as
@@ -698,6 +734,7 @@ async fn run_tools(
             tool_use_id: id.clone(),
             content,
             is_error,
+            cache_control: None,
         };
         let body = json!(result).to_string();
         journal
@@ -992,6 +1029,67 @@ mod tests {
         assert!(text.contains("Benchmark Qdrant."));
         assert!(text.contains("## sources\na list"));
         assert!(first_message(WorkKind::Plan, &brief()).contains("at most 6 subtasks"));
+    }
+
+    #[test]
+    fn the_goal_and_the_end_of_the_conversation_are_cache_breakpoints() {
+        let opening = first_message(WorkKind::Work, &brief());
+        let mut messages = vec![Message::user_text(opening.clone())];
+        let sent = with_cache_breakpoints(&messages, &brief().goal);
+        let cached = |block: &ContentBlock| {
+            matches!(
+                block,
+                ContentBlock::Text {
+                    cache_control: Some(_),
+                    ..
+                }
+            ) || matches!(
+                block,
+                ContentBlock::ToolResult {
+                    cache_control: Some(_),
+                    ..
+                }
+            )
+        };
+        assert_eq!(
+            sent[0].content,
+            vec![
+                ContentBlock::text(goal_section(&brief().goal)).cached(),
+                ContentBlock::text(&opening[goal_section(&brief().goal).len()..]).cached(),
+            ],
+            "the goal ends the shared prefix; the opening ends the conversation"
+        );
+        messages.push(Message {
+            role: Role::Assistant,
+            content: vec![ContentBlock::ToolUse {
+                id: "t1".into(),
+                name: "read_state".into(),
+                input: json!({}),
+            }],
+        });
+        messages.push(Message {
+            role: Role::User,
+            content: vec![ContentBlock::ToolResult {
+                tool_use_id: "t1".into(),
+                content: "{}".into(),
+                is_error: false,
+                cache_control: None,
+            }],
+        });
+        let sent = with_cache_breakpoints(&messages, &brief().goal);
+        let breakpoints: Vec<(usize, usize)> = sent
+            .iter()
+            .enumerate()
+            .flat_map(|(i, m)| m.content.iter().enumerate().map(move |(j, b)| (i, j, b)))
+            .filter(|(_, _, b)| cached(b))
+            .map(|(i, j, _)| (i, j))
+            .collect();
+        assert_eq!(breakpoints, [(0, 0), (2, 0)]);
+        assert_eq!(
+            messages[0].content.len(),
+            1,
+            "only the request's copy is changed"
+        );
     }
 
     #[test]

@@ -128,6 +128,7 @@ fn result_for<'m>(message: &'m Message, id: &str) -> Option<(&'m str, bool)> {
             tool_use_id,
             content,
             is_error,
+            ..
         } if tool_use_id == id => Some((content.as_str(), *is_error)),
         _ => None,
     })

@@ -122,7 +122,9 @@ impl MessageAssembler {
                     Some("text_delta") => {
                         let piece = delta["text"].as_str().unwrap_or_default();
                         let message = self.message_mut()?;
-                        if let Some(ContentBlock::Text { text }) = message.content.get_mut(index) {
+                        if let Some(ContentBlock::Text { text, .. }) =
+                            message.content.get_mut(index)
+                        {
                             text.push_str(piece);
                         } else {
                             return Err(ClaudeError::MalformedResponse(format!(
@@ -348,7 +350,7 @@ mod tests {
                 ContentBlock::RedactedThinking {
                     data: "EmwKAhgB".into()
                 },
-                ContentBlock::Text { text: "4".into() },
+                ContentBlock::text("4"),
             ]
         );
         assert_eq!(text, "4", "thinking is not answer text");

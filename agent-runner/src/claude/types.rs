@@ -149,7 +149,7 @@ impl Message {
     pub fn user_text(text: impl Into<String>) -> Self {
         Self {
             role: Role::User,
-            content: vec![ContentBlock::Text { text: text.into() }],
+            content: vec![ContentBlock::text(text)],
         }
     }
 
@@ -163,7 +163,7 @@ fn text_of(blocks: &[ContentBlock]) -> String {
     blocks
         .iter()
         .filter_map(|block| match block {
-            ContentBlock::Text { text } => Some(text.as_str()),
+            ContentBlock::Text { text, .. } => Some(text.as_str()),
             _ => None,
         })
         .collect()
@@ -177,6 +177,9 @@ pub enum ContentBlock {
     Text {
         /// The text.
         text: String,
+        /// Marks the end of a cacheable prefix (set on a request's copy, never journaled).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        cache_control: Option<CacheControl>,
     },
     /// A tool call by the model.
     ToolUse {
@@ -196,6 +199,9 @@ pub enum ContentBlock {
         /// Whether the call failed (the model sees the error and can retry or adapt).
         #[serde(default, skip_serializing_if = "std::ops::Not::not")]
         is_error: bool,
+        /// Marks the end of a cacheable prefix (set on a request's copy, never journaled).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        cache_control: Option<CacheControl>,
     },
     /// The model's extended thinking; sent back unchanged, or the API refuses the signature.
     Thinking {
@@ -219,7 +225,25 @@ impl ContentBlock {
     /// Whether the API would refuse this block in a request: a text block with no text (an
     /// answer may hold one; "text content blocks must be non-empty" refuses it back).
     pub fn is_empty_text(&self) -> bool {
-        matches!(self, ContentBlock::Text { text } if text.trim().is_empty())
+        matches!(self, ContentBlock::Text { text, .. } if text.trim().is_empty())
+    }
+
+    /// A text block.
+    pub fn text(text: impl Into<String>) -> Self {
+        ContentBlock::Text {
+            text: text.into(),
+            cache_control: None,
+        }
+    }
+
+    /// The same block ending a cacheable prefix, if its kind can carry `cache_control`.
+    pub fn cached(mut self) -> Self {
+        if let ContentBlock::Text { cache_control, .. }
+        | ContentBlock::ToolResult { cache_control, .. } = &mut self
+        {
+            *cache_control = Some(CacheControl::Ephemeral);
+        }
+        self
     }
 }
 
@@ -397,6 +421,7 @@ mod tests {
                         tool_use_id: "toolu_1".into(),
                         content: "bad input".into(),
                         is_error: true,
+                        cache_control: None,
                     }],
                 },
             ],
@@ -475,9 +500,9 @@ mod tests {
 
     #[test]
     fn only_blank_text_blocks_are_empty() {
-        assert!(ContentBlock::Text { text: "".into() }.is_empty_text());
-        assert!(ContentBlock::Text { text: " \n".into() }.is_empty_text());
-        assert!(!ContentBlock::Text { text: "a".into() }.is_empty_text());
+        assert!(ContentBlock::text("").is_empty_text());
+        assert!(ContentBlock::text(" \n").is_empty_text());
+        assert!(!ContentBlock::text("a").is_empty_text());
         assert!(
             !ContentBlock::RedactedThinking { data: "".into() }.is_empty_text(),
             "only text blocks"

@@ -850,10 +850,13 @@ async fn messages_sent_before_the_start_are_in_the_opening_message(fx: &Fixture)
         Ending::Finished
     );
     let first = s.standin.requests()[0].body.clone().expect("body");
-    let opening = first["messages"][0]["content"][0]["text"]
-        .as_str()
-        .unwrap_or_default()
-        .to_owned();
+    // The opening message's text blocks (the goal is a block of its own, a cache breakpoint).
+    let opening: String = first["messages"][0]["content"]
+        .as_array()
+        .expect("blocks")
+        .iter()
+        .filter_map(|b| b["text"].as_str())
+        .collect();
     assert!(
         opening.contains("from agent-z: The sources list is in state key sources."),
         "{opening}"
@@ -983,6 +986,78 @@ async fn an_answer_of_only_empty_text_leaves_a_valid_conversation(fx: &Fixture) 
     );
 }
 
+/// The (subtask, cache read, cache write) of each TokensUsed event, in order.
+async fn cache_use(s: &Setup) -> Vec<(String, u64, u64)> {
+    let mut consumer = s.task.events().consumer(GROUP_OPERATOR, "test");
+    consumer
+        .next(100, None)
+        .await
+        .expect("events")
+        .into_iter()
+        .filter_map(|d| match d.event.kind {
+            EventKind::TokensUsed {
+                cache_read,
+                cache_creation,
+                ..
+            } => Some((d.event.subtask, cache_read, cache_creation)),
+            _ => None,
+        })
+        .collect()
+}
+
+async fn each_call_reads_the_prefix_the_call_before_it_wrote_and_agents_share_the_goal(
+    fx: &Fixture,
+) {
+    let s = setup(fx, MaosAgent::default(), None).await;
+    for (agent, subtask) in [("agent-a", "first"), ("agent-b", "second")] {
+        let work = item(&s.task, subtask, WorkKind::Work, 1);
+        assert_eq!(
+            run(&s, agent, &work, &brief(), &settings()).await,
+            Ending::Finished
+        );
+    }
+    all_accepted(&s);
+    let used = cache_use(&s).await;
+    let of = |subtask: &str| -> Vec<(u64, u64)> {
+        used.iter()
+            .filter(|(name, _, _)| name == subtask)
+            .map(|(_, read, written)| (*read, *written))
+            .collect()
+    };
+    let first = of("first");
+    assert_eq!(first.len(), 4, "{first:?}");
+    for pair in first.windows(2) {
+        let ((read, written), (next_read, _)) = (pair[0], pair[1]);
+        assert!(
+            next_read >= read + written && next_read > read,
+            "a call reads all the call before it cached, the conversation too: {first:?}"
+        );
+    }
+    // The second agent's first call reads the prefix up to the goal, which the first agent's
+    // first call wrote: tools, system prompt and goal, the breakpoint after the goal.
+    let second = of("second");
+    let requests = s.standin.requests();
+    let opening = requests[4]
+        .body
+        .as_ref()
+        .expect("the second agent's first call");
+    let parsed =
+        maos_e2e::claude_standin::parse_request(opening.to_string().as_bytes()).expect("valid");
+    let breakpoints: Vec<u64> = parsed
+        .cache_prefixes
+        .iter()
+        .filter(|p| p.breakpoint)
+        .map(|p| p.tokens)
+        .collect();
+    assert_eq!(
+        breakpoints.len(),
+        3,
+        "system prompt, goal, end: {breakpoints:?}"
+    );
+    assert_eq!(second[0].0, breakpoints[1], "{second:?} {breakpoints:?}");
+    assert!(breakpoints[1] > breakpoints[0]);
+}
+
 both_backends!(
     messages_sent_before_the_start_are_in_the_opening_message,
     a_subtask_is_worked_through_tools_to_its_result,
@@ -1006,4 +1081,5 @@ both_backends!(
     a_tasks_thinking_budget_overrides_its_pools,
     empty_text_blocks_of_answers_are_never_sent_back,
     an_answer_of_only_empty_text_leaves_a_valid_conversation,
+    each_call_reads_the_prefix_the_call_before_it_wrote_and_agents_share_the_goal,
 );

@@ -290,6 +290,7 @@ async fn thinking_comes_back_signed_and_the_next_turn_sends_it_back_unchanged() 
                 tool_use_id: id.to_owned(),
                 content: "recorded".into(),
                 is_error: false,
+                cache_control: None,
             }],
         });
         // The stand-in refuses thinking whose signature does not match, and a tool loop's
