@@ -23,7 +23,7 @@ use maos_core::price::{BilledTokens, PriceTable};
 use serde_json::json;
 
 use crate::claude::types::{
-    ContentBlock, Message, MessageResponse, MessagesRequest, Role, StopReason, TextBlock,
+    ContentBlock, Message, MessageResponse, MessagesRequest, Role, StopReason, TextBlock, Thinking,
 };
 use crate::replay::{self, Replayed, Tail};
 
@@ -61,6 +61,9 @@ pub struct Brief {
     pub max_subtasks: u32,
     /// The MCP tools the Task grants (`spec.tools`): `<server>` or `<server>/<tool>`.
     pub tools: Vec<String>,
+    /// The Task's extended-thinking budget, overriding the pool's
+    /// ([`ModelSettings::thinking_budget_tokens`]).
+    pub thinking_budget_tokens: Option<u32>,
 }
 
 /// How the agent calls the model.
@@ -68,8 +71,12 @@ pub struct Brief {
 pub struct ModelSettings {
     /// The model.
     pub model: String,
-    /// `max_tokens` of each call, reserved against the task budget before the call.
+    /// `max_tokens` of each call for the answer, reserved against the task budget before the
+    /// call; a call with thinking may take its thinking budget on top.
     pub max_tokens: u32,
+    /// The pool's extended-thinking budget for its agents' calls (a Task's own wins); none:
+    /// no thinking.
+    pub thinking_budget_tokens: Option<u32>,
     /// The most model calls for one subtask.
     pub max_turns: u32,
     /// Stream answers (progress as text arrives) rather than wait for whole answers.
@@ -142,9 +149,15 @@ pub fn system_prompt(kind: WorkKind) -> String {
     format!("{role}\nBe concise and factual. Tool results are JSON.")
 }
 
+/// The goal's section of the first user message: the same for every agent of the Task, so
+/// it ends the prefix they all share (tools, system prompt, goal).
+fn goal_section(goal: &str) -> String {
+    format!("# Goal\n{goal}\n")
+}
+
 /// The first user message: the goal, the subtask, and the results it builds on.
 pub fn first_message(kind: WorkKind, brief: &Brief) -> String {
-    let mut text = format!("# Goal\n{}\n", brief.goal);
+    let mut text = goal_section(&brief.goal);
     match kind {
         WorkKind::Plan => text.push_str(&format!(
             "\n# Your task\nPlan this goal into at most {} subtasks.\n{}\n",
@@ -274,6 +287,11 @@ pub async fn run(work: WorkItemRun<'_>) -> Result<Ending, AgentError> {
     let mut tools = tools::definitions(item.kind);
     tools.extend(mcp.definitions(&brief.tools));
     let system = vec![TextBlock::new(system_prompt(item.kind)).cached()];
+    let thinking = brief
+        .thinking_budget_tokens
+        .or(settings.thinking_budget_tokens)
+        .map(Thinking::enabled);
+    let per_call_max_tokens = call_max_tokens(settings.max_tokens, thinking);
 
     // A takeover goes on from where the dead agent stopped: unanswered tool calls, a final
     // answer it did not record, a result it recorded but did not report.
@@ -329,17 +347,18 @@ pub async fn run(work: WorkItemRun<'_>) -> Result<Ending, AgentError> {
         }
         let request = MessagesRequest {
             model: settings.model.clone(),
-            max_tokens: settings.max_tokens,
+            max_tokens: per_call_max_tokens,
             system: system.clone(),
-            messages: messages.clone(),
+            messages: with_cache_breakpoints(&messages, &brief.goal),
             tools: tools.clone(),
             tool_choice: None,
             stream: settings.stream,
             stop_sequences: Vec::new(),
             temperature: None,
+            thinking,
         };
         let estimated_input = estimate_tokens(&request);
-        let max_tokens = u64::from(settings.max_tokens);
+        let max_tokens = u64::from(per_call_max_tokens);
         let want = Spend {
             tokens: max_tokens + estimated_input,
             cost_micro_usd: settings
@@ -384,9 +403,7 @@ pub async fn run(work: WorkItemRun<'_>) -> Result<Ending, AgentError> {
             Err(err) => {
                 metrics.model_request(err.reason());
                 task.budget().settle(reservation, 0).await?;
-                limiter
-                    .refund(estimated_input, u64::from(settings.max_tokens))
-                    .await?;
+                limiter.refund(estimated_input, max_tokens).await?;
                 return Ok(model_failure(&err, item));
             }
         };
@@ -434,7 +451,7 @@ pub async fn run(work: WorkItemRun<'_>) -> Result<Ending, AgentError> {
                 estimated_input.saturating_sub(
                     response.usage.input_tokens + response.usage.cache_creation_input_tokens,
                 ),
-                u64::from(settings.max_tokens).saturating_sub(response.usage.output_tokens),
+                max_tokens.saturating_sub(response.usage.output_tokens),
             ),
             events.publish(&tokens_used),
             journal.append(item.attempt, &EntryKind::ModelResponse, &body),
@@ -447,6 +464,42 @@ pub async fn run(work: WorkItemRun<'_>) -> Result<Ending, AgentError> {
         replay::push(&mut messages, response.to_message());
         next = replay::tail(&messages, response.stop_reason);
     }
+}
+
+/// The conversation as sent, with prompt-caching breakpoints where they pay, besides the
+/// system prompt's (which caches the tools before it too): after the goal, which every agent of
+/// the Task sends after the same tools and system prompt, so they share that prefix; and at the
+/// end, so each call reads what the call before it wrote. Three of the API's four.
+fn with_cache_breakpoints(messages: &[Message], goal: &str) -> Vec<Message> {
+    let mut messages = messages.to_vec();
+    let shared = goal_section(goal);
+    if let Some(first) = messages.first_mut() {
+        let rest = match first.content.as_slice() {
+            [ContentBlock::Text { text, .. }] => text
+                .strip_prefix(&shared)
+                .filter(|rest| !rest.trim().is_empty())
+                .map(str::to_owned),
+            _ => None,
+        };
+        if let Some(rest) = rest {
+            first.content = vec![
+                ContentBlock::text(shared).cached(),
+                ContentBlock::text(rest),
+            ];
+        }
+    }
+    if let Some(last) = messages.last_mut().filter(|m| m.role == Role::User)
+        && let Some(block) = last.content.pop()
+    {
+        last.content.push(block.cached());
+    }
+    messages
+}
+
+/// The `max_tokens` of a call: the answer's, and with thinking the thinking budget on top, as
+/// the API counts thinking in `max_tokens` and wants the budget below it.
+fn call_max_tokens(answer: u32, thinking: Option<Thinking>) -> u32 {
+    answer.saturating_add(thinking.map_or(0, |t| t.budget_tokens()))
 }
 
 /// What the subtask is told when the budget refuses its next call.
@@ -603,7 +656,9 @@ async fn stream_with_progress(
     let answer = client
         .stream(request, |progress| {
             let chars = match progress {
-                Progress::Text(piece) | Progress::ToolInput(piece) => piece.chars().count(),
+                Progress::Text(piece) | Progress::ToolInput(piece) | Progress::Thinking(piece) => {
+                    piece.chars().count()
+                }
                 Progress::Nothing => 0,
             };
             let _ = arrived.send(chars);
@@ -631,9 +686,7 @@ async fn finish_without_tool(
             ),
         });
     }
-    let text = replay::last_turn(messages)
-        .map(Message::text)
-        .unwrap_or_default();
+    let text = replay::final_answer(messages);
     if text.trim().is_empty() {
         return Ok(failed(
             FailReason::NoAnswer,
@@ -696,6 +749,7 @@ async fn run_tools(
             tool_use_id: id.clone(),
             content,
             is_error,
+            cache_control: None,
         };
         let body = json!(result).to_string();
         journal
@@ -1015,6 +1069,7 @@ mod tests {
             dependency_results: vec![("sources".into(), "a list".into())],
             max_subtasks: 6,
             tools: Vec::new(),
+            thinking_budget_tokens: None,
         }
     }
 
@@ -1025,6 +1080,76 @@ mod tests {
         assert!(text.contains("Benchmark Qdrant."));
         assert!(text.contains("## sources\na list"));
         assert!(first_message(WorkKind::Plan, &brief()).contains("at most 6 subtasks"));
+    }
+
+    #[test]
+    fn the_goal_and_the_end_of_the_conversation_are_cache_breakpoints() {
+        let opening = first_message(WorkKind::Work, &brief());
+        let mut messages = vec![Message::user_text(opening.clone())];
+        let sent = with_cache_breakpoints(&messages, &brief().goal);
+        let cached = |block: &ContentBlock| {
+            matches!(
+                block,
+                ContentBlock::Text {
+                    cache_control: Some(_),
+                    ..
+                }
+            ) || matches!(
+                block,
+                ContentBlock::ToolResult {
+                    cache_control: Some(_),
+                    ..
+                }
+            )
+        };
+        assert_eq!(
+            sent[0].content,
+            vec![
+                ContentBlock::text(goal_section(&brief().goal)).cached(),
+                ContentBlock::text(&opening[goal_section(&brief().goal).len()..]).cached(),
+            ],
+            "the goal ends the shared prefix; the opening ends the conversation"
+        );
+        messages.push(Message {
+            role: Role::Assistant,
+            content: vec![ContentBlock::ToolUse {
+                id: "t1".into(),
+                name: "read_state".into(),
+                input: json!({}),
+            }],
+        });
+        messages.push(Message {
+            role: Role::User,
+            content: vec![ContentBlock::ToolResult {
+                tool_use_id: "t1".into(),
+                content: "{}".into(),
+                is_error: false,
+                cache_control: None,
+            }],
+        });
+        let sent = with_cache_breakpoints(&messages, &brief().goal);
+        let breakpoints: Vec<(usize, usize)> = sent
+            .iter()
+            .enumerate()
+            .flat_map(|(i, m)| m.content.iter().enumerate().map(move |(j, b)| (i, j, b)))
+            .filter(|(_, _, b)| cached(b))
+            .map(|(i, j, _)| (i, j))
+            .collect();
+        assert_eq!(breakpoints, [(0, 0), (2, 0)]);
+        assert_eq!(
+            messages[0].content.len(),
+            1,
+            "only the request's copy is changed"
+        );
+    }
+
+    #[test]
+    fn a_call_with_thinking_has_its_budget_below_max_tokens_and_keeps_the_answers_room() {
+        assert_eq!(call_max_tokens(4_096, None), 4_096);
+        let thinking = Thinking::enabled(Thinking::MIN_BUDGET_TOKENS);
+        let max = call_max_tokens(4_096, Some(thinking));
+        assert_eq!(max, 4_096 + 1_024);
+        assert!(thinking.budget_tokens() < max);
     }
 
     #[test]

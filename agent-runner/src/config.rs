@@ -6,6 +6,8 @@ use std::time::Duration;
 use clap::Parser;
 
 use maos_core::coord::ratelimit::{Bucket, RateLimits};
+
+use crate::claude::types::Thinking;
 use maos_core::coord::{RedisTls, TlsError};
 use maos_core::price::{PriceTable, PriceTableError, default_price_table, parse_price_table};
 
@@ -69,6 +71,12 @@ pub struct AgentConfig {
     /// max_tokens of each model call (reserved against the task's budget before the call).
     #[arg(long, env = "MAOS_MAX_TOKENS", default_value_t = 4096)]
     pub max_tokens: u32,
+
+    /// The pool's extended-thinking budget (tokens, at least 1024) for every model call; a
+    /// Task's own budget wins. Unset: no thinking. A call's max_tokens is this plus
+    /// `--max-tokens`, so the budget is always below it as the API requires.
+    #[arg(long, env = "MAOS_THINKING_BUDGET_TOKENS", value_parser = clap::value_parser!(u32).range(i64::from(Thinking::MIN_BUDGET_TOKENS)..))]
+    pub thinking_budget_tokens: Option<u32>,
 
     /// The most model calls for one subtask.
     #[arg(long, env = "MAOS_MAX_TURNS", default_value_t = 40)]
@@ -178,6 +186,7 @@ mod tests {
         .expect("parses");
         assert_eq!(config.redis_urls.len(), 2);
         assert_eq!(config.max_turns, 40);
+        assert_eq!(config.thinking_budget_tokens, None);
         assert!(config.stream);
         assert_eq!(config.heartbeat(), Duration::from_secs(1));
         assert_eq!(
@@ -210,6 +219,28 @@ mod tests {
         );
         let err = parse("- {model: m, input: -1, output: 1}").expect_err("invalid");
         assert!(err.to_string().contains("MAOS_PRICES"), "{err}");
+    }
+
+    #[test]
+    fn a_thinking_budget_below_the_apis_minimum_is_refused() {
+        let parse = |budget: &str| {
+            AgentConfig::try_parse_from([
+                "maos-agent",
+                "--agent-name",
+                "a",
+                "--pool-uid",
+                "u",
+                "--redis-urls",
+                "redis://127.0.0.1:1",
+                "--thinking-budget-tokens",
+                budget,
+            ])
+        };
+        assert_eq!(
+            parse("2048").expect("parses").thinking_budget_tokens,
+            Some(2048)
+        );
+        assert!(parse("1023").is_err());
     }
 
     #[test]

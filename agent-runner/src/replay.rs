@@ -30,7 +30,14 @@ pub fn turn_body(response: &MessageResponse) -> String {
 
 /// Appends `message`, merging it into the last message when both have one role: a paused turn
 /// and its continuation are one assistant turn, tool results after a turn are one user turn.
-pub fn push(messages: &mut Vec<Message>, message: Message) {
+/// Empty text blocks (an answer may hold them; the API refuses them back) are left out, and so
+/// is a message left with nothing: its turn is over, and nothing of it goes back. Every other
+/// block (thinking with its signature, too) goes back exactly as it came.
+pub fn push(messages: &mut Vec<Message>, mut message: Message) {
+    message.content.retain(|block| !block.is_empty_text());
+    if message.content.is_empty() {
+        return;
+    }
     match messages.last_mut() {
         Some(last) if last.role == message.role => last.content.extend(message.content),
         _ => messages.push(message),
@@ -121,6 +128,7 @@ fn result_for<'m>(message: &'m Message, id: &str) -> Option<(&'m str, bool)> {
             tool_use_id,
             content,
             is_error,
+            ..
         } if tool_use_id == id => Some((content.as_str(), *is_error)),
         _ => None,
     })
@@ -138,11 +146,25 @@ pub fn last_turn(messages: &[Message]) -> Option<&Message> {
     messages.iter().rev().find(|m| m.role == Role::Assistant)
 }
 
+/// The text of the model's final answer: its turn when the conversation ends with one (a turn
+/// of only empty text left nothing, so an earlier turn's text is no answer).
+pub fn final_answer(messages: &[Message]) -> String {
+    messages
+        .last()
+        .filter(|m| m.role == Role::Assistant)
+        .map(Message::text)
+        .unwrap_or_default()
+}
+
 /// Where `messages` stands; `last_stop` is why the model stopped, when its turn is last.
 pub fn tail(messages: &[Message], last_stop: Option<StopReason>) -> Tail {
     let Some(last) = messages.last() else {
         return Tail::Call;
     };
+    // The model spoke last but said nothing that goes back (only empty text): its turn ended.
+    if last.role == Role::User && last_stop.is_some() {
+        return Tail::Stopped(last_stop);
+    }
     if last.role == Role::Assistant {
         // A turn cut short (max_tokens) or declined may hold a partial tool call: not run.
         let cut = matches!(last_stop, Some(StopReason::MaxTokens | StopReason::Refusal));
@@ -315,6 +337,77 @@ mod tests {
             "a refused plan does not finish the item"
         );
         assert_eq!(plan_refusal(&self::replayed(&attempt()).messages), None);
+    }
+
+    #[test]
+    fn empty_text_blocks_of_an_answer_are_never_sent_back() {
+        let journal = vec![
+            turn(
+                json!([{"type": "text", "text": ""}, tool_use("t1", "read_state")]),
+                "tool_use",
+            ),
+            result("t1", false),
+        ];
+        let replayed = replayed(&journal);
+        assert_alternates(&replayed.messages);
+        assert_eq!(
+            replayed.messages[1].content,
+            vec![ContentBlock::ToolUse {
+                id: "t1".into(),
+                name: "read_state".into(),
+                input: json!({}),
+            }]
+        );
+        assert_eq!(tail(&replayed.messages, replayed.last_stop), Tail::Call);
+    }
+
+    #[test]
+    fn an_answer_of_only_empty_text_ends_the_turn_and_leaves_a_valid_conversation() {
+        let journal = vec![
+            turn(
+                json!([{"type": "text", "text": "Reading."}, tool_use("t1", "read_state")]),
+                "tool_use",
+            ),
+            result("t1", false),
+            turn(json!([{"type": "text", "text": ""}]), "end_turn"),
+        ];
+        let replayed = replayed(&journal);
+        assert_alternates(&replayed.messages);
+        assert!(
+            replayed.messages.iter().all(
+                |m| !m.content.is_empty() && !m.content.iter().any(ContentBlock::is_empty_text)
+            ),
+            "{:?}",
+            replayed.messages
+        );
+        assert_eq!(replayed.turns, 2);
+        assert_eq!(
+            tail(&replayed.messages, replayed.last_stop),
+            Tail::Stopped(Some(StopReason::EndTurn))
+        );
+        assert_eq!(
+            final_answer(&replayed.messages),
+            "",
+            "an earlier turn's text is no answer"
+        );
+    }
+
+    #[test]
+    fn thinking_blocks_are_replayed_exactly_as_they_came() {
+        let thinking =
+            json!({"type": "thinking", "thinking": "Check a first.", "signature": "c2lnbmVk"});
+        let redacted = json!({"type": "redacted_thinking", "data": "ZW5jcnlwdGVk"});
+        let journal = vec![
+            turn(
+                json!([thinking, redacted, tool_use("t1", "read_state")]),
+                "tool_use",
+            ),
+            result("t1", false),
+        ];
+        let replayed = replayed(&journal);
+        let sent = serde_json::to_value(&replayed.messages[1].content).expect("serializes");
+        assert_eq!(sent[0], thinking);
+        assert_eq!(sent[1], redacted);
     }
 
     #[test]

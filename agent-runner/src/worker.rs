@@ -98,6 +98,7 @@ pub async fn run(
     let settings = ModelSettings {
         model: config.model.clone(),
         max_tokens: config.max_tokens,
+        thinking_budget_tokens: config.thinking_budget_tokens,
         max_turns: config.max_turns,
         stream: config.stream,
         prices,
@@ -280,6 +281,7 @@ pub async fn brief(task: &Task, item: &WorkItem) -> Result<Result<Brief, Ending>
         dependency_results,
         max_subtasks: goal.max_subtasks,
         tools: goal.tools,
+        thinking_budget_tokens: goal.thinking_budget_tokens,
     }))
 }
 

@@ -229,3 +229,28 @@ fn changing_a_checkpoint_spec_is_rejected() {
         "spec is immutable",
     );
 }
+
+#[test]
+fn a_thinking_budget_outside_what_the_api_accepts_is_refused_naming_the_bound() {
+    for (kind, object) in [("Task", task()), ("AgentPool", pool())] {
+        let mut ok = object.clone();
+        ok["spec"]["thinking"] = json!({"budgetTokens": 2048});
+        assert_eq!(
+            cel_failures(kind, &ok, None),
+            Vec::<String>::new(),
+            "{kind}"
+        );
+        let mut low = object.clone();
+        low["spec"]["thinking"] = json!({"budgetTokens": 1000});
+        assert_rejected_with(
+            cel_failures(kind, &low, None),
+            "spec.thinking.budgetTokens: thinking.budgetTokens is 1000; the Claude API needs at least 1024",
+        );
+        let mut high = object;
+        high["spec"]["thinking"] = json!({"budgetTokens": 60000});
+        assert_rejected_with(
+            cel_failures(kind, &high, None),
+            "thinking.budgetTokens is 60000; at most 59904",
+        );
+    }
+}

@@ -190,6 +190,12 @@ pub fn agent_pod(
             &spec.api_key_secret_ref.key,
         ),
     ];
+    if let Some(thinking) = &spec.thinking {
+        environment.push(value(
+            "MAOS_THINKING_BUDGET_TOKENS",
+            thinking.budget_tokens.to_string(),
+        ));
+    }
     if let Some(base) = &env.anthropic_base_url {
         environment.push(value("ANTHROPIC_BASE_URL", base.clone()));
     }
@@ -360,6 +366,28 @@ mod tests {
             "abc"
         );
         assert_eq!(pod.metadata.namespace.as_deref(), Some("team-a"));
+    }
+
+    #[test]
+    fn the_pools_thinking_budget_reaches_its_agents_only_when_set() {
+        let pod = agent_pod(&pool(), "research-x7k2p", "abc", &environment()).expect("pod");
+        assert!(
+            !env_of(&pod)
+                .iter()
+                .any(|e| e.name == "MAOS_THINKING_BUDGET_TOKENS"),
+            "no thinking unless the pool asks"
+        );
+        let mut thinking = pool();
+        thinking.spec.thinking = Some(maos_core::api::v1alpha1::ThinkingConfig {
+            budget_tokens: 2048,
+        });
+        let pod = agent_pod(&thinking, "research-x7k2p", "abc", &environment()).expect("pod");
+        assert_eq!(
+            find(&env_of(&pod), "MAOS_THINKING_BUDGET_TOKENS")
+                .value
+                .as_deref(),
+            Some("2048")
+        );
     }
 
     #[test]

@@ -177,7 +177,7 @@ impl ClaudeClient {
 
     /// One answer, not streamed, retrying transient failures.
     pub async fn send(&self, request: &MessagesRequest) -> Result<MessageResponse, ClaudeError> {
-        let mut request = request.clone();
+        let mut request = request.clone().normalized();
         request.stream = false;
         self.with_retries(|| self.send_once(&request)).await
     }
@@ -190,7 +190,7 @@ impl ClaudeClient {
         request: &MessagesRequest,
         mut on_progress: impl FnMut(&Progress),
     ) -> Result<MessageResponse, ClaudeError> {
-        let mut request = request.clone();
+        let mut request = request.clone().normalized();
         request.stream = true;
         let on_progress = &mut on_progress;
         let mut retry = 0;

@@ -75,6 +75,8 @@ pub enum Progress {
     Text(String),
     /// A piece of a tool call's input (partial JSON), as it streamed in.
     ToolInput(String),
+    /// A piece of the model's extended thinking, as it streamed in.
+    Thinking(String),
     /// Nothing a user would see.
     Nothing,
 }
@@ -120,7 +122,9 @@ impl MessageAssembler {
                     Some("text_delta") => {
                         let piece = delta["text"].as_str().unwrap_or_default();
                         let message = self.message_mut()?;
-                        if let Some(ContentBlock::Text { text }) = message.content.get_mut(index) {
+                        if let Some(ContentBlock::Text { text, .. }) =
+                            message.content.get_mut(index)
+                        {
                             text.push_str(piece);
                         } else {
                             return Err(ClaudeError::MalformedResponse(format!(
@@ -141,7 +145,34 @@ impl MessageAssembler {
                         }
                         return Ok(Progress::ToolInput(piece.to_owned()));
                     }
-                    // Deltas of block kinds MAOS keeps as raw JSON (thinking, signatures).
+                    Some("thinking_delta") => {
+                        let piece = delta["thinking"].as_str().unwrap_or_default();
+                        let message = self.message_mut()?;
+                        if let Some(ContentBlock::Thinking { thinking, .. }) =
+                            message.content.get_mut(index)
+                        {
+                            thinking.push_str(piece);
+                        } else {
+                            return Err(ClaudeError::MalformedResponse(format!(
+                                "thinking delta for block {index}, which is not thinking"
+                            )));
+                        }
+                        return Ok(Progress::Thinking(piece.to_owned()));
+                    }
+                    Some("signature_delta") => {
+                        let piece = delta["signature"].as_str().unwrap_or_default();
+                        let message = self.message_mut()?;
+                        if let Some(ContentBlock::Thinking { signature, .. }) =
+                            message.content.get_mut(index)
+                        {
+                            signature.push_str(piece);
+                        } else {
+                            return Err(ClaudeError::MalformedResponse(format!(
+                                "signature delta for block {index}, which is not thinking"
+                            )));
+                        }
+                    }
+                    // Deltas of block kinds MAOS keeps as raw JSON (e.g. citations).
                     _ => {}
                 }
             }
@@ -288,6 +319,41 @@ mod tests {
             let (message, _) = assemble(&[&bytes[..cut], &bytes[cut..]]).expect("assembles");
             assert_eq!(message.text(), "Hello", "cut at {cut}");
         }
+    }
+
+    #[test]
+    fn thinking_and_signature_deltas_assemble_into_the_thinking_block() {
+        let stream = concat!(
+            "event: message_start\n",
+            "data: {\"type\":\"message_start\",\"message\":{\"id\":\"msg_1\",\"type\":\"message\",\"role\":\"assistant\",\"model\":\"m\",\"content\":[],\"stop_reason\":null,\"stop_sequence\":null,\"usage\":{\"input_tokens\":5,\"output_tokens\":1}}}\n\n",
+            "event: content_block_start\ndata: {\"type\":\"content_block_start\",\"index\":0,\"content_block\":{\"type\":\"thinking\",\"thinking\":\"\"}}\n\n",
+            "event: content_block_delta\ndata: {\"type\":\"content_block_delta\",\"index\":0,\"delta\":{\"type\":\"thinking_delta\",\"thinking\":\"Two plus \"}}\n\n",
+            "event: content_block_delta\ndata: {\"type\":\"content_block_delta\",\"index\":0,\"delta\":{\"type\":\"thinking_delta\",\"thinking\":\"two is four.\"}}\n\n",
+            "event: content_block_delta\ndata: {\"type\":\"content_block_delta\",\"index\":0,\"delta\":{\"type\":\"signature_delta\",\"signature\":\"EqQBCkYIARgC\"}}\n\n",
+            "event: content_block_stop\ndata: {\"type\":\"content_block_stop\",\"index\":0}\n\n",
+            "event: content_block_start\ndata: {\"type\":\"content_block_start\",\"index\":1,\"content_block\":{\"type\":\"redacted_thinking\",\"data\":\"EmwKAhgB\"}}\n\n",
+            "event: content_block_stop\ndata: {\"type\":\"content_block_stop\",\"index\":1}\n\n",
+            "event: content_block_start\ndata: {\"type\":\"content_block_start\",\"index\":2,\"content_block\":{\"type\":\"text\",\"text\":\"\"}}\n\n",
+            "event: content_block_delta\ndata: {\"type\":\"content_block_delta\",\"index\":2,\"delta\":{\"type\":\"text_delta\",\"text\":\"4\"}}\n\n",
+            "event: content_block_stop\ndata: {\"type\":\"content_block_stop\",\"index\":2}\n\n",
+            "event: message_delta\ndata: {\"type\":\"message_delta\",\"delta\":{\"stop_reason\":\"end_turn\",\"stop_sequence\":null},\"usage\":{\"output_tokens\":30}}\n\n",
+            "event: message_stop\ndata: {\"type\":\"message_stop\"}\n\n",
+        );
+        let (message, text) = assemble(&[stream.as_bytes()]).expect("assembles");
+        assert_eq!(
+            message.content,
+            vec![
+                ContentBlock::Thinking {
+                    thinking: "Two plus two is four.".into(),
+                    signature: "EqQBCkYIARgC".into(),
+                },
+                ContentBlock::RedactedThinking {
+                    data: "EmwKAhgB".into()
+                },
+                ContentBlock::text("4"),
+            ]
+        );
+        assert_eq!(text, "4", "thinking is not answer text");
     }
 
     #[test]

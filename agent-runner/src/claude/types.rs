@@ -1,7 +1,8 @@
 //! The Messages API's request and response types (`anthropic-version: 2023-06-01`).
 //!
-//! Only what MAOS sends and reads is typed; response blocks of kinds MAOS does not use (e.g.
-//! `thinking`) are kept as raw JSON so a conversation can be sent back unchanged.
+//! Only what MAOS sends and reads is typed; response blocks of kinds MAOS does not use are kept
+//! as raw JSON so a conversation can be sent back unchanged. Thinking blocks are typed because a
+//! stream builds them from deltas, and they must go back exactly as they came (signature too).
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -30,9 +31,52 @@ pub struct MessagesRequest {
     /// Strings that end the answer.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub stop_sequences: Vec<String>,
-    /// Sampling temperature.
+    /// Sampling temperature. Never sent with `thinking`, which the API refuses.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub temperature: Option<f32>,
+    /// Extended thinking: the model thinks, in blocks of its answer, before it answers.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub thinking: Option<Thinking>,
+}
+
+impl MessagesRequest {
+    /// The request as the API accepts it: no `temperature` beside `thinking` (the API allows
+    /// only the default with thinking, so leaving it out keeps the same sampling).
+    pub fn normalized(mut self) -> Self {
+        if self.thinking.is_some() {
+            self.temperature = None;
+        }
+        self
+    }
+}
+
+/// The `thinking` setting of a request.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "lowercase")]
+pub enum Thinking {
+    /// Extended thinking with a budget.
+    Enabled {
+        /// The most tokens the model may think before it answers: at least 1,024 and less
+        /// than the request's `max_tokens`, which counts them.
+        budget_tokens: u32,
+    },
+}
+
+impl Thinking {
+    /// The smallest budget the API accepts.
+    pub const MIN_BUDGET_TOKENS: u32 = 1_024;
+
+    /// Thinking enabled with `budget_tokens`.
+    pub fn enabled(budget_tokens: u32) -> Self {
+        Thinking::Enabled { budget_tokens }
+    }
+
+    /// The budget.
+    pub fn budget_tokens(&self) -> u32 {
+        match self {
+            Thinking::Enabled { budget_tokens } => *budget_tokens,
+        }
+    }
 }
 
 /// A text block of the system prompt.
@@ -105,7 +149,7 @@ impl Message {
     pub fn user_text(text: impl Into<String>) -> Self {
         Self {
             role: Role::User,
-            content: vec![ContentBlock::Text { text: text.into() }],
+            content: vec![ContentBlock::text(text)],
         }
     }
 
@@ -119,7 +163,7 @@ fn text_of(blocks: &[ContentBlock]) -> String {
     blocks
         .iter()
         .filter_map(|block| match block {
-            ContentBlock::Text { text } => Some(text.as_str()),
+            ContentBlock::Text { text, .. } => Some(text.as_str()),
             _ => None,
         })
         .collect()
@@ -133,6 +177,9 @@ pub enum ContentBlock {
     Text {
         /// The text.
         text: String,
+        /// Marks the end of a cacheable prefix (set on a request's copy, never journaled).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        cache_control: Option<CacheControl>,
     },
     /// A tool call by the model.
     ToolUse {
@@ -152,10 +199,52 @@ pub enum ContentBlock {
         /// Whether the call failed (the model sees the error and can retry or adapt).
         #[serde(default, skip_serializing_if = "std::ops::Not::not")]
         is_error: bool,
+        /// Marks the end of a cacheable prefix (set on a request's copy, never journaled).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        cache_control: Option<CacheControl>,
+    },
+    /// The model's extended thinking; sent back unchanged, or the API refuses the signature.
+    Thinking {
+        /// What it thought.
+        thinking: String,
+        /// The API's signature over it (streamed last, in a `signature_delta`).
+        #[serde(default)]
+        signature: String,
+    },
+    /// Thinking the API keeps encrypted; sent back unchanged.
+    RedactedThinking {
+        /// The encrypted thinking.
+        data: String,
     },
     /// A block kind MAOS does not interpret, kept as sent so it can be returned unchanged.
     #[serde(untagged)]
     Other(Value),
+}
+
+impl ContentBlock {
+    /// Whether the API would refuse this block in a request: a text block with no text (an
+    /// answer may hold one; "text content blocks must be non-empty" refuses it back).
+    pub fn is_empty_text(&self) -> bool {
+        matches!(self, ContentBlock::Text { text, .. } if text.trim().is_empty())
+    }
+
+    /// A text block.
+    pub fn text(text: impl Into<String>) -> Self {
+        ContentBlock::Text {
+            text: text.into(),
+            cache_control: None,
+        }
+    }
+
+    /// The same block ending a cacheable prefix, if its kind can carry `cache_control`.
+    pub fn cached(mut self) -> Self {
+        if let ContentBlock::Text { cache_control, .. }
+        | ContentBlock::ToolResult { cache_control, .. } = &mut self
+        {
+            *cache_control = Some(CacheControl::Ephemeral);
+        }
+        self
+    }
 }
 
 /// A tool the model may call.
@@ -283,7 +372,7 @@ mod tests {
             "content": [
                 {"type": "text", "text": "Let me check."},
                 {"type": "tool_use", "id": "toolu_1", "name": "read_state", "input": {"key": "a"}},
-                {"type": "thinking", "thinking": "...", "signature": "s"}
+                {"type": "server_tool_use", "id": "srvtoolu_1", "name": "web_search", "input": {}}
             ],
             "stop_reason": "tool_use", "stop_sequence": null,
             "usage": {"input_tokens": 10, "output_tokens": 5, "cache_creation_input_tokens": null, "cache_read_input_tokens": 3}
@@ -332,6 +421,7 @@ mod tests {
                         tool_use_id: "toolu_1".into(),
                         content: "bad input".into(),
                         is_error: true,
+                        cache_control: None,
                     }],
                 },
             ],
@@ -344,6 +434,7 @@ mod tests {
             stream: false,
             stop_sequences: vec![],
             temperature: None,
+            thinking: None,
         };
         let value = serde_json::to_value(&request).expect("serializes");
         assert_eq!(
@@ -357,5 +448,64 @@ mod tests {
         assert_eq!(value["tool_choice"], json!({"type": "auto"}));
         assert!(value.get("stream").is_none());
         assert!(value.get("temperature").is_none());
+        assert!(value.get("thinking").is_none());
+    }
+
+    #[test]
+    fn thinking_blocks_parse_and_serialize_back_unchanged() {
+        let content = json!([
+            {"type": "thinking", "thinking": "Let me see.", "signature": "EqQBCkYIARgCIkB"},
+            {"type": "redacted_thinking", "data": "EmwKAhgBEgy3va3pzix"},
+            {"type": "text", "text": "Answer."}
+        ]);
+        let blocks: Vec<ContentBlock> = serde_json::from_value(content.clone()).expect("parses");
+        assert_eq!(
+            blocks[0],
+            ContentBlock::Thinking {
+                thinking: "Let me see.".into(),
+                signature: "EqQBCkYIARgCIkB".into()
+            }
+        );
+        assert_eq!(
+            blocks[1],
+            ContentBlock::RedactedThinking {
+                data: "EmwKAhgBEgy3va3pzix".into()
+            }
+        );
+        assert_eq!(serde_json::to_value(&blocks).expect("serializes"), content);
+    }
+
+    #[test]
+    fn thinking_is_sent_enabled_with_its_budget_and_never_with_a_temperature() {
+        let request = MessagesRequest {
+            model: "claude-sonnet-4-5".into(),
+            max_tokens: 6_000,
+            system: vec![],
+            messages: vec![Message::user_text("go")],
+            tools: vec![],
+            tool_choice: None,
+            stream: false,
+            stop_sequences: vec![],
+            temperature: Some(0.2),
+            thinking: Some(Thinking::enabled(2_048)),
+        }
+        .normalized();
+        let value = serde_json::to_value(&request).expect("serializes");
+        assert_eq!(
+            value["thinking"],
+            json!({"type": "enabled", "budget_tokens": 2048})
+        );
+        assert!(value.get("temperature").is_none(), "{value}");
+    }
+
+    #[test]
+    fn only_blank_text_blocks_are_empty() {
+        assert!(ContentBlock::text("").is_empty_text());
+        assert!(ContentBlock::text(" \n").is_empty_text());
+        assert!(!ContentBlock::text("a").is_empty_text());
+        assert!(
+            !ContentBlock::RedactedThinking { data: "".into() }.is_empty_text(),
+            "only text blocks"
+        );
     }
 }

@@ -21,6 +21,8 @@ const FIELD_GOAL: &str = "goal";
 const FIELD_MAX_SUBTASKS: &str = "maxSubtasks";
 /// Meta field: the MCP tools the task's agents may use (`spec.tools`, a JSON array).
 const FIELD_TOOLS: &str = "tools";
+/// Meta field: the Task's extended-thinking budget in tokens; empty when it sets none.
+const FIELD_THINKING_BUDGET: &str = "thinkingBudgetTokens";
 /// Meta field: why the operator rejected the planner's last plan, for the next planner.
 const FIELD_PLAN_FEEDBACK: &str = "planFeedback";
 /// Meta field prefix: `subtask:<name>` holds the subtask's spec as JSON.
@@ -35,6 +37,9 @@ pub struct Goal {
     pub max_subtasks: u32,
     /// The pool's MCP tools the task's agents may use: `<server>` or `<server>/<tool>`.
     pub tools: Vec<String>,
+    /// The Task's extended-thinking budget for its agents' model calls (`spec.thinking`),
+    /// overriding its pool's; none: the pool's.
+    pub thinking_budget_tokens: Option<u32>,
 }
 
 /// A task's goal and plan.
@@ -67,6 +72,13 @@ impl TaskPlan {
                         .arg(goal.max_subtasks)
                         .arg(FIELD_TOOLS)
                         .arg(tools)
+                        // Written empty rather than deleted, so one HSET stays the whole write.
+                        .arg(FIELD_THINKING_BUDGET)
+                        .arg(
+                            goal.thinking_budget_tokens
+                                .map(|n| n.to_string())
+                                .unwrap_or_default(),
+                        )
                         .query_async::<()>(&mut c)
                         .await
                 }
@@ -77,7 +89,8 @@ impl TaskPlan {
     /// The goal, if the task has one registered.
     pub async fn goal(&self) -> CoordResult<Option<Goal>> {
         let meta = self.keys.meta();
-        let (prompt, max, tools): (Option<String>, Option<u32>, Option<String>) = self
+        type Fields = (Option<String>, Option<u32>, Option<String>, Option<String>);
+        let (prompt, max, tools, thinking): Fields = self
             .redis
             .run("read goal", |mut c| {
                 let meta = &meta;
@@ -87,6 +100,7 @@ impl TaskPlan {
                         .arg(FIELD_GOAL)
                         .arg(FIELD_MAX_SUBTASKS)
                         .arg(FIELD_TOOLS)
+                        .arg(FIELD_THINKING_BUDGET)
                         .query_async(&mut c)
                         .await
                 }
@@ -103,6 +117,7 @@ impl TaskPlan {
             prompt,
             max_subtasks: max.unwrap_or(crate::api::v1alpha1::limits::MAX_SUBTASKS),
             tools,
+            thinking_budget_tokens: thinking.and_then(|n| n.parse().ok()),
         }))
     }
 

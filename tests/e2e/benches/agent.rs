@@ -75,6 +75,7 @@ async fn overhead() -> (Vec<(usize, Duration)>, Vec<Duration>) {
     let settings = ModelSettings {
         model: "claude-sonnet-4-5".into(),
         max_tokens: 1024,
+        thinking_budget_tokens: None,
         max_turns: 10,
         stream: false,
         prices: maos_core::price::default_price_table(),
@@ -91,6 +92,7 @@ async fn overhead() -> (Vec<(usize, Duration)>, Vec<Duration>) {
                 prompt: "Benchmark the agent.".into(),
                 max_subtasks: 4,
                 tools: Vec::new(),
+                thinking_budget_tokens: None,
             })
             .await
             .expect("goal");
@@ -117,6 +119,7 @@ async fn overhead() -> (Vec<(usize, Duration)>, Vec<Duration>) {
             dependency_results: vec![],
             max_subtasks: 4,
             tools: Vec::new(),
+            thinking_budget_tokens: None,
         };
         let before = standin.requests().len();
         let started = Instant::now();

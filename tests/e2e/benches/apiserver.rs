@@ -74,6 +74,7 @@ fn task(name: &str) -> Task {
             resume_from: None,
             suspend: false,
             shutdown: None,
+            thinking: None,
             ttl_seconds_after_finished: None,
             tools: Vec::new(),
         },

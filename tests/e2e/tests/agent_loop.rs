@@ -95,6 +95,7 @@ fn brief() -> Brief {
         dependency_results: vec![],
         max_subtasks: 6,
         tools: Vec::new(),
+        thinking_budget_tokens: None,
     }
 }
 
@@ -102,6 +103,7 @@ fn settings() -> ModelSettings {
     ModelSettings {
         model: "claude-sonnet-4-5".into(),
         max_tokens: 1024,
+        thinking_budget_tokens: None,
         max_turns: 10,
         stream: true,
         prices: maos_core::price::default_price_table(),
@@ -568,7 +570,9 @@ async fn a_cost_budget_refuses_a_model_without_a_price_naming_it(fx: &Fixture) {
     };
     let s = setup_with(fx, MaosAgent::default(), limits, Duration::ZERO).await;
     let mut unpriced = settings();
-    unpriced.model = "claude-unpriced-1".into();
+    // A model the API serves (the stand-in refuses made-up ones) that the built-in price table
+    // has no price for.
+    unpriced.model = "claude-3-haiku-20240307".into();
     let work = item(&s.task, "bench", WorkKind::Work, 1);
     let ending = run(&s, "agent-a", &work, &brief(), &unpriced).await;
     let Ending::Failed { reason, detail } = &ending else {
@@ -576,7 +580,7 @@ async fn a_cost_budget_refuses_a_model_without_a_price_naming_it(fx: &Fixture) {
     };
     assert_eq!(*reason, FailReason::BudgetExceeded, "{detail}");
     assert!(
-        detail.contains("claude-unpriced-1") && detail.contains("no price"),
+        detail.contains("claude-3-haiku-20240307") && detail.contains("no price"),
         "{detail}"
     );
     assert!(
@@ -851,10 +855,13 @@ async fn messages_sent_before_the_start_are_in_the_opening_message(fx: &Fixture)
         Ending::Finished
     );
     let first = s.standin.requests()[0].body.clone().expect("body");
-    let opening = first["messages"][0]["content"][0]["text"]
-        .as_str()
-        .unwrap_or_default()
-        .to_owned();
+    // The opening message's text blocks (the goal is a block of its own, a cache breakpoint).
+    let opening: String = first["messages"][0]["content"]
+        .as_array()
+        .expect("blocks")
+        .iter()
+        .filter_map(|b| b["text"].as_str())
+        .collect();
     assert!(
         opening.contains("from agent-z: The sources list is in state key sources."),
         "{opening}"
@@ -877,6 +884,185 @@ async fn messages_sent_before_the_start_are_in_the_opening_message(fx: &Fixture)
     assert_eq!(read["content"], "{\"messages\":[]}");
 }
 
+/// Every request the stand-in answered was accepted (none refused as malformed).
+fn all_accepted(s: &Setup) {
+    let statuses: Vec<u16> = s.standin.requests().iter().map(|r| r.status).collect();
+    assert!(statuses.iter().all(|st| *st == 200), "{statuses:?}");
+}
+
+async fn a_subtask_with_thinking_sends_its_signed_thinking_back_every_turn(fx: &Fixture) {
+    let s = setup(fx, MaosAgent::default(), None).await;
+    let work = item(&s.task, "bench", WorkKind::Work, 1);
+    let pool_thinking = ModelSettings {
+        thinking_budget_tokens: Some(1024),
+        ..settings()
+    };
+    assert_eq!(
+        run(&s, "agent-a", &work, &brief(), &pool_thinking).await,
+        Ending::Finished
+    );
+    // The stand-in signs the thinking it emits and refuses a tool loop's turn without it, or
+    // with it changed: four accepted calls mean it went back unchanged each time.
+    all_accepted(&s);
+    let requests = s.standin.requests();
+    assert_eq!(requests.len(), 4);
+    for request in &requests {
+        let body = request.body.as_ref().expect("body");
+        assert_eq!(
+            body["thinking"],
+            json!({"type": "enabled", "budget_tokens": 1024})
+        );
+        assert_eq!(body["max_tokens"], 1024 + 1024, "the answer keeps its room");
+        assert!(body.get("temperature").is_none());
+    }
+    let last = requests.last().and_then(|r| r.body.as_ref()).expect("body");
+    let turns: Vec<&Value> = last["messages"]
+        .as_array()
+        .expect("messages")
+        .iter()
+        .filter(|m| m["role"] == "assistant")
+        .collect();
+    assert_eq!(turns.len(), 3);
+    assert!(
+        turns.iter().all(|t| t["content"][0]["type"] == "thinking"),
+        "{turns:?}"
+    );
+}
+
+async fn a_tasks_thinking_budget_overrides_its_pools(fx: &Fixture) {
+    let s = setup(fx, MaosAgent::default(), None).await;
+    let work = item(&s.task, "bench", WorkKind::Work, 1);
+    let pool_thinking = ModelSettings {
+        thinking_budget_tokens: Some(1024),
+        ..settings()
+    };
+    let task_thinking = Brief {
+        thinking_budget_tokens: Some(3000),
+        ..brief()
+    };
+    assert_eq!(
+        run(&s, "agent-a", &work, &task_thinking, &pool_thinking).await,
+        Ending::Finished
+    );
+    all_accepted(&s);
+    let first = s.standin.requests()[0].body.clone().expect("body");
+    assert_eq!(first["thinking"]["budget_tokens"], 3000);
+    assert_eq!(first["max_tokens"], 1024 + 3000);
+}
+
+async fn empty_text_blocks_of_answers_are_never_sent_back(fx: &Fixture) {
+    let s = setup(fx, MaosAgent::default(), None).await;
+    let work = item(&s.task, "bench", WorkKind::Work, 1);
+    // Every answer starts with an empty text block, as the real API's sometimes do.
+    let marked = Brief {
+        goal: "Compare vector databases. [[answer:empty-text]]".into(),
+        ..brief()
+    };
+    assert_eq!(
+        run(&s, "agent-a", &work, &marked, &settings()).await,
+        Ending::Finished
+    );
+    all_accepted(&s);
+    assert_eq!(s.standin.requests().len(), 4);
+}
+
+async fn an_answer_of_only_empty_text_leaves_a_valid_conversation(fx: &Fixture) {
+    let s = setup(
+        fx,
+        Scripted::new(
+            [Outcome::Reply(Reply::text("").stopping(
+                maos_e2e::claude_standin::StopReason::PauseTurn,
+            ))],
+            MaosAgent::default(),
+        ),
+        None,
+    )
+    .await;
+    let work = item(&s.task, "bench", WorkKind::Work, 1);
+    assert_eq!(
+        run(&s, "agent-a", &work, &brief(), &settings()).await,
+        Ending::Finished
+    );
+    all_accepted(&s);
+    assert_eq!(
+        s.standin.requests().len(),
+        5,
+        "the paused call and four more"
+    );
+}
+
+/// The (subtask, cache read, cache write) of each TokensUsed event, in order.
+async fn cache_use(s: &Setup) -> Vec<(String, u64, u64)> {
+    let mut consumer = s.task.events().consumer(GROUP_OPERATOR, "test");
+    consumer
+        .next(100, None)
+        .await
+        .expect("events")
+        .into_iter()
+        .filter_map(|d| match d.event.kind {
+            EventKind::TokensUsed {
+                cache_read,
+                cache_creation,
+                ..
+            } => Some((d.event.subtask, cache_read, cache_creation)),
+            _ => None,
+        })
+        .collect()
+}
+
+async fn each_call_reads_the_prefix_the_call_before_it_wrote_and_agents_share_the_goal(
+    fx: &Fixture,
+) {
+    let s = setup(fx, MaosAgent::default(), None).await;
+    for (agent, subtask) in [("agent-a", "first"), ("agent-b", "second")] {
+        let work = item(&s.task, subtask, WorkKind::Work, 1);
+        assert_eq!(
+            run(&s, agent, &work, &brief(), &settings()).await,
+            Ending::Finished
+        );
+    }
+    all_accepted(&s);
+    let used = cache_use(&s).await;
+    let of = |subtask: &str| -> Vec<(u64, u64)> {
+        used.iter()
+            .filter(|(name, _, _)| name == subtask)
+            .map(|(_, read, written)| (*read, *written))
+            .collect()
+    };
+    let first = of("first");
+    assert_eq!(first.len(), 4, "{first:?}");
+    for pair in first.windows(2) {
+        let ((read, written), (next_read, _)) = (pair[0], pair[1]);
+        assert!(
+            next_read >= read + written && next_read > read,
+            "a call reads all the call before it cached, the conversation too: {first:?}"
+        );
+    }
+    // The second agent's first call reads the prefix up to the goal, which the first agent's
+    // first call wrote: tools, system prompt and goal, the breakpoint after the goal.
+    let second = of("second");
+    let requests = s.standin.requests();
+    let opening = requests[4]
+        .body
+        .as_ref()
+        .expect("the second agent's first call");
+    let parsed =
+        maos_e2e::claude_standin::parse_request(opening.to_string().as_bytes()).expect("valid");
+    let breakpoints: Vec<u64> = parsed
+        .cache_prefixes
+        .iter()
+        .filter(|p| p.breakpoint)
+        .map(|p| p.tokens)
+        .collect();
+    assert_eq!(
+        breakpoints.len(),
+        3,
+        "system prompt, goal, end: {breakpoints:?}"
+    );
+    assert_eq!(second[0].0, breakpoints[1], "{second:?} {breakpoints:?}");
+    assert!(breakpoints[1] > breakpoints[0]);
+}
+
 both_backends!(
     messages_sent_before_the_start_are_in_the_opening_message,
     a_subtask_is_worked_through_tools_to_its_result,
@@ -896,4 +1082,9 @@ both_backends!(
     a_cost_budget_that_cannot_cover_the_worst_case_refuses_the_call_unmade,
     a_cost_budget_is_settled_with_what_each_answer_cost_at_the_operators_prices,
     a_cost_budget_refuses_a_model_without_a_price_naming_it,
+    a_subtask_with_thinking_sends_its_signed_thinking_back_every_turn,
+    a_tasks_thinking_budget_overrides_its_pools,
+    empty_text_blocks_of_answers_are_never_sent_back,
+    an_answer_of_only_empty_text_leaves_a_valid_conversation,
+    each_call_reads_the_prefix_the_call_before_it_wrote_and_agents_share_the_goal,
 );

@@ -130,6 +130,7 @@ async fn the_operators_agent_pod_runs_an_agent_that_works_as_the_pools_redis_use
             prompt: "Compare vector databases.".into(),
             max_subtasks: 4,
             tools: Vec::new(),
+            thinking_budget_tokens: None,
         })
         .await
         .expect("goal");

@@ -95,6 +95,7 @@ async fn queued_task(pool: &Pool) -> (Task, WorkItem) {
             prompt: "Compare vector databases.".into(),
             max_subtasks: 4,
             tools: Vec::new(),
+            thinking_budget_tokens: None,
         })
         .await
         .expect("goal");

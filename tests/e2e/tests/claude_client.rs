@@ -5,7 +5,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use maos_agent_runner::claude::sse::Progress;
-use maos_agent_runner::claude::types::{Message, MessagesRequest, StopReason, TextBlock, Tool};
+use maos_agent_runner::claude::types::{
+    ContentBlock, Message, MessagesRequest, Role, StopReason, TextBlock, Thinking, Tool,
+};
 use maos_agent_runner::claude::{ApiKey, ClaudeClient, ClaudeError, ClientConfig, RetryPolicy};
 use maos_e2e::claude_standin::{
     Behaviour, ClaudeStandIn, Fault, MaosAgent, Outcome, Scripted, StandInConfig,
@@ -35,7 +37,10 @@ fn request() -> MessagesRequest {
     MessagesRequest {
         model: "claude-sonnet-4-5".into(),
         max_tokens: 1024,
-        system: vec![TextBlock::new("You are a MAOS agent.").cached()],
+        // Long enough to be cached: the API caches no prefix under 1,024 tokens (Sonnet).
+        system: vec![
+            TextBlock::new(format!("You are a MAOS agent.\n{}", DESIGN.repeat(40))).cached(),
+        ],
         messages: vec![Message::user_text("Summarize the design.")],
         tools: vec![Tool {
             name: "complete_subtask".into(),
@@ -46,8 +51,12 @@ fn request() -> MessagesRequest {
         stream: false,
         stop_sequences: vec![],
         temperature: None,
+        thinking: None,
     }
 }
+
+/// A paragraph of a system prompt.
+const DESIGN: &str = "An agent claims a subtask, works it with tools and shared state, and completes it with a self-contained result.\n";
 
 #[tokio::test]
 async fn send_returns_the_models_tool_call_and_usage() {
@@ -246,5 +255,53 @@ async fn the_api_key_never_appears_in_errors_or_debug_output() {
     assert!(
         !everything.contains(wrong) && !everything.contains(KEY),
         "a key leaked: {everything}"
+    );
+}
+
+#[tokio::test]
+async fn thinking_comes_back_signed_and_the_next_turn_sends_it_back_unchanged() {
+    let standin = standin(MaosAgent::default());
+    let client = client(&standin, KEY);
+    for stream in [false, true] {
+        let mut first = request();
+        first.max_tokens = 4096;
+        first.thinking = Some(Thinking::enabled(2048));
+        // The API refuses a temperature beside thinking: the client leaves it out.
+        first.temperature = Some(0.3);
+        let answer = if stream {
+            client.stream(&first, |_| {}).await
+        } else {
+            client.send(&first).await
+        }
+        .expect("answer");
+        let ContentBlock::Thinking { signature, .. } = &answer.content[0] else {
+            panic!("thinking first: {:?}", answer.content);
+        };
+        assert!(
+            !signature.is_empty(),
+            "stream {stream}: the signature arrived"
+        );
+        let (id, _, _) = answer.tool_uses().next().expect("a tool call");
+        let mut next = first.clone();
+        next.messages.push(answer.to_message());
+        next.messages.push(Message {
+            role: Role::User,
+            content: vec![ContentBlock::ToolResult {
+                tool_use_id: id.to_owned(),
+                content: "recorded".into(),
+                is_error: false,
+                cache_control: None,
+            }],
+        });
+        // The stand-in refuses thinking whose signature does not match, and a tool loop's
+        // turn without its thinking.
+        client
+            .send(&next)
+            .await
+            .expect("the thinking went back unchanged");
+    }
+    assert!(
+        standin.requests().iter().all(|r| r.status == 200),
+        "no request was refused"
     );
 }

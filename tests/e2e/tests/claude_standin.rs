@@ -375,3 +375,215 @@ async fn a_call_the_client_drops_is_recorded_abandoned_with_its_body() {
     assert_eq!(dropped.status, 0, "no answer was ever sent");
     assert!(dropped.answered_at.is_none());
 }
+
+#[tokio::test]
+async fn a_bearer_token_is_accepted_like_x_api_key_and_every_documented_version() {
+    let standin = start(MaosAgent::default());
+    let bearer = reqwest::Client::new()
+        .post(format!("{}/v1/messages", standin.base_url()))
+        .bearer_auth(KEY)
+        .header("anthropic-version", "2023-06-01")
+        .json(&body(&[], false))
+        .send()
+        .await
+        .expect("answers");
+    assert_eq!(bearer.status(), 200);
+    let older = post(&standin, Some(KEY), Some("2023-01-01"), &body(&[], false)).await;
+    assert_eq!(older.status(), 200);
+    let unknown = post(&standin, Some(KEY), Some("2024-01-01"), &body(&[], false)).await;
+    assert_eq!(unknown.status(), 400);
+    assert!(
+        !format!("{:?}", standin.requests()).contains(KEY),
+        "the bearer token is recorded redacted"
+    );
+}
+
+#[tokio::test]
+async fn every_answer_carries_request_id_and_rate_limit_headers() {
+    let standin = start(MaosAgent::default());
+    let response = ok_post(&standin, &body(&[], false)).await;
+    for name in [
+        "request-id",
+        "anthropic-ratelimit-requests-limit",
+        "anthropic-ratelimit-requests-remaining",
+        "anthropic-ratelimit-requests-reset",
+        "anthropic-ratelimit-input-tokens-remaining",
+        "anthropic-ratelimit-output-tokens-remaining",
+        "anthropic-ratelimit-tokens-reset",
+    ] {
+        assert!(response.headers().contains_key(name), "{name} is missing");
+    }
+    let limited = start(Scripted::new(
+        [Outcome::Fail(Fault::rate_limited(3))],
+        MaosAgent::default(),
+    ));
+    let response = ok_post(&limited, &body(&[], false)).await;
+    assert_eq!(response.status(), 429);
+    assert_eq!(response.headers()["retry-after"], "3");
+    assert!(response.headers().contains_key("request-id"));
+}
+
+#[tokio::test]
+async fn a_gateway_timeout_is_a_timeout_error() {
+    let standin = start(Scripted::new(
+        [Outcome::Fail(Fault::Status {
+            status: 504,
+            retry_after: None,
+        })],
+        MaosAgent::default(),
+    ));
+    let response = ok_post(&standin, &body(&[], false)).await;
+    assert_eq!(response.status(), 504);
+    let error: Value = response.json().await.expect("json");
+    assert_eq!(error["error"]["type"], "timeout_error");
+}
+
+#[tokio::test]
+async fn models_are_those_of_the_api_table_by_alias_or_dated_id() {
+    let standin = start(MaosAgent::default());
+    for model in [
+        "claude-sonnet-4-5",
+        "claude-sonnet-4-5-20250929",
+        "claude-haiku-4-5",
+    ] {
+        let mut request = body(&[], false);
+        request["model"] = json!(model);
+        let response = ok_post(&standin, &request).await;
+        assert_eq!(response.status(), 200, "{model}");
+        let message: Value = response.json().await.expect("json");
+        assert_eq!(message["model"], model, "answered as asked unless told");
+    }
+    let mut unknown = body(&[], false);
+    unknown["model"] = json!("claude-sonnet-9-9");
+    let response = ok_post(&standin, &unknown).await;
+    assert_eq!(response.status(), 404);
+    let error: Value = response.json().await.expect("json");
+    assert_eq!(error["error"]["type"], "not_found_error");
+    assert_eq!(error["error"]["message"], "model: claude-sonnet-9-9");
+    let mut too_long = body(&[], false);
+    too_long["max_tokens"] = json!(200_000);
+    let response = ok_post(&standin, &too_long).await;
+    assert_eq!(response.status(), 400);
+    let error: Value = response.json().await.expect("json");
+    assert_eq!(
+        error["error"]["message"],
+        "max_tokens: 200000 > 64000, which is the maximum allowed number of output tokens for claude-sonnet-4-5-20250929"
+    );
+}
+
+#[tokio::test]
+async fn a_dated_model_marker_answers_with_the_dated_id() {
+    let standin = start(MaosAgent::default());
+    let mut request = body(&[], false);
+    request["system"] = json!("You are a MAOS agent. [[answer:dated-model]]");
+    let message: Value = ok_post(&standin, &request)
+        .await
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(message["model"], "claude-sonnet-4-5-20250929");
+}
+
+/// A body asking for thinking.
+fn thinking_body(stream: bool) -> Value {
+    let mut request = body(&["complete_subtask"], stream);
+    request["max_tokens"] = json!(4096);
+    request["thinking"] = json!({"type": "enabled", "budget_tokens": 2048});
+    request
+}
+
+#[tokio::test]
+async fn thinking_is_signed_and_accepted_back_only_unchanged() {
+    let standin = start(MaosAgent::default());
+    let message: Value = ok_post(&standin, &thinking_body(false))
+        .await
+        .json()
+        .await
+        .expect("json");
+    let content = message["content"].as_array().expect("content").clone();
+    assert_eq!(content[0]["type"], "thinking");
+    assert!(
+        content[0]["signature"]
+            .as_str()
+            .is_some_and(|s| !s.is_empty())
+    );
+    assert_eq!(content[1]["type"], "tool_use");
+    let id = content[1]["id"].clone();
+    let next = |turn: Vec<Value>| {
+        let mut request = thinking_body(false);
+        request["messages"] = json!([
+            {"role": "user", "content": "Summarize the design.\nBe brief."},
+            {"role": "assistant", "content": turn},
+            {"role": "user", "content": [{"type": "tool_result", "tool_use_id": id, "content": "recorded"}]}
+        ]);
+        request
+    };
+    assert_eq!(
+        ok_post(&standin, &next(content.clone())).await.status(),
+        200
+    );
+    let mut forged = content.clone();
+    forged[0]["thinking"] = json!("Something else entirely.");
+    let response = ok_post(&standin, &next(forged)).await;
+    assert_eq!(response.status(), 400);
+    let error: Value = response.json().await.expect("json");
+    assert_eq!(
+        error["error"]["message"],
+        "messages.1.content.0: Invalid `signature` in `thinking` block"
+    );
+    let response = ok_post(&standin, &next(content[1..].to_vec())).await;
+    assert_eq!(
+        response.status(),
+        400,
+        "a tool loop's turn without its thinking"
+    );
+}
+
+#[tokio::test]
+async fn a_streamed_answer_streams_its_thinking_and_signature() {
+    let standin = start(MaosAgent::default());
+    let sse = ok_post(&standin, &thinking_body(true))
+        .await
+        .text()
+        .await
+        .expect("body");
+    assert!(sse.contains("\"thinking_delta\""), "{sse}");
+    assert!(sse.contains("\"signature_delta\""), "{sse}");
+}
+
+#[tokio::test]
+async fn prompt_caching_caches_only_a_prefix_of_the_models_minimum() {
+    let standin = start(MaosAgent::default());
+    let with_system = |model: &str, chars: usize| {
+        let mut request = body(&[], false);
+        request["model"] = json!(model);
+        request["system"] = json!([{"type": "text", "text": "s".repeat(chars), "cache_control": {"type": "ephemeral"}}]);
+        request
+    };
+    let usage = |message: Value| {
+        (
+            message["usage"]["cache_creation_input_tokens"].as_u64(),
+            message["usage"]["cache_read_input_tokens"].as_u64(),
+        )
+    };
+    // About 500 tokens: below every minimum, so never cached.
+    let short = with_system("claude-sonnet-4-5", 2_000);
+    for _ in 0..2 {
+        let message: Value = ok_post(&standin, &short).await.json().await.expect("json");
+        assert_eq!(usage(message), (Some(0), Some(0)));
+    }
+    // About 1,500 tokens: cached for Sonnet (minimum 1,024), written once and read after.
+    let long = with_system("claude-sonnet-4-5", 6_000);
+    let first: Value = ok_post(&standin, &long).await.json().await.expect("json");
+    let (written, read) = usage(first);
+    assert!(
+        written.is_some_and(|w| w >= 1_024) && read == Some(0),
+        "{written:?} {read:?}"
+    );
+    let second: Value = ok_post(&standin, &long).await.json().await.expect("json");
+    assert_eq!(usage(second), (Some(0), written));
+    // The same prefix is too short for Haiku (minimum 2,048).
+    let haiku = with_system("claude-haiku-4-5", 6_000);
+    let message: Value = ok_post(&standin, &haiku).await.json().await.expect("json");
+    assert_eq!(usage(message), (Some(0), Some(0)));
+}

@@ -304,6 +304,7 @@ fn brief(tools: &[&str]) -> Brief {
         dependency_results: vec![],
         max_subtasks: 4,
         tools: granted(tools),
+        thinking_budget_tokens: None,
     }
 }
 
@@ -315,6 +316,7 @@ fn settings() -> ModelSettings {
         stream: true,
         prices: maos_core::price::default_price_table(),
         drain_on_stop: Duration::ZERO,
+        thinking_budget_tokens: None,
     }
 }
 

@@ -15,9 +15,11 @@ mod pool;
 mod schema;
 #[allow(clippy::duplicated_attributes)]
 mod task;
+mod thinking;
 mod tools;
 
 pub use checkpoint::*;
 pub use pool::*;
 pub use task::*;
+pub use thinking::*;
 pub use tools::*;

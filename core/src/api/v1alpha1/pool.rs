@@ -87,6 +87,9 @@ pub struct AgentPoolSpec {
     /// only those the Task names in its spec.tools.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tools: Option<super::PoolTools>,
+    /// Extended thinking for this pool's agents (a Task's own `thinking` wins); omit for none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub thinking: Option<super::ThinkingConfig>,
 }
 
 /// The range the autoscaler keeps a pool's agent count in.

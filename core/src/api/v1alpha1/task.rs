@@ -103,6 +103,11 @@ pub struct TaskSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub shutdown: Option<Shutdown>,
 
+    /// Extended thinking for this Task's model calls, overriding its pool's; omit for the
+    /// pool's. Read when the Task is registered.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub thinking: Option<super::ThinkingConfig>,
+
     /// Delete the Task this many seconds after it finished; omit to keep it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 0, max = MAX_SECONDS))]

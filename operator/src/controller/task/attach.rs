@@ -339,6 +339,7 @@ pub(super) async fn register(
             prompt: task.spec.prompt.clone(),
             max_subtasks: task.spec.max_subtasks,
             tools: task.spec.tools.clone(),
+            thinking_budget_tokens: task.spec.thinking.as_ref().map(|t| t.budget_tokens),
         })
         .await?;
     pool.queue().ensure_group().await?;

@@ -12,7 +12,10 @@ pub use behaviour::{
     Behaviour, Block, COMPLETE_SUBTASK, Fault, FaultMarkers, MaosAgent, Outcome, PlanShape, Reply,
     SUBMIT_PLAN, Scripted, WorkCall,
 };
-pub use wire::{ANTHROPIC_VERSION, ApiError, MessagesRequest, StopReason, Usage, parse_request};
+pub use wire::{
+    ANTHROPIC_VERSION, ANTHROPIC_VERSIONS, ApiError, MODELS, MessagesRequest, Model, StopReason,
+    Usage, find_model, parse_request,
+};
 
 use std::collections::HashSet;
 use std::convert::Infallible;
@@ -38,7 +41,8 @@ type Body = BoxBody<Bytes, std::io::Error>;
 pub struct StandInConfig {
     /// The only API key accepted.
     pub api_key: String,
-    /// Model names accepted; empty accepts any name starting with `claude-`.
+    /// Model names accepted (with a 64,000-token output limit and a 1,024-token cache
+    /// minimum); empty: the API's models table, [`MODELS`], aliases and dated ids.
     pub models: Vec<String>,
     /// How long each answer takes (spread over the events of a stream).
     pub latency: Duration,
@@ -100,7 +104,38 @@ struct State {
     config: StandInConfig,
     calls: AtomicU64,
     log: Mutex<Vec<RecordedRequest>>,
-    cached_prefixes: Mutex<HashSet<String>>,
+    /// Cached prefixes: (model id, prefix hash).
+    cached_prefixes: Mutex<HashSet<(String, u64)>>,
+    /// Signs the thinking the stand-in emits, so it can tell thinking sent back unchanged.
+    signing_key: aws_lc_rs::hmac::Key,
+}
+
+impl State {
+    /// The signature of `thinking`: an HMAC of its text under this stand-in's key.
+    fn sign(&self, thinking: &str) -> String {
+        use base64::Engine as _;
+        let tag = aws_lc_rs::hmac::sign(&self.signing_key, thinking.as_bytes());
+        base64::engine::general_purpose::STANDARD.encode(tag.as_ref())
+    }
+
+    /// Whether a thinking block sent back is one this stand-in emitted, unchanged.
+    fn verify(&self, input: &wire::ThinkingInput) -> bool {
+        match input.kind {
+            "thinking" => self.sign(&input.content) == input.signature,
+            // Redacted thinking carries its own signature: `<nonce>.<signature of the nonce>`.
+            _ => input
+                .content
+                .split_once('.')
+                .is_some_and(|(nonce, tag)| self.sign(&format!("redacted:{nonce}")) == tag),
+        }
+    }
+
+    /// Redacted thinking for call `call`, verifiable by [`State::verify`].
+    fn redacted(&self, call: u64) -> String {
+        let nonce = format!("standin{call:08}");
+        let tag = self.sign(&format!("redacted:{nonce}"));
+        format!("{nonce}.{tag}")
+    }
 }
 
 /// A running stand-in; stops when dropped.
@@ -135,6 +170,10 @@ impl ClaudeStandIn {
             calls: AtomicU64::new(0),
             log: Mutex::new(Vec::new()),
             cached_prefixes: Mutex::new(HashSet::new()),
+            signing_key: aws_lc_rs::hmac::Key::new(
+                aws_lc_rs::hmac::HMAC_SHA256,
+                uuid::Uuid::new_v4().as_bytes(),
+            ),
         });
         let (shutdown, mut shutdown_rx) = tokio::sync::oneshot::channel::<()>();
         let serve_state = state.clone();
@@ -207,7 +246,9 @@ async fn handle(state: &State, request: Request<Incoming>) -> Response<Body> {
         .headers()
         .iter()
         .map(|(name, value)| {
-            let value = if name.as_str().eq_ignore_ascii_case("x-api-key") {
+            let value = if name.as_str().eq_ignore_ascii_case("x-api-key")
+                || name.as_str().eq_ignore_ascii_case("authorization")
+            {
                 "<redacted>".to_owned()
             } else {
                 String::from_utf8_lossy(value.as_bytes()).into_owned()
@@ -285,7 +326,11 @@ async fn answer(
             .and_then(|v| v.to_str().ok())
             .map(str::to_owned)
     };
-    match header("x-api-key") {
+    // The API takes the key as `x-api-key` or as an `Authorization: Bearer` token.
+    let key = header("x-api-key").or_else(|| {
+        header("authorization").and_then(|v| v.strip_prefix("Bearer ").map(str::to_owned))
+    });
+    match key {
         None => {
             return (
                 error_response(
@@ -319,7 +364,7 @@ async fn answer(
                 None,
             );
         }
-        Some(version) if version != ANTHROPIC_VERSION => {
+        Some(version) if !ANTHROPIC_VERSIONS.contains(&version.as_str()) => {
             let error = ApiError::invalid(format!("anthropic-version: invalid version {version}"));
             return (error_response(&error, request_id, None), None);
         }
@@ -351,31 +396,60 @@ async fn answer(
     {
         record.body = body.clone();
     }
-    let model_known = if state.config.models.is_empty() {
-        parsed.model.starts_with("claude-")
+    let model = if state.config.models.is_empty() {
+        find_model(&parsed.model).copied()
     } else {
-        state.config.models.contains(&parsed.model)
+        state
+            .config
+            .models
+            .contains(&parsed.model)
+            .then_some(Model {
+                id: "",
+                alias: None,
+                max_output_tokens: 64_000,
+                min_cacheable_tokens: 1_024,
+            })
     };
-    if !model_known {
+    let Some(model) = model else {
         let error = ApiError::for_status(404, format!("model: {}", parsed.model));
         return (error_response(&error, request_id, None), body);
+    };
+    if let Err(error) = wire::check_model_limits(&parsed, &model) {
+        return (error_response(&error, request_id, None), body);
     }
+    if let Some(forged) = parsed.thinking_inputs.iter().find(|t| !state.verify(t)) {
+        let error = ApiError::invalid(match forged.kind {
+            "thinking" => format!("{}: Invalid `signature` in `thinking` block", forged.path),
+            _ => format!(
+                "{}: Invalid `data` in `redacted_thinking` block",
+                forged.path
+            ),
+        });
+        return (error_response(&error, request_id, None), body);
+    }
+    let markers = AnswerMarkers::of(&parsed);
+    // The API answers with the model's dated id; the stand-in does when told to.
+    let answered_model = if markers.dated_model && !model.id.is_empty() {
+        model.id.to_owned()
+    } else {
+        parsed.model.clone()
+    };
 
     let reply = match state.config.behaviour.respond(&parsed, call) {
         Outcome::Fail(fault) => {
             return (
-                fault_response(fault, request_id, &parsed, state).await,
+                fault_response(fault, request_id, &parsed, &model, state).await,
                 body,
             );
         }
         Outcome::Reply(reply) => reply,
     };
-    let (content, stop, usage) = render(state, &parsed, &reply, call);
+    let (content, stop, usage) = render(state, &parsed, &model, &reply, &markers, call);
     let message_id = format!("msg_standin_{call:08}");
     let response = if parsed.stream {
         let events = wire::stream_events(
             &message_id,
-            &parsed.model,
+            &answered_model,
             &content,
             stop,
             usage,
@@ -384,21 +458,69 @@ async fn answer(
         stream_response(events, state.config.latency, request_id)
     } else {
         tokio::time::sleep(state.config.latency).await;
-        let message = wire::message_body(&message_id, &parsed.model, &content, stop, usage);
+        let message = wire::message_body(&message_id, &answered_model, &content, stop, usage);
         json_response(StatusCode::OK, &message, request_id)
     };
     (response, body)
 }
 
+/// What a conversation's `[[answer:<kind>]]` markers (in its system prompt or opening
+/// message) ask of every answer: `empty-text` (an empty text block first, as the real API
+/// sometimes sends), `redacted-thinking` (with thinking enabled, a redacted_thinking block after
+/// the thinking) and `dated-model` (the answer names the model's dated id, as the real API
+/// does for an alias).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct AnswerMarkers {
+    /// An empty text block comes first.
+    pub empty_text: bool,
+    /// A redacted_thinking block follows the thinking.
+    pub redacted_thinking: bool,
+    /// The answer names the dated model id.
+    pub dated_model: bool,
+}
+
+impl AnswerMarkers {
+    /// The markers of `request`'s conversation.
+    pub fn of(request: &MessagesRequest) -> Self {
+        let text = format!("{}\n{}", request.system, request.first_user_text());
+        Self {
+            empty_text: text.contains("[[answer:empty-text]]"),
+            redacted_thinking: text.contains("[[answer:redacted-thinking]]"),
+            dated_model: text.contains("[[answer:dated-model]]"),
+        }
+    }
+}
+
 /// The content blocks, stop reason and usage of a reply, truncated to max_tokens as the model
-/// would be.
+/// would be. With thinking enabled the answer starts with signed thinking, as the real model's.
 fn render(
     state: &State,
     request: &MessagesRequest,
+    model: &Model,
     reply: &Reply,
+    markers: &AnswerMarkers,
     call: u64,
 ) -> (Vec<Value>, StopReason, Usage) {
     let mut content = Vec::new();
+    if request.thinking_budget.is_some() {
+        let thought = format!(
+            "The stand-in thinks about: {}",
+            request
+                .last_user_text()
+                .lines()
+                .find(|l| !l.trim().is_empty())
+                .unwrap_or("the tool results")
+        );
+        content.push(
+            json!({"type": "thinking", "signature": state.sign(&thought), "thinking": thought}),
+        );
+        if markers.redacted_thinking {
+            content.push(json!({"type": "redacted_thinking", "data": state.redacted(call)}));
+        }
+    }
+    if markers.empty_text {
+        content.push(json!({"type": "text", "text": ""}));
+    }
     let mut tool_index = 0;
     for block in &reply.blocks {
         match block {
@@ -428,28 +550,57 @@ fn render(
         stop = StopReason::MaxTokens;
         output_tokens = request.max_tokens;
     }
-    let input = tokens(&request.raw.to_string());
-    let mut usage = Usage {
-        input_tokens: input,
-        output_tokens,
-        ..Usage::default()
+    let tool_prompt = if request.tool_names.is_empty() {
+        0
+    } else {
+        wire::TOOL_USE_SYSTEM_PROMPT_TOKENS
     };
-    if request.uses_cache_control {
-        // The cached prefix is modelled as half the input: written on first sight, read after.
-        let cached = input / 2;
-        usage.input_tokens = input - cached;
-        let first_sight = state
-            .cached_prefixes
-            .lock()
-            .map(|mut seen| seen.insert(request.system.clone()))
-            .unwrap_or(true);
-        if first_sight {
-            usage.cache_creation_input_tokens = cached;
-        } else {
-            usage.cache_read_input_tokens = cached;
-        }
-    }
+    let input = tokens(&request.raw.to_string()) + tool_prompt;
+    let (read, write) = cache_use(state, request, model);
+    let usage = Usage {
+        input_tokens: input.saturating_sub(read + write),
+        output_tokens,
+        cache_creation_input_tokens: write,
+        cache_read_input_tokens: read,
+    };
     (content, stop, usage)
+}
+
+/// How far before a breakpoint the API looks for a cached prefix, in blocks.
+const CACHE_LOOKBACK_BLOCKS: usize = 20;
+
+/// The tokens a request reads from the prompt cache and writes to it, as the API counts them.
+/// Only a prefix of at least the model's minimum is cached, at a breakpoint; a request reads
+/// the longest cached prefix ending within [`CACHE_LOOKBACK_BLOCKS`] blocks before one of its
+/// breakpoints, and writes the rest up to its last breakpoint.
+fn cache_use(state: &State, request: &MessagesRequest, model: &Model) -> (u64, u64) {
+    let prefixes = &request.cache_prefixes;
+    let breakpoints: Vec<usize> = (0..prefixes.len())
+        .filter(|&i| prefixes[i].breakpoint && prefixes[i].tokens >= model.min_cacheable_tokens)
+        .collect();
+    let Some(&last) = breakpoints.last() else {
+        return (0, 0);
+    };
+    let Ok(mut cached) = state.cached_prefixes.lock() else {
+        return (0, 0);
+    };
+    let id = model.id.to_owned();
+    let read = (0..=last)
+        .rev()
+        .filter(|&i| {
+            breakpoints
+                .iter()
+                .any(|&b| b >= i && b - i < CACHE_LOOKBACK_BLOCKS)
+        })
+        .find(|&i| {
+            prefixes[i].tokens >= model.min_cacheable_tokens
+                && cached.contains(&(id.clone(), prefixes[i].hash))
+        })
+        .map_or(0, |i| prefixes[i].tokens);
+    for &b in &breakpoints {
+        cached.insert((id.clone(), prefixes[b].hash));
+    }
+    (read, prefixes[last].tokens.saturating_sub(read))
 }
 
 /// Roughly four characters a token, at least one.
@@ -461,6 +612,7 @@ async fn fault_response(
     fault: Fault,
     request_id: &str,
     request: &MessagesRequest,
+    model: &Model,
     state: &State,
 ) -> Response<Body> {
     match fault {
@@ -482,7 +634,7 @@ async fn fault_response(
         Fault::Hang(duration) => {
             tokio::time::sleep(duration).await;
             error_response(
-                &ApiError::for_status(504, "Gateway timeout"),
+                &ApiError::for_status(504, "Request timed out"),
                 request_id,
                 None,
             )
@@ -508,7 +660,14 @@ async fn fault_response(
             resp
         }
         Fault::StreamError => {
-            let (_, _, usage) = render(state, request, &Reply::text(""), 0);
+            let (_, _, usage) = render(
+                state,
+                request,
+                model,
+                &Reply::text("partial"),
+                &AnswerMarkers::default(),
+                0,
+            );
             let mut events = wire::stream_events(
                 "msg_standin_err",
                 &request.model,
@@ -596,6 +755,29 @@ fn response(
     );
     if let Ok(value) = hyper::header::HeaderValue::from_str(request_id) {
         headers.insert("request-id", value);
+    }
+    // The rate-limit headers the API sends on every answer (fixed, generous limits: the
+    // stand-in counts nothing).
+    let reset = (jiff::Timestamp::now() + jiff::SignedDuration::from_secs(60))
+        .round(jiff::Unit::Second)
+        .map(|t| t.to_string())
+        .unwrap_or_default();
+    for (bucket, limit) in [
+        ("requests", "4000"),
+        ("input-tokens", "2000000"),
+        ("output-tokens", "400000"),
+        ("tokens", "2400000"),
+    ] {
+        for (what, value) in [("limit", limit), ("remaining", limit), ("reset", &reset)] {
+            if let (Ok(name), Ok(value)) = (
+                hyper::header::HeaderName::from_bytes(
+                    format!("anthropic-ratelimit-{bucket}-{what}").as_bytes(),
+                ),
+                hyper::header::HeaderValue::from_str(value),
+            ) {
+                headers.insert(name, value);
+            }
+        }
     }
     resp
 }
