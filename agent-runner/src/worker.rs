@@ -19,6 +19,8 @@ use crate::metrics::{AgentMetrics, OutcomeLabel};
 
 /// How long one claim waits for work before the loop checks for shutdown again.
 const CLAIM_BLOCK: Duration = Duration::from_secs(1);
+/// How long an agent waits at start for its MCP servers' first connection before it claims work.
+const MCP_FIRST_CONNECT: Duration = Duration::from_secs(20);
 /// How long each shutdown step (release, leave the heartbeats) may take.
 const CLEANUP_TIMEOUT: Duration = Duration::from_secs(5);
 /// Most items held before a restart that are resumed at start.
@@ -126,6 +128,14 @@ pub async fn run(
         config.heartbeat(),
         shutdown.clone(),
     ));
+    // Work claimed before the servers answered would be offered none of their tools. A server
+    // that takes longer is down for now (its tools come with later items once it is up).
+    if tokio::time::timeout(MCP_FIRST_CONNECT, mcp.settled())
+        .await
+        .is_err()
+    {
+        tracing::warn!("MCP servers still connecting; claiming work without their tools");
+    }
     tracing::info!(agent = %agent, pool = %pool_uid, "agent ready");
 
     // First what this agent held before a restart under the same name (a container restart

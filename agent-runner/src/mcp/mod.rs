@@ -75,6 +75,12 @@ impl McpTools {
         }
     }
 
+    /// Waits until every server's first connection attempt has ended (each is then up or
+    /// down), so the first work items are offered the tools of the servers that answer.
+    pub async fn settled(&self) {
+        futures::future::join_all(self.servers.iter().map(|s| s.settled())).await;
+    }
+
     /// The servers.
     pub fn servers(&self) -> &[Arc<Server>] {
         &self.servers

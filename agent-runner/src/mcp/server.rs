@@ -169,6 +169,20 @@ impl Server {
         self.changed.notified().await;
     }
 
+    /// Waits until the first connection attempt has ended, up or down.
+    pub async fn settled(&self) {
+        loop {
+            let notified = self.changed.notified();
+            tokio::pin!(notified);
+            // Registered before the check, so a change between the two is not missed.
+            notified.as_mut().enable();
+            if !matches!(&*self.lock(), State::Connecting) {
+                return;
+            }
+            notified.await;
+        }
+    }
+
     /// Calls `tool` with `input` (a JSON object), within the server's timeout; returns the
     /// `CallToolResult` as JSON. A call that times out is dropped, which cancels it at the
     /// server.
