@@ -257,19 +257,14 @@ async fn step(
     }
 
     // Reports of agents that are gone (dead, or a pool rolled onto a new key) say nothing.
+    let is_live = |agent: &String| {
+        pod_names.contains(agent)
+            && heartbeats.contains_key(agent.as_str())
+            && !replaced.contains(agent)
+    };
     let model_errors = coord.model_errors();
-    let (reports, gone): (Vec<_>, Vec<_>) =
-        model_errors
-            .all()
-            .await?
-            .into_iter()
-            .partition(|(agent, _)| {
-                pod_names.contains(agent)
-                    && heartbeats.contains_key(agent.as_str())
-                    && !replaced.contains(agent)
-            });
-    let gone: Vec<&str> = gone.iter().map(|(agent, _)| agent.as_str()).collect();
-    model_errors.clear(&gone).await?;
+    let (reports, gone) = split_live(model_errors.all().await?, is_live);
+    model_errors.clear(&as_strs(&gone)).await?;
     let has_servers = pool
         .spec
         .tools
@@ -277,18 +272,8 @@ async fn step(
         .is_some_and(|t| !t.mcp_servers.is_empty());
     let tools_down = if has_servers {
         let tool_errors = coord.tool_errors();
-        let (down, gone): (Vec<_>, Vec<_>) =
-            tool_errors
-                .all()
-                .await?
-                .into_iter()
-                .partition(|(agent, _)| {
-                    pod_names.contains(agent)
-                        && heartbeats.contains_key(agent.as_str())
-                        && !replaced.contains(agent)
-                });
-        let gone: Vec<&str> = gone.iter().map(|(agent, _)| agent.as_str()).collect();
-        tool_errors.clear(&gone).await?;
+        let (down, gone) = split_live(tool_errors.all().await?, is_live);
+        tool_errors.clear(&as_strs(&gone)).await?;
         Some(down)
     } else {
         None
@@ -845,6 +830,19 @@ fn model_refusal(reports: &[(String, ModelErrorReport)]) -> Option<(&'static str
             first.message
         ),
     ))
+}
+
+/// Agents' reports split into those of live agents and the names of the agents that are gone.
+fn split_live<T>(
+    reports: Vec<(String, T)>,
+    is_live: impl Fn(&String) -> bool,
+) -> (Vec<(String, T)>, Vec<String>) {
+    let (live, gone): (Vec<_>, Vec<_>) = reports.into_iter().partition(|(agent, _)| is_live(agent));
+    (live, gone.into_iter().map(|(agent, _)| agent).collect())
+}
+
+fn as_strs(names: &[String]) -> Vec<&str> {
+    names.iter().map(String::as_str).collect()
 }
 
 /// What `ToolsDegraded` says about live agents' reports of MCP servers they cannot use: each
